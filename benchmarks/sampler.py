@@ -250,8 +250,9 @@ def _make_source(spec: SourceSpec, pid_value):
 # ------------------------------------------------------------------------------------ sampler process
 
 def _cpu_split(before, now) -> list[float]:
+    # Shares of user + system + idle only, as the official cpu_list (other states are not counted).
     du, ds, di = now.user - before.user, now.system - before.system, now.idle - before.idle
-    total = sum(now) - sum(before)
+    total = du + ds + di
     if total <= 0:
         return [0.0, 0.0, 100.0]
     return [100.0 * du / total, 100.0 * ds / total, 100.0 * di / total]
