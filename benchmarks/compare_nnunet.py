@@ -101,14 +101,18 @@ def with_default_resampling(model_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def nnunet_command(inputs: Path, outputs: Path, model: Path, folds: Sequence[str], tta: bool) -> list[str]:
-    """nnU-Net's own CLI for a trained-model folder, on CPU."""
-    exe = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"
-    head = [str(exe)] if exe.is_file() else [
-        sys.executable, "-c",
-        "from nnunetv2.inference.predict_from_raw_data import predict_entry_point_modelfolder as m; m()"]
-    cmd = head + ["-i", str(inputs), "-o", str(outputs), "-m", str(model), "-f", *folds, "-device", "cpu",
-                  "--disable_progress_bar"]
+NNUNET_ENTRY = "nnunetv2.inference.predict_from_raw_data:predict_entry_point_modelfolder"
+
+
+def nnunet_command(inputs: Path, outputs: Path, model: Path, folds: Sequence[str], tta: bool,
+                   device: str = "cpu", head: Sequence[str] | None = None) -> list[str]:
+    """nnU-Net's own CLI for a trained-model folder (`head` replaces the executable, e.g. a capped runner)."""
+    if head is None:
+        exe = Path(sys.executable).parent / "nnUNetv2_predict_from_modelfolder"
+        mod, func = NNUNET_ENTRY.split(":")
+        head = [str(exe)] if exe.is_file() else [sys.executable, "-c", f"from {mod} import {func} as m; m()"]
+    cmd = list(head) + ["-i", str(inputs), "-o", str(outputs), "-m", str(model), "-f", *folds,
+                        "-device", device, "--disable_progress_bar"]
     return cmd if tta else cmd + ["--disable_tta"]
 
 

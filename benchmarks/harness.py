@@ -143,7 +143,7 @@ def _run_sampled(argv: Sequence[str], sampler: Sampler, log_path: Path, env: dic
 
 def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]], results: Path,
              spec: SourceSpec, interval: float = 0.1, env: dict | None = None,
-             settle_s: float = 0.5) -> CaseResult:
+             settle_s: float = 0.5, keep_output: bool = True) -> CaseResult:
     """Run one case in a fresh inputs/outputs pair under `results/work/`, sampled; write `<case>.json`."""
     work = results / "work"
     inputs = _fresh_dir(work / "inputs")
@@ -161,7 +161,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
         samples = sampler.stop()
     pred = outputs / f"{case}{OUTPUT_SUFFIX}"
     status = check_output(pred, image)
-    if pred.is_file():
+    if pred.is_file() and keep_output:
         (results / "outputs").mkdir(exist_ok=True)
         shutil.move(str(pred), results / "outputs" / pred.name)
     record = {
@@ -223,7 +223,7 @@ def docker_engine_available() -> tuple[bool, str]:
 def run_harness(cases: Sequence[tuple[str, Path]], argv_for, results: str | os.PathLike, spec: SourceSpec,
                 label: str, interval: float = 0.1, env: dict | None = None, title: str = "",
                 time_tolerance_s: float = 15.0, gpu_tolerance_mib: float = 4096.0,
-                keep_work: bool = False, log=print):
+                keep_work: bool = False, keep_outputs: bool = True, log=print):
     """Run every case; one failing case never stops the others. Returns (case results, summary rows, md path)."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,7 @@ def run_harness(cases: Sequence[tuple[str, Path]], argv_for, results: str | os.P
     for i, (case, image) in enumerate(cases, 1):
         log(f"[{label}] case {i}/{len(cases)}: {case} ...")
         try:
-            r = run_case(case, image, argv_for, results, spec, interval, env)
+            r = run_case(case, image, argv_for, results, spec, interval, env, keep_output=keep_outputs)
         except (SamplerError, OSError) as e:
             log(f"[{label}]   {case}: FAILED before or around the run: {e}")
             continue
