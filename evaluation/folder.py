@@ -130,6 +130,9 @@ def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
             w.writerow(cols)
             for r in rows:
                 w.writerow([r["Name"]] + [_fmt(r[c]) for c in cols[1:]])
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,12 +27,18 @@ class Shape:
 
 
 class Ellipsoid(Shape):
-    """Solid ellipsoid: centre (3,), semi-axes radii (3,) mm along the columns of `rot` (3, 3)."""
+    """Solid ellipsoid: centre (3,), semi-axes radii (3,) mm along the columns of `rot` (3, 3).
 
-    def __init__(self, center, radii, rot=None):
+    wobble: 6 coefficients of an irregular surface: inside is sum(u^2) <= 1 + w(u) with
+    w = c0 u0 u1 + c1 u1 u2 + c2 u0 u2 + c3 u0^3 + c4 u1^3 + c5 u2^3 (u: coordinates in semi-axis units),
+    which skews, bends and makes the shape egg-like by about +-c/2 of the radius.
+    """
+
+    def __init__(self, center, radii, rot=None, wobble=None):
         self.center = np.asarray(center, dtype=np.float64)
         self.radii = np.asarray(radii, dtype=np.float64)
         self.rot = np.eye(3) if rot is None else np.asarray(rot, dtype=np.float64)
+        self.wobble = None if wobble is None or not np.any(wobble) else np.asarray(wobble, dtype=np.float64)
 
     def local(self, x, y, z):
         """Coordinates (mm) along the ellipsoid's own axes, relative to its centre."""
@@ -42,21 +48,28 @@ class Ellipsoid(Shape):
                 r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz,
                 r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz)
 
+    def _level_local(self, u, margin: float):
+        a, b, c = (ui / (ri + margin) for ui, ri in zip(u, self.radii))
+        lev = a * a + b * b + c * c
+        if self.wobble is not None:
+            w = self.wobble
+            lev = lev - (w[0] * a * b + w[1] * b * c + w[2] * a * c + w[3] * a ** 3 + w[4] * b ** 3 + w[5] * c ** 3)
+        return lev
+
     def level(self, x, y, z, margin: float = 0.0):
-        """sum((local / (radii + margin))^2): <= 1 inside."""
-        u = self.local(x, y, z)
-        return sum((ui / (ri + margin)) ** 2 for ui, ri in zip(u, self.radii))
+        """<= 1 inside (the ellipsoid grown by margin mm); 0 at the centre."""
+        return self._level_local(self.local(x, y, z), margin)
 
     def masks(self, x, y, z, margin: float = 0.0):
         u = self.local(x, y, z)
-        inside = sum((ui / ri) ** 2 for ui, ri in zip(u, self.radii)) <= 1.0
+        inside = self._level_local(u, 0.0) <= 1.0
         if margin <= 0:
             return inside, inside
-        grown = sum((ui / (ri + margin)) ** 2 for ui, ri in zip(u, self.radii)) <= 1.0
-        return inside, grown
+        return inside, self._level_local(u, margin) <= 1.0
 
     def bbox(self, margin: float = 0.0):
-        half = np.sqrt(((self.rot * (self.radii + margin)[None, :]) ** 2).sum(axis=1))
+        grow = 1.0 if self.wobble is None else 1.0 + float(np.abs(self.wobble).sum())  # loose bound
+        half = np.sqrt(((self.rot * (grow * (self.radii + margin))[None, :]) ** 2).sum(axis=1))
         return self.center - half, self.center + half
 
     def point(self, local_unit) -> np.ndarray:
