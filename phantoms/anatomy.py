@@ -105,7 +105,11 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
         return float(_clipped_normal(rng, sd * v)) if v > 0 else 0.0
 
     def wob(sd=0.12):
-        return _clipped_normal(rng, sd * v, 6) if v > 0 else None
+        if v <= 0:
+            return None
+        c = _clipped_normal(rng, sd * v, 6)
+        total = np.abs(c).sum()
+        return c * (0.7 / total) if total > 0.7 else c      # keep the shape in one piece
 
     placement = np.array([rng.uniform(-25, 25), rng.uniform(-40, 40), rng.uniform(-350, 350)])
     scale = np.exp(_clipped_normal(rng, 0.055 * v, 3)) if v > 0 else np.ones(3)
@@ -156,7 +160,7 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
         kidneys[lab] = (k, sinus)
         o[lab] = Clipped(Minus(k, sinus), in_cavity)
     subj.extras["kidney_parts"] = kidneys
-    for lab, kid, off, rot_deg in ((RAG, RK, [8, -10, 20], 35), (LAG, LK, [-10, -14, 12], -35)):
+    for lab, kid, off, rot_deg in ((RAG, RK, [8, -2, 20], 35), (LAG, LK, [-10, -14, 12], -35)):
         pole = kidneys[kid][0].point([0, 0, 1])
         c = jit(pole + np.array(off), 3.5)
         o[lab] = Ellipsoid(c, np.array([5.0, 13.0, 20.0]) * rscale(0.08), _rz(rot_deg + rdeg(10)) @ _ry(rdeg(8)),
@@ -456,13 +460,13 @@ def paint_subject(canvas: Canvas) -> None:
     for lab in (RK, LK):
         if lab in o:
             _paint_kidney(canvas, o[lab], *e["kidney_parts"][lab], lab)
-    for lab in (RAG, LAG):
-        if lab in o:
-            canvas.paint(o[lab], T["adrenal"], lab, gap=2.5)
     if IVC in o:
         canvas.paint(o[IVC], T["vein"], IVC, gap=1.5)
     if AORTA in o:
         canvas.paint(o[AORTA], T["artery"], AORTA, gap=1.5)
+    for lab in (RAG, LAG):   # small: painted after the big vessels so that a contact never erases them
+        if lab in o:
+            canvas.paint(o[lab], T["adrenal"], lab, gap=2.5)
     # unlabelled vessels (do not cross the labelled aorta/IVC lumen)
     for tube in e["arteries"]:
         _paint_unlabelled(canvas, tube, T["artery"])

@@ -29,8 +29,8 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
               origin=None, center_mm=None) -> Grid:
     """The scan's grid. Unset values are drawn: spacing from the modality's preset (or the given
     ranges); field of view covering the body width (x 1.0-1.15) and a slab along z from the preset;
-    size = fov / spacing (in-plane matrix at most 512 and at most 12 M voxels: a drawn in-plane
-    spacing grows to fit); centre on the subject's
+    size = fov / spacing (in-plane matrix at most 512 and at most 12 M voxels: a drawn spacing grows
+    to fit, slices first); centre on the subject's
     abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
     preset = PRESETS[modality]
     direction_m = resolve_direction(direction, rng)
@@ -44,10 +44,15 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
         spacing = draw_spacing(rng, preset, inplane_range, slice_range)
         if size is None:
             inplane = max(spacing[0], float(fov[:2].max()) / MAX_INPLANE_MATRIX)
-            voxels = np.prod(fov / np.array([inplane, inplane, spacing[2]]))
-            if voxels > MAX_DRAWN_VOXELS:
+            slice_mm = spacing[2]
+            voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
+            if voxels > MAX_DRAWN_VOXELS:   # thicker slices first (up to the preset's maximum) ...
+                slice_mm = min(max(slice_mm, (slice_range or preset.slice_mm)[1]),
+                               slice_mm * voxels / MAX_DRAWN_VOXELS)
+                voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
+            if voxels > MAX_DRAWN_VOXELS:   # ... then coarser pixels
                 inplane *= float(np.sqrt(voxels / MAX_DRAWN_VOXELS))
-            spacing = (round(inplane, 4), round(inplane, 4), spacing[2])
+            spacing = (round(inplane, 4), round(inplane, 4), round(slice_mm, 3))
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")

@@ -14,7 +14,7 @@ from .tissues import T, check_modality, mean_intensities, texture_amplitudes
 
 # noise standard deviation: HU for CT, fraction of the fat/fluid reference level for MRI
 _NOISE = {"ct": (8.0, 20.0), "t1": (0.015, 0.035), "t2": (0.015, 0.035), "t1c": (0.015, 0.035),
-          "dwi": (0.05, 0.09)}
+          "dwi": (0.04, 0.07)}
 _BLUR_VOXELS = {"dwi": (0.5, 0.9, 0.9)}        # (z, y, x) sigma in voxels; DWI is blurrier
 _DEFAULT_BLUR = (0.45, 0.45, 0.45)
 

@@ -29,9 +29,11 @@ class Shape:
 class Ellipsoid(Shape):
     """Solid ellipsoid: centre (3,), semi-axes radii (3,) mm along the columns of `rot` (3, 3).
 
-    wobble: 6 coefficients of an irregular surface: inside is sum(u^2) <= 1 + w(u) with
-    w = c0 u0 u1 + c1 u1 u2 + c2 u0 u2 + c3 u0^3 + c4 u1^3 + c5 u2^3 (u: coordinates in semi-axis units),
-    which skews, bends and makes the shape egg-like by about +-c/2 of the radius.
+    wobble: 6 coefficients of an irregular surface: inside is |u|^2 - w(u) <= 1 with
+    w = c0 u0 u1 + c1 u1 u2 + c2 u0 u2 + (c3 u0^3 + c4 u1^3 + c5 u2^3) / |u|  (u: coordinates in
+    semi-axis units). w is homogeneous of degree 2, so the surface radius along a direction d is
+    1 / sqrt(1 - w(d)): the shape is skewed and egg-like by about +-c/2, and stays star-shaped
+    (one piece) while sum(|c|) < 1.
     """
 
     def __init__(self, center, radii, rot=None, wobble=None):
@@ -39,6 +41,8 @@ class Ellipsoid(Shape):
         self.radii = np.asarray(radii, dtype=np.float64)
         self.rot = np.eye(3) if rot is None else np.asarray(rot, dtype=np.float64)
         self.wobble = None if wobble is None or not np.any(wobble) else np.asarray(wobble, dtype=np.float64)
+        if self.wobble is not None and np.abs(self.wobble).sum() >= 0.9:
+            raise ValueError(f"wobble coefficients too large (sum |c| = {np.abs(self.wobble).sum():.2f} >= 0.9)")
 
     def local(self, x, y, z):
         """Coordinates (mm) along the ellipsoid's own axes, relative to its centre."""
@@ -53,7 +57,9 @@ class Ellipsoid(Shape):
         lev = a * a + b * b + c * c
         if self.wobble is not None:
             w = self.wobble
-            lev = lev - (w[0] * a * b + w[1] * b * c + w[2] * a * c + w[3] * a ** 3 + w[4] * b ** 3 + w[5] * c ** 3)
+            norm = np.sqrt(lev) + 1e-6
+            lev = lev - (w[0] * a * b + w[1] * b * c + w[2] * a * c
+                         + (w[3] * a * a * a + w[4] * b * b * b + w[5] * c * c * c) / norm)
         return lev
 
     def level(self, x, y, z, margin: float = 0.0):
@@ -68,7 +74,8 @@ class Ellipsoid(Shape):
         return inside, self._level_local(u, margin) <= 1.0
 
     def bbox(self, margin: float = 0.0):
-        grow = 1.0 if self.wobble is None else 1.0 + float(np.abs(self.wobble).sum())  # loose bound
+        # along any direction the radius grows by at most 1 / sqrt(1 - sum|c|)
+        grow = 1.0 if self.wobble is None else 1.0 / np.sqrt(max(1e-3, 1.0 - float(np.abs(self.wobble).sum())))
         half = np.sqrt(((self.rot * (grow * (self.radii + margin))[None, :]) ** 2).sum(axis=1))
         return self.center - half, self.center + half
 
@@ -149,6 +156,7 @@ class Tube(Shape):
 
     def query_on(self, canvas, sl, margin: float = 0.0):
         """query() for the voxels of canvas block `sl`, chunk by chunk (same result)."""
+        sl = tuple(slice(*s.indices(n)[:2]) for s, n in zip(sl, canvas.x.shape))   # explicit bounds
         shape = tuple(s.stop - s.start for s in sl)
         d = np.full(shape, np.inf)
         i = np.full(shape, len(self.samples), dtype=np.int64)
