@@ -351,3 +351,34 @@ def test_cli(tmp_path, capsys):
     assert not np.allclose(np.abs(img.GetDirection()), np.eye(3).ravel())
     assert cli_main(["-o", str(out), "-n", "1", "--modality", "pet", "-q"]) == 2
     assert "unknown modality" in capsys.readouterr().err
+
+
+# --- committed sample cases -------------------------------------------------------------------------------
+
+def test_committed_samples_match_their_command():
+    """samples/ holds what `python -m phantoms.samples` writes (labels equal up to a handful of voxels,
+    which float rounding on another CPU could flip; images nearly equal), in a few MB."""
+    import os
+
+    from phantoms.samples import DEFAULT_DIR, SAMPLES, sample_case
+
+    total = 0
+    for cid, seed, modality, _ in SAMPLES:
+        img_path = os.path.join(DEFAULT_DIR, "inputs", f"{cid}_0000.nii.gz")
+        lab_path = os.path.join(DEFAULT_DIR, "labels", f"{cid}.nii.gz")
+        total += os.path.getsize(img_path) + os.path.getsize(lab_path)
+        img, lab = sitk.ReadImage(img_path), sitk.ReadImage(lab_path)
+        new_img, new_lab = sample_case(cid)
+        assert img.GetSize() == new_img.GetSize() == lab.GetSize()
+        assert np.allclose(img.GetDirection(), new_img.GetDirection(), atol=1e-6)
+        assert np.allclose(img.GetOrigin(), new_img.GetOrigin(), atol=1e-3)
+        a, b = sitk.GetArrayViewFromImage(lab), sitk.GetArrayViewFromImage(new_lab)
+        assert (a == b).mean() > 0.9995 and set(np.unique(a)) <= set(range(14))
+        diff = np.abs(sitk.GetArrayViewFromImage(img).astype(np.int32) - sitk.GetArrayViewFromImage(new_img))
+        assert diff.mean() < 1.0
+    assert total < 8e6
+    d1 = np.asarray(sitk.ReadImage(os.path.join(DEFAULT_DIR, "inputs", "phantom_0001_0000.nii.gz")).GetDirection())
+    d3 = np.asarray(sitk.ReadImage(os.path.join(DEFAULT_DIR, "inputs", "phantom_0003_0000.nii.gz")).GetDirection())
+    assert not np.allclose(np.abs(d1), np.eye(3).ravel())                 # oblique
+    assert np.allclose(d3, np.diag([-1.0, -1.0, 1.0]).ravel())            # flipped x and y
+    assert SAMPLES[0][1] == SAMPLES[1][1] != SAMPLES[2][1]               # 0001 and 0002: one subject
