@@ -23,7 +23,7 @@ _TABLE: dict[str, tuple[float, float, float, float, float, float]] = {
     "csf":             (10,    110,  950,   90,   70,  0.02),
     "lung":            (-850,   25,   30,   25,   10,  0.20),
     "heart":           (150,   270,  130,  700,   90,  0.06),
-    "bowel":           (40,    240,  430,  380,  300,  0.12),
+    "bowel":           (30,    200,  400,  340,  260,  0.15),
     "colon":           (25,    300,  330,  240,  160,  0.15),
     "gas":             (-950,   10,   10,   10,    5,  0.10),
     "liver":           (105,   470,  230,  560,  210,  0.04),
@@ -41,7 +41,7 @@ _TABLE: dict[str, tuple[float, float, float, float, float, float]] = {
     "stomach_wall":    (80,    300,  250,  540,  290,  0.04),
     "stomach_fluid":   (15,    140,  820,  130,  120,  0.05),
     "stomach_food":    (40,    330,  380,  220,  200,  0.15),
-    "duodenum":        (45,    220,  520,  410,  310,  0.08),
+    "duodenum":        (50,    260,  560,  440,  330,  0.06),
 }
 
 TISSUES: tuple[str, ...] = tuple(_TABLE)
