@@ -142,9 +142,9 @@ class Tube(Shape):
                                  float(self.radii[a:b].max()), p0, p1, dev))
         self._tree = cKDTree(self.samples)
 
-    def _with_radius(self, d, i):
-        r = np.concatenate([self.radii, [-np.inf]])[i]
-        return r
+    def _radius_at(self, i):
+        """Radius at sample indices i; -inf for the 'no sample' index len(samples)."""
+        return np.concatenate([self.radii, [-np.inf]])[i]
 
     def query(self, x, y, z, margin: float = 0.0):
         """(distance mm, nearest sample index, radius there) for each point; points farther than
@@ -152,10 +152,13 @@ class Tube(Shape):
         pts = np.stack([np.ravel(x), np.ravel(y), np.ravel(z)], axis=1).astype(np.float64)
         d, i = self._tree.query(pts, distance_upper_bound=self.rmax + margin + 1e-6)
         shape = np.shape(x)
-        return d.reshape(shape), i.reshape(shape), self._with_radius(d, i).reshape(shape)
+        return d.reshape(shape), i.reshape(shape), self._radius_at(i).reshape(shape)
 
     def query_on(self, canvas, sl, margin: float = 0.0):
-        """query() for the voxels of canvas block `sl`, chunk by chunk (same result)."""
+        """query() for the voxels of canvas block `sl`, chunk by chunk: each chunk only looks at the
+        voxels of its own box near its chord. A point farther than a chunk's own rmax + margin from it is
+        not matched there, so its nearest sample may come from another chunk: the masks equal query()'s
+        except where a thin part of a tube passes close to a wide part."""
         sl = tuple(slice(*s.indices(n)[:2]) for s, n in zip(sl, canvas.x.shape))   # explicit bounds
         shape = tuple(s.stop - s.start for s in sl)
         d = np.full(shape, np.inf)
@@ -184,7 +187,7 @@ class Tube(Shape):
             isub[better] = ic[better] + a
             dv[near] = dsub
             iv[near] = isub
-        return d, i, self._with_radius(d, i)
+        return d, i, self._radius_at(i)
 
     def masks(self, x, y, z, margin: float = 0.0):
         d, _, r = self.query(x, y, z, margin)
