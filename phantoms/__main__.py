@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spacing", type=_floats(3), default=None, help="fixed spacing sx,sy,sz in mm")
     ap.add_argument("--inplane-range", type=_floats(2), default=None, help="draw in-plane spacing from lo,hi mm")
     ap.add_argument("--slice-range", type=_floats(2), default=None, help="draw slice spacing from lo,hi mm")
-    ap.add_argument("--size", type=_ints3, default=None, help="fixed grid size nx,ny,nz (default: field of view / spacing)")
+    ap.add_argument("--size", type=_ints3, default=None,
+                    help="fixed grid size nx,ny,nz (default: field of view / spacing)")
     ap.add_argument("--direction", default="random", help=f"one of {', '.join(DIRECTION_CHOICES)} (default random)")
     ap.add_argument("--variation", type=float, default=1.0, help="scale of anatomical variation (default 1)")
     ap.add_argument("--no-motion", action="store_true", help="no per-sequence rigid displacement")

@@ -197,7 +197,8 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
     du_pts = np.vstack([st_pts[-1], du_pts])
     du_r = np.array([10, 12, 12, 12, 12, 11, 11, 11, 10, 10]) * rscale(0.08)
     o[DUODENUM] = Tube(du_pts, du_r)
-    pa_pts = jit([[-22, 10, -38], [-32, -2, -22], [-8, -16, -8], [20, -12, 4], [50, 15, 18], [68, 30, 28]], 3) + pa_shift
+    pa_pts = jit([[-22, 10, -38], [-32, -2, -22], [-8, -16, -8], [20, -12, 4], [50, 15, 18], [68, 30, 28]],
+                 3) + pa_shift
     pa_r = np.array([9, 15, 10, 11, 10, 8]) * rscale(0.1)
     o[PANCREAS] = Tube(pa_pts, pa_r)
     # --- gallbladder under the liver ---------------------------------------------------------------

@@ -342,3 +342,13 @@ def test_labelmap_type_checks():
     lm = LabelMap(np.zeros((4, 4, 4), np.uint8), (1.0, 1.0, 1.0), np.eye(4), "x")
     assert score_case(lm, lm)["Liver_DSC"] == 1.0
     assert [o.short for o in ORGANS][:3] == ["Liver", "RK", "Spleen"]
+
+
+def test_unreadable_ground_truth_is_reported_and_left_out(tmp_path):
+    gt_dir, pred_dir = _folder_case(tmp_path)
+    (gt_dir / "case_d.nii.gz").write_bytes(b"garbage")
+    _write(_cube((20, 20, 20), (3, 3, 3), 10), pred_dir / "case_d.nii.gz")
+    res = score_folder(pred_dir, gt_dir)
+    assert "case_d.nii.gz" not in [r["Name"] for r in res.rows]
+    assert "case_d.nii.gz: cannot read" in res.errors["case_d.nii.gz"]
+    assert res.rows[0]["Name"] == "case_a.nii.gz" and res.rows[0]["Liver_DSC"] == 1.0

@@ -363,7 +363,7 @@ def test_committed_samples_match_their_command():
     from phantoms.samples import DEFAULT_DIR, SAMPLES, sample_case
 
     total = 0
-    for cid, seed, modality, _ in SAMPLES:
+    for cid, _, _, _ in SAMPLES:
         img_path = os.path.join(DEFAULT_DIR, "inputs", f"{cid}_0000.nii.gz")
         lab_path = os.path.join(DEFAULT_DIR, "labels", f"{cid}.nii.gz")
         total += os.path.getsize(img_path) + os.path.getsize(lab_path)
