@@ -23,7 +23,7 @@ start-up <= 3 s; read + preprocess + export + write <= 1.5 s.
 
 Case: an MRI-like volume of 320x290x72 voxels at 1.25x1.25x3.47 mm (Table 6's amos_0507 grid).
 Model: -m MODEL_DIR; default the repository's weights/ when it holds a model, else a random-weight
-`small` model folder (benchmarks.model_folder) built on the fly. Prints a markdown table and saves it
+`small_coarse` model folder (benchmarks.model_folder) built on the fly. Prints a markdown table and saves it
 (and the raw numbers as JSON) under benchmarks/results/.
 """
 from __future__ import annotations
@@ -235,9 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_case(inputs, CASE, CASE_SIZE, CASE_SPACING, seed=0)
     model = a.model or default_model_dir()
     if model is None:
-        model = work / "model_small"
-        write_preset(model, "small", resampling="torch")  # rewritten: cheap, and never stale
-        model_desc = "random-weight `small` PlainConvUNet (benchmarks.model_folder), torch resampling in plans"
+        model = work / "model_small_coarse"
+        write_preset(model, "small_coarse", resampling="torch")  # rewritten: cheap, and never stale
+        model_desc = ("random-weight `small_coarse` PlainConvUNet (benchmarks.model_folder: features 4-40, "
+                      "patch 40x192x224, spacing 3.0x1.5x1.5 mm), torch resampling in plans")
     else:
         model_desc = str(model)
     model = model.resolve()
