@@ -164,12 +164,13 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     if pred.is_file() and keep_output:
         (results / "outputs").mkdir(exist_ok=True)
         shutil.move(str(pred), results / "outputs" / pred.name)
+    # Rounded for size only: NVML MiB are integers; 0.01 MiB, 0.1 ms and 0.01 % are below any effect.
     record = {
-        "gpu_memory": samples["memory"],   # official key; MiB (GPU, or the CPU fallback's memory)
+        "gpu_memory": [round(m, 2) for m in samples["memory"]],  # official key; MiB (GPU or CPU fallback)
         "time": elapsed,                   # official key; s, just before the run to its return
-        "cpu_list": samples["cpu"],
-        "RAM_list": samples["ram"],
-        "timestamps": samples["timestamps"],
+        "cpu_list": [[round(v, 2) for v in c] for c in samples["cpu"]],
+        "RAM_list": [round(r, 2) for r in samples["ram"]],
+        "timestamps": [round(t, 4) for t in samples["timestamps"]],
         "run_start": run_start,
         "memory_source": samples["source"],
         "device": samples["device"],
@@ -183,6 +184,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     fd, tmp = tempfile.mkstemp(dir=results, prefix=f".{case}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, js)
     return CaseResult(case, elapsed, rc, status, js)
 
