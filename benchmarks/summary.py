@@ -275,7 +275,8 @@ def summarise_folder(folder: str | os.PathLike, out_prefix: str | os.PathLike | 
     if not device:
         device = next((t.device for t in traces if t.device), "")
     csv_path = write_csv(rows, f"{prefix}_Efficiency.csv")
-    png = plot_traces(traces, f"{prefix}_memory.png", title)
+    png = plot_traces(traces, f"{prefix}_memory.png",
+                      f"{title}\n{device}" if title and device and device not in title else (title or device))
     md = Path(f"{prefix}_table.md")
     _atomic_write_text(md, markdown_table(
         rows, title, device, time_tolerance_s=kw.get("time_tolerance_s", TIME_TOLERANCE_S),
