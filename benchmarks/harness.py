@@ -155,7 +155,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     try:
         time.sleep(settle_s)  # a few samples before the run, as the official loop has
         run_start, elapsed, rc = _run_sampled(argv, sampler, results / "logs" / f"{case}.log", env,
-                                   attach=spec.kind == "rss-tree")
+                                              attach=spec.kind == "rss-tree")
         time.sleep(min(settle_s, 0.2))
     finally:
         samples = sampler.stop()
