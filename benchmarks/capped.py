@@ -13,7 +13,7 @@ import argparse
 import importlib
 import runpy
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 RTX3090_GIB = 24.0
 

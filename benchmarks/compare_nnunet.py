@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -165,8 +165,8 @@ def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label
            counts: dict[int, int] | None = None) -> str:
     """The markdown report: runs table, ours' stage breakdown and targets, Dice agreement table."""
     by = {r.label: r for r in runs}
-    lines = [f"### Ours vs nnU-Net's predictor ({CASE_SIZE[0]}x{CASE_SIZE[1]}x{CASE_SIZE[2]} at "
-             f"{'x'.join(str(s) for s in CASE_SPACING)} mm, CPU)", "",
+    lines = [(f"### Ours vs nnU-Net's predictor ({CASE_SIZE[0]}x{CASE_SIZE[1]}x{CASE_SIZE[2]} at "
+             f"{'x'.join(str(s) for s in CASE_SPACING)} mm, CPU)"), "",
              f"Device: {device}; torch threads {threads}. Model: {model_desc}." +
              (f" Load average (1 min) before/after: {load}." if load else ""), "",
              "| Run | Wall to file written (s) | Wall to exit (s) | Peak RSS, process tree (MB) | rc |",

@@ -21,9 +21,9 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from flare.labels import NUM_CLASSES, dataset_json_labels
 

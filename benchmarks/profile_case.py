@@ -18,9 +18,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 MIB = 2**20
 
@@ -63,6 +63,7 @@ class _RssPeak:
 def make_profiling_timer(cuda: bool, rss: _RssPeak):
     """A StageTimer (inference.timings) that also records per-stage peak memory in `.peaks`."""
     import torch
+
     from inference.timings import StageTimer
 
     class ProfilingTimer(StageTimer):
@@ -94,6 +95,7 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
     t0 = time.perf_counter()
     rss.begin()
     import torch
+
     from inference.api import DEFAULT_MODEL_DIR, resolve_device, segment_array
     from inference.io import find_cases, read_case, write_segmentation
     from inference.model import load_model
@@ -137,8 +139,8 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
 def markdown(res: dict) -> str:
     cuda = any("torch_peak_allocated_mib" in s for s in res["stages"].values())
     lines = [f"### Profile of {res['case']} ({', '.join(map(str, res['image_size']))}) on {res['device']}", "",
-             f"Model {res['model']}; TTA {'on' if res['tta'] else 'off'}; step {res['step_size']}; "
-             f"torch threads {res['torch_threads']}.", "",
+             (f"Model {res['model']}; TTA {'on' if res['tta'] else 'off'}; step {res['step_size']}; "
+              f"torch threads {res['torch_threads']}."), "",
              "| Stage | Seconds | " + ("Torch peak allocated (MB) | " if cuda else "") + "Peak RSS (MB) |",
              "|---|---:|" + ("---:|" if cuda else "") + "---:|"]
     for name, s in res["stages"].items():
@@ -163,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.image.is_file():
         print(f"error: {a.image}: no such file", file=sys.stderr)
         return 2
-    from inference import InferenceError  # the package root only: cheap, and not counted in "imports"
+    # The package root only: cheap, and not counted in the profile's "imports".
+    from inference import InferenceError
     try:
         res = profile(a.image, a.model, a.device, a.tta, a.step_size)
     except (FileNotFoundError, RuntimeError, InferenceError) as e:

@@ -173,7 +173,7 @@ class _TreeSource:
         pass
 
 
-_SIZE_RE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?i?B)", re.I)
+_SIZE_RE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?i?B)", re.IGNORECASE)
 _UNITS = {"b": 1 / MIB, "kb": 1e3 / MIB, "kib": 1 / 1024, "mb": 1e6 / MIB, "mib": 1.0,
           "gb": 1e9 / MIB, "gib": 1024.0, "tb": 1e12 / MIB, "tib": 1024.0 ** 2}
 
@@ -222,7 +222,7 @@ class _ContainerSource:
     def read(self) -> float:
         if self._mode == "container-stats":
             r = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", self._name],
-                               capture_output=True, text=True, timeout=30)
+                               check=False, capture_output=True, text=True, timeout=30)
             return parse_docker_mem(r.stdout) if r.returncode == 0 and r.stdout.strip() else 0.0
         if self._pid == 0:
             now = time.monotonic()
@@ -263,7 +263,7 @@ def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_
     import psutil
     try:
         source = _make_source(spec, pid_value)
-    except Exception as e:  # report, don't die silently
+    except Exception as e:  # noqa: BLE001 -- any failure goes back to the parent as a message
         out_queue.put({"error": f"{type(e).__name__}: {e}"})
         return
     out_queue.put({"ready": True})
@@ -284,7 +284,7 @@ def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_
             ts.append(t)
             mem.append(m)
             stop_event.wait(interval)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- keep the samples taken so far, report the error
         err = f"{type(e).__name__}: {e}"
     finally:
         source.close()
@@ -309,7 +309,7 @@ class Sampler:
         self._q = self._ctx.Queue()
         self._proc = None
 
-    def start(self, timeout: float = 60.0) -> "Sampler":
+    def start(self, timeout: float = 60.0) -> Sampler:
         self._proc = self._ctx.Process(target=_sampler_main, name="memory-sampler", daemon=True,
                                        args=(self.spec, self.interval, self._pid, self._stop, self._q))
         self._proc.start()
@@ -349,7 +349,7 @@ class Sampler:
             self._proc.join(5)
         self._proc = None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:

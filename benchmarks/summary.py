@@ -25,9 +25,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -202,8 +202,8 @@ def markdown_table(rows: Sequence[dict], title: str = "", device: str = "",
     if device:
         lines += [f"Device: {device}", ""]
     if not gpu:
-        lines += [f"Memory is the CPU fallback ({', '.join(s for s in sources if s)}: resident memory, "
-                  "not GPU memory), summed like the official GPU numbers.", ""]
+        lines += [(f"Memory is the CPU fallback ({', '.join(s for s in sources if s)}: resident memory, "
+                  "not GPU memory), summed like the official GPU numbers."), ""]
     lines += [f"| Case | Image size | Running time (s) | Max {what} (MB) | Total {what} (MB·s) |",
               "|---|---|---:|---:|---:|"]
     for r in rows:
@@ -213,8 +213,8 @@ def markdown_table(rows: Sequence[dict], title: str = "", device: str = "",
     lines.append(f"| **mean** | | {_fmt(_mean(r['Time'] for r in rows), 2)} | "
                  f"{_fmt(_mean(r['MaxGPU_Mem'] for r in rows), 0)} | "
                  f"{_fmt(_mean(r['AUC_GPU_Time'] for r in rows), 0)} |")
-    lines += ["", f"Tolerance-adjusted (time - {time_tolerance_s:g} s, memory - {gpu_tolerance_mib:g} MB per "
-              f"sample, floored at 0) and the trapezoid over real timestamps:", "",
+    lines += ["", (f"Tolerance-adjusted (time - {time_tolerance_s:g} s, memory - {gpu_tolerance_mib:g} MB per "
+              f"sample, floored at 0) and the trapezoid over real timestamps:"), "",
               "| Case | Time - tol. (s) | Total - tol. (MB·s) | Total, trapezoid (MB·s) | Samples | Mean period (s) |",
               "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--time-tolerance", type=float, default=TIME_TOLERANCE_S, help="seconds")
     p.add_argument("--gpu-tolerance", type=float, default=GPU_TOLERANCE_MIB, help="MiB")
     a = p.parse_args(argv)
-    rows, c, g, m = summarise_folder(a.folder, a.out_prefix, a.title, interval_s=a.interval,
+    _rows, c, g, m = summarise_folder(a.folder, a.out_prefix, a.title, interval_s=a.interval,
                                      time_tolerance_s=a.time_tolerance, gpu_tolerance_mib=a.gpu_tolerance)
     print(m.read_text())
     print(f"wrote {c}, {g}, {m}")

@@ -23,10 +23,17 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from .compare_nnunet import NNUNET_ENTRY, REPO, RESULTS, model_folds, nnunet_command, with_default_resampling
+from .compare_nnunet import (
+    NNUNET_ENTRY,
+    REPO,
+    RESULTS,
+    model_folds,
+    nnunet_command,
+    with_default_resampling,
+)
 from .harness import find_cases, run_harness
 from .model_folder import PAPER, model_parameter_count, write_preset
 from .sampler import nvml_probe, resolve_source
@@ -90,8 +97,8 @@ def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> 
         ["**mean of these cases**", "", mean("paper/t", 1)] + [mean(f"{r}/Time", 2) for r in runs] +
         [mean("paper/m", 0)] + [mean(f"{r}/MaxGPU_Mem", 0) for r in runs] +
         [mean("paper/a", 0)] + [mean(f"{r}/AUC_GPU_Time", 0) for r in runs]) + " |")
-    lines += ["", f"Paper (RTX 3090, all 110 validation cases): mean {PAPER_MEAN[0]:.0f} s, "
-                  f"{PAPER_MEAN[2]:,} MB·s. `*`: output missing or with a wrong geometry."]
+    lines += ["", (f"Paper (RTX 3090, all 110 validation cases): mean {PAPER_MEAN[0]:.0f} s, "
+                  f"{PAPER_MEAN[2]:,} MB·s. `*`: output missing or with a wrong geometry.")]
     return "\n".join(lines) + "\n"
 
 

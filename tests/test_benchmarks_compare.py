@@ -6,8 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.compare_nnunet import (RunStats, dice_per_label, model_folds, nnunet_command, report,
-                                       with_default_resampling)
+from benchmarks.compare_nnunet import (
+    RunStats,
+    dice_per_label,
+    model_folds,
+    nnunet_command,
+    report,
+    with_default_resampling,
+)
 from benchmarks.model_folder import write_preset
 
 

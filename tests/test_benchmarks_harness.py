@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.harness import (check_output, direct_argv, docker_argv, docker_engine_available,
-                                find_cases, main)
+from benchmarks.harness import (
+    check_output,
+    direct_argv,
+    docker_argv,
+    docker_engine_available,
+    find_cases,
+    main,
+)
 from benchmarks.summary import OFFICIAL_COLUMNS
 
 # A stand-in predictor: holds 40 MiB, writes a thresholded label map with the input's geometry for
@@ -60,7 +66,7 @@ def test_direct_mode_end_to_end(tmp_path):
     rc = main(["-i", str(inp), "-o", str(res), "--direct", "--memory", "cpu", "--label", "fake",
                "--command", f"{{python}} {script} {{input}} {{output}}"])
     assert rc == 0
-    rows = list(csv.DictReader(open(res / "fake_Efficiency.csv")))
+    rows = list(csv.DictReader((res / "fake_Efficiency.csv").read_text().splitlines()))
     assert list(rows[0])[:8] == OFFICIAL_COLUMNS
     by = {r["Name"]: r for r in rows}
     assert set(by) == {"good", "shrunk", "absent"}
@@ -138,7 +144,7 @@ def _docker_base_image() -> str | None:
     candidates = [wanted] if wanted else ["flare-base:bookworm", "python:3.11-slim", "debian:bookworm-slim",
                                           "debian:bookworm", "ubuntu:24.04", "ubuntu:22.04"]
     for img in candidates:
-        if subprocess.run(["docker", "image", "inspect", img], capture_output=True).returncode == 0:
+        if subprocess.run(["docker", "image", "inspect", img], check=False, capture_output=True).returncode == 0:
             return img
     return None
 
@@ -168,11 +174,11 @@ def test_docker_mode_end_to_end(tmp_path):
         res = tmp_path / "res"
         rc = main(["-i", str(inp), "-o", str(res), "--docker", tag, "--memory", "auto"])
         assert rc == 0
-        rows = {r["Name"]: r for r in csv.DictReader(open(res / f"{tag}_Efficiency.csv"))}
+        rows = {r["Name"]: r for r in csv.DictReader((res / f"{tag}_Efficiency.csv").read_text().splitlines())}
         assert set(rows) == {"amos_0001", "amos_0002"}
         assert all(r["Output"] == "ok" for r in rows.values())
         js = json.loads((res / "amos_0001.json").read_text())
         assert js["command"].startswith("docker container run --shm-size=28gb -m 28G")
         assert js["returncode"] == 0 and js["time"] > 0
     finally:
-        subprocess.run(["docker", "image", "rm", "-f", f"{tag}:latest"], capture_output=True)
+        subprocess.run(["docker", "image", "rm", "-f", f"{tag}:latest"], check=False, capture_output=True)

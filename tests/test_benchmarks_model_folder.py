@@ -8,8 +8,18 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from benchmarks.model_folder import (PAPER, PRESETS, SMALL, TINY, build_network, count_parameters,
-                                     make_plans, model_parameter_count, write_model_folder, write_preset)
+from benchmarks.model_folder import (
+    PAPER,
+    PRESETS,
+    SMALL,
+    TINY,
+    build_network,
+    count_parameters,
+    make_plans,
+    model_parameter_count,
+    write_model_folder,
+    write_preset,
+)
 from flare.labels import dataset_json_labels
 
 
@@ -73,7 +83,7 @@ def test_unknown_preset():
 
 
 def test_presets_are_consistent():
-    for name, arch in PRESETS.items():
+    for arch in PRESETS.values():
         make_plans(**arch.kwargs())  # raises if the patch does not fit the strides
     assert SMALL.spacing == PAPER.spacing and SMALL.strides == PAPER.strides
 

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 
 pytest.importorskip("inference.api", reason="our predictor (inference/) is not in this checkout yet")
 
-from benchmarks.model_folder import write_preset  # noqa: E402
-from benchmarks.profile_case import main, markdown, profile  # noqa: E402
+from benchmarks.model_folder import write_preset
+from benchmarks.profile_case import main, markdown, profile
 
 
 def test_profile_one_case(tmp_path):

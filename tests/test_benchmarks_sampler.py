@@ -2,6 +2,7 @@
 NVML degrades cleanly without a driver."""
 from __future__ import annotations
 
+import itertools
 import statistics
 import subprocess
 import sys
@@ -9,8 +10,15 @@ import time
 
 import pytest
 
-from benchmarks.sampler import (Sampler, SamplerError, SourceSpec, cpu_description, nvml_probe,
-                                parse_docker_mem, resolve_source)
+from benchmarks.sampler import (
+    Sampler,
+    SamplerError,
+    SourceSpec,
+    cpu_description,
+    nvml_probe,
+    parse_docker_mem,
+    resolve_source,
+)
 
 GROW_MIB = 160
 # The child starts, says 'base', waits, allocates GROW_MIB MiB (bytearray: zero-filled, so resident),
@@ -44,7 +52,7 @@ def test_cpu_sampler_sees_known_growth_of_a_child():
     assert len(base) >= 5 and len(grown) >= 5
     assert statistics.median(grown) - statistics.median(base) == pytest.approx(GROW_MIB, abs=3)
     assert all(0 <= c[0] <= 100 and abs(sum(c) - 100) < 1e-6 for c in res["cpu"])
-    periods = [b - a for a, b in zip(t, t[1:])]
+    periods = [b - a for a, b in itertools.pairwise(t)]
     assert min(periods) >= 0.018  # read, then sleep the interval: never faster than nominal
 
 

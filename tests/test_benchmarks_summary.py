@@ -7,9 +7,20 @@ import json
 
 import pytest
 
-from benchmarks.summary import (OFFICIAL_COLUMNS, CaseTrace, load_case, markdown_table, official_auc,
-                                official_max, official_time, summarise, summarise_folder, tolerant_auc,
-                                tolerant_time, trapezoid_auc)
+from benchmarks.summary import (
+    OFFICIAL_COLUMNS,
+    CaseTrace,
+    load_case,
+    markdown_table,
+    official_auc,
+    official_max,
+    official_time,
+    summarise,
+    summarise_folder,
+    tolerant_auc,
+    tolerant_time,
+    trapezoid_auc,
+)
 
 # Hand-computed trace: sum = 13293.5 -> *0.1 = 1329.35 -> AUC 1329; above 4096 MiB: 904 + 1.5 = 905.5
 # -> 90.55 MiB*s; trapezoid over t = [0, .1, .25, .35, .5]:
