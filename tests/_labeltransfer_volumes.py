@@ -77,7 +77,7 @@ def make_subject(modality: str = "CT", size=(48, 40, 24), spacing=(2.0, 2.0, 3.0
     texture = ndimage.gaussian_filter(rng.standard_normal(img.shape), 2.0)
     texture /= max(texture.std(), 1e-9)
     span = imap.max() - imap.min()
-    img = img * (1 + 0.02 * texture) + noise * span * rng.standard_normal(img.shape)
+    img = img * (1 + 0.02 * texture * (tissue > 0)) + noise * span * rng.standard_normal(img.shape)
 
     def to_sitk(a, pixel):
         im = sitk.GetImageFromArray(a.astype(pixel))
@@ -91,7 +91,5 @@ def make_subject(modality: str = "CT", size=(48, 40, 24), spacing=(2.0, 2.0, 3.0
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice over all foreground labels together (a, b: label arrays)."""
     fa, fb = a > 0, b > 0
-    inter = np.logical_and(fa, fb).sum() + 0.0
-    # count only voxels with the same label as overlap
-    inter = (np.logical_and(fa, a == b)).sum()
+    inter = np.logical_and(fa, a == b).sum()  # overlap counts only where the labels agree
     return 2.0 * inter / max(fa.sum() + fb.sum(), 1)
