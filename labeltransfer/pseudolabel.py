@@ -162,7 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     part = args.part if args.part is not None else (part_from_environment() or 0)
-    folds = None if args.folds is None else [f if f == "all" else int(f) for f in args.folds.split(",")]
+    folds = None if args.folds is None else [f.strip() for f in args.folds.split(",")]
     if args.dry_run:
         for case in shard(list(io.list_image_cases(args.input_dir)), part, args.parts):
             print(case)

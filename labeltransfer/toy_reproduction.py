@@ -24,7 +24,8 @@ Steps (each skips work whose outputs exist, so an interrupted run continues):
 Training runs `nnUNetv2_plan_and_preprocess` and `nnUNetv2_train ... -tr nnUNetTrainerToy` as
 subprocesses, with nnUNet_extTrainer pointing at labeltransfer/nnunet_trainers. Prediction uses the
 project's predictor (inference.api.segment_folder via `pseudolabel`) when it is importable, else nnU-Net's
-nnUNetPredictor (descriptors precomputed for MIND models in that case). Scores use the project's FLARE
+nnUNetPredictor; MIND descriptors are precomputed into a temporary folder where the predictor in use
+does not compute them itself. Scores use the project's FLARE
 scorer when `evaluation` is importable, else a local DSC/NSD with the official rules (see _score_case).
 """
 from __future__ import annotations
@@ -253,11 +254,20 @@ def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: 
         for c in cases:
             os.symlink((images / f"{c}_0000.nii.gz").resolve(), src / f"{c}_0000.nii.gz")
     try:
-        import inference.api  # noqa: F401  the project's predictor, when it is there
+        from inference.model import load_model  # the project's predictor, when it is there
     except ImportError:
         _predict_nnunet(model, src, out, a)
     else:
-        rep = pseudolabel.pseudolabel(src, out, model, folds=["all"], device=a.device, log=log)
+        from labeltransfer.mind import descriptor_channels_from_dataset_json
+        params = descriptor_channels_from_dataset_json(model / "dataset.json")
+        feed = src
+        # A predictor that computes MIND itself reads one channel; one that does not yet reads 12 files.
+        if params is not None and load_model(model, ["all"], device="cpu").num_channels == 12:
+            feed = out.parent / f".{out.name}_mind"
+            descriptors.convert_images_folder(src, feed, params, log=lambda *_: None)
+        rep = pseudolabel.pseudolabel(feed, out, model, folds=["all"], device=a.device, log=log)
+        if feed != src:
+            shutil.rmtree(feed, ignore_errors=True)
         if rep.failed:
             raise RuntimeError(f"prediction failed for {rep.failed}")
     if cases is not None:

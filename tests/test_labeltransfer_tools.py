@@ -167,6 +167,30 @@ def test_pseudolabel_chunk_exception_goes_on(tmp_path):
     assert r.done == ["img02", "img03"]
 
 
+def test_pseudolabel_with_the_project_predictor(tmp_path):
+    """Real predictor (inference.api.segment_folder) on a tiny random-weights model: two shards give the
+    same labels as one segment_folder call over the whole folder."""
+    from benchmarks.model_folder import write_preset
+    from inference.api import segment_folder
+    model = write_preset(tmp_path / "model", "tiny")
+    inp = tmp_path / "in"
+    for i in range(3):
+        img, _ = make_subject("T1", seed=i, size=(20, 18, 10), spacing=(3.0, 3.0, 4.0))
+        _write(img, inp / f"c{i}_0000.nii.gz")
+    out = tmp_path / "out"
+    for part in (0, 1):
+        assert cli(["pseudolabel", str(inp), str(out), "--model", str(model), "--part", str(part), "--parts", "2",
+                    "--device", "cpu", "--chunk", "1"]) == 0
+    ref = tmp_path / "ref"
+    assert all(r.ok for r in segment_folder(inp, ref, model, device="cpu"))
+    for i in range(3):
+        got, want = sitk.ReadImage(str(out / f"c{i}.nii.gz")), sitk.ReadImage(str(ref / f"c{i}.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(want))
+        assert got.GetSize() == (20, 18, 10) and got.GetSpacing() == (3.0, 3.0, 4.0)
+    rep = json.loads((out / "pseudolabel_part1of2.json").read_text())
+    assert rep["done"] == ["c1"] and rep["failed"] == {}
+
+
 def test_pseudolabel_cli_dry_run_and_missing_model(tmp_path, capsys, monkeypatch):
     inp = _image_folder(tmp_path / "in", 5)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
