@@ -9,8 +9,9 @@ target's grid. "none" is plain physical-space resampling.
 Registration: fixed = target image, moving = source image; the transform maps target points to source
 points, which is what resampling the source label onto the target grid needs. It starts from the
 identity (the images already share physical space; centring on image geometry would be wrong for
-different fields of view), runs a rigid stage (Euler3D) and, for "affine", an affine stage started
-from the rigid result, each multi-resolution with a regular-step gradient descent. A guard falls back
+different fields of view), runs a multi-resolution rigid stage (Euler3D) and, for "affine", an affine
+stage at full resolution started from the rigid result (kept only if it improves the metric), both
+with a regular-step gradient descent. A guard falls back
 to the identity when registration makes the metric worse or moves a corner of the target image by more
 than --max-shift-mm (default 30 mm): large motion is not what this step is for.
 
@@ -73,7 +74,7 @@ def _shrink_levels(image: sitk.Image, wanted: tuple[int, ...]) -> tuple[list[int
 
 
 def _method(fixed: sitk.Image, sampling: float, seed: int, iterations: int, shrink: list[int],
-            smooth: list[float]) -> sitk.ImageRegistrationMethod:
+            smooth: list[float], learning_rate: float = 1.0) -> sitk.ImageRegistrationMethod:
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     if sampling < 1.0:
@@ -82,7 +83,7 @@ def _method(fixed: sitk.Image, sampling: float, seed: int, iterations: int, shri
     else:
         r.SetMetricSamplingStrategy(r.NONE)
     r.SetInterpolator(sitk.sitkLinear)
-    r.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=iterations,
+    r.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=1e-4, numberOfIterations=iterations,
                                                relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
     r.SetOptimizerScalesFromPhysicalShift()
     r.SetShrinkFactorsPerLevel(shrink)
@@ -101,12 +102,17 @@ def _metric(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform) ->
 
 
 def register(fixed: sitk.Image, moving: sitk.Image, transform: str = "affine", sampling: float = 0.25,
-             seed: int = 0, iterations: int = 200, max_shift_mm: float = 30.0) -> tuple[sitk.Transform, RegistrationInfo]:
+             seed: int = 0, iterations: int = 200, max_shift_mm: float = 30.0,
+             affine_sampling: float = 1.0) -> tuple[sitk.Transform, RegistrationInfo]:
     """Transform mapping points of `fixed` (target image) to points of `moving` (source image).
 
     transform: "affine" (rigid stage, then affine), "rigid" or "none" (identity). sampling: fraction of
-    voxels the metric samples per iteration (random, seeded). Returns (transform, info); the identity
-    with info.fallback set where the guard rejected the registration.
+    voxels the rigid stage's metric samples per iteration (random, seeded); affine_sampling: the same
+    for the affine stage. The affine stage runs at full resolution only, with small steps and by
+    default on every voxel: with 12 parameters, the noise of random sampling let it drift (measured
+    on phantoms: 0.93 mean organ Dice with 25 % sampling vs 0.975 with all voxels, rigid alone 0.98).
+    Returns (transform, info); the identity with info.fallback set where the guard rejected the
+    registration; the rigid result where the affine stage did not improve the metric.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -126,18 +132,21 @@ def register(fixed: sitk.Image, moving: sitk.Image, transform: str = "affine", s
     r.SetInitialTransform(rigid, inPlace=True)
     r.Execute(f, m)
     result: sitk.Transform = rigid
+    info.metric_identity = _metric(f, m, identity)
+    info.metric_final = _metric(f, m, rigid)
     if transform == "affine":
         affine = sitk.AffineTransform(3)
         affine.SetCenter(rigid.GetCenter())
         affine.SetMatrix(rigid.GetMatrix())
         affine.SetTranslation(rigid.GetTranslation())
-        r = _method(f, sampling, seed, iterations, shrink[-2:], smooth[-2:])
+        r = _method(f, affine_sampling, seed, iterations, [1], [0.0], learning_rate=0.1)
         r.SetInitialTransform(affine, inPlace=True)
         r.Execute(f, m)
-        result = affine
-
-    info.metric_identity = _metric(f, m, identity)
-    info.metric_final = _metric(f, m, result)
+        metric_affine = _metric(f, m, affine)
+        if metric_affine < info.metric_final:
+            result, info.metric_final = affine, metric_affine
+        else:
+            info.transform = "rigid"  # the affine stage did not improve on the rigid result
     info.max_shift_mm = max_corner_shift(result, fixed)
     if not info.metric_final < info.metric_identity:
         info.fallback = f"registration did not improve the metric ({info.metric_final:.4f} >= {info.metric_identity:.4f})"
@@ -297,7 +306,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("registration")
     g.add_argument("--transform", choices=TRANSFORMS, default="affine",
                    help="registration before resampling (default affine; none = plain resampling)")
-    g.add_argument("--sampling", type=float, default=0.25, help="metric sampling fraction (default 0.25)")
+    g.add_argument("--sampling", type=float, default=0.25, help="rigid stage: metric sampling fraction (default 0.25)")
+    g.add_argument("--affine-sampling", type=float, default=1.0,
+                   help="affine stage: metric sampling fraction (default 1 = every voxel)")
     g.add_argument("--iterations", type=int, default=200, help="optimizer iterations per level (default 200)")
     g.add_argument("--seed", type=int, default=0, help="metric sampling seed (default 0)")
     g.add_argument("--max-shift-mm", type=float, default=30.0, help="guard: larger corner shifts fall back to identity")
@@ -323,7 +334,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("propagate: give --label ..., --manifest CSV, or --images/--labels/--pattern ...")
     for note in notes:
         print(f"note: {note}")
-    report = run_jobs(jobs, args.transform, args.overwrite, sampling=args.sampling, seed=args.seed,
+    report = run_jobs(jobs, args.transform, args.overwrite, sampling=args.sampling,
+                      affine_sampling=args.affine_sampling, seed=args.seed,
                       iterations=args.iterations, max_shift_mm=args.max_shift_mm)
     path = args.report or (str(Path(args.output_dir) / "propagate_report.csv") if args.output_dir
                            else str(Path(jobs[0].output).parent / "propagate_report.csv") if jobs else None)

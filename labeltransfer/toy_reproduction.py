@@ -170,8 +170,11 @@ def organ_dice(a: np.ndarray, b: np.ndarray) -> dict[int, float]:
     return out
 
 
+MODES = ("none", "rigid", "affine")  # none = plain physical-space resampling
+
+
 def step_propagation(w: Path, a: argparse.Namespace) -> str:
-    """T1 true labels -> T2 grid, plain resampling vs affine correction; Dice vs T2 true labels."""
+    """T1 true labels -> T2 grid, plain resampling vs rigid / affine correction; Dice vs T2 true labels."""
     d = w / "test" if a.n_pool == 0 else w / "pool"
     rows = []
     for lab_path in sorted((d / "truth").glob("*_T1.nii.gz")):
@@ -181,7 +184,7 @@ def step_propagation(w: Path, a: argparse.Namespace) -> str:
         t2 = sitk.ReadImage(str(d / "images" / f"{subj}_T2_0000.nii.gz"))
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(d / "truth" / f"{subj}_T2.nii.gz")))
         res = {}
-        for mode in ("none", "affine"):
+        for mode in MODES:
             t0 = time.perf_counter()
             out, info = propagate.propagate_label(lab, t1, t2, mode)
             per = organ_dice(sitk.GetArrayFromImage(out), truth)
@@ -189,17 +192,18 @@ def step_propagation(w: Path, a: argparse.Namespace) -> str:
             overall = 2.0 * np.sum((fg == truth) & (truth > 0)) / max((fg > 0).sum() + (truth > 0).sum(), 1)
             res[mode] = (float(np.mean(list(per.values()))), float(overall), time.perf_counter() - t0, info)
         rows.append((subj, res))
-    lines = ["| subject | plain: mean organ Dice | plain: foreground Dice | affine: mean organ Dice | "
-             "affine: foreground Dice | affine s |", "|---|---|---|---|---|---|"]
+    head = " | ".join(f"{m}: mean organ Dice | {m}: foreground Dice" for m in MODES)
+    lines = [f"| subject | {head} | affine s |", "|---|" + "---|---|" * len(MODES) + "---|"]
     for subj, r in rows:
-        lines.append(f"| {subj} | {r['none'][0]:.3f} | {r['none'][1]:.3f} | {r['affine'][0]:.3f} | "
-                     f"{r['affine'][1]:.3f} | {r['affine'][2]:.1f} |"
-                     + (f" fallback: {r['affine'][3].fallback}" if r['affine'][3].fallback else ""))
-    m = lambda mode, k: np.mean([r[mode][k] for _, r in rows])  # noqa: E731
-    lines.append(f"| **mean** | {m('none', 0):.3f} | {m('none', 1):.3f} | {m('affine', 0):.3f} | "
-                 f"{m('affine', 1):.3f} | {m('affine', 2):.1f} |")
-    text = ("Label propagation T1 -> T2 (true T1 labels; Dice against the true T2 labels; mean organ Dice = mean "
-            "over the 13 organs, foreground Dice = label-aware over all organ voxels)\n\n" + "\n".join(lines) + "\n")
+        cells = " | ".join(f"{r[m][0]:.3f} | {r[m][1]:.3f}" for m in MODES)
+        notes = "; ".join(f"{m}: {r[m][3].fallback}" for m in MODES if r[m][3].fallback)
+        lines.append(f"| {subj} | {cells} | {r['affine'][2]:.1f} |" + (f" {notes}" if notes else ""))
+    mean = lambda mode, k: np.mean([r[mode][k] for _, r in rows])  # noqa: E731
+    cells = " | ".join(f"{mean(m, 0):.3f} | {mean(m, 1):.3f}" for m in MODES)
+    lines.append(f"| **mean** | {cells} | {mean('affine', 2):.1f} |")
+    text = ("Label propagation T1 -> T2 (true T1 labels; Dice against the true T2 labels; none = plain "
+            "physical-space resampling; mean organ Dice = mean over the 13 organs, foreground Dice = label-aware "
+            "over all organ voxels)\n\n" + "\n".join(lines) + "\n")
     io.write_text_atomic(text, w / "results" / "propagation.md")
     log("propagation:\n" + text)
     return text
