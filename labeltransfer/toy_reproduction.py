@@ -5,9 +5,8 @@
 
 Steps (each skips work whose outputs exist, so an interrupted run continues):
   data         phantoms (phantoms.generate_case): labelled CT training subjects; an MRI pool and a test
-               set of other subjects, each as T1 (phantom grid) and T2 (moved by a small random rigid
-               motion onto another grid, as sequences of one session differ). True MRI labels are kept
-               aside for scoring only.
+               set of other subjects, each as T1 and T2 (each sequence on its own grid with a small rigid
+               displacement, as the generator draws them). True MRI labels are kept for scoring only.
   agreement    MIND descriptors of CT vs T1/T2 of the same subjects agree far better than intensities.
   propagation  T1 true labels carried to T2: plain physical-space resampling vs affine correction,
                Dice against the T2 true labels.
@@ -26,7 +25,7 @@ subprocesses, with nnUNet_extTrainer pointing at labeltransfer/nnunet_trainers. 
 project's predictor (inference.api.segment_folder via `pseudolabel`) when it is importable, else nnU-Net's
 nnUNetPredictor; MIND descriptors are precomputed into a temporary folder where the predictor in use
 does not compute them itself. Scores use the project's FLARE
-scorer when `evaluation` is importable, else a local DSC/NSD with the official rules (see _score_case).
+scorer (evaluation.score_case).
 """
 from __future__ import annotations
 
@@ -52,6 +51,8 @@ STEPS = ("data", "agreement", "propagation", "descriptors", "round0", "round1", 
 TRAINER = "nnUNetTrainerToy"
 TRAINER_DIR = Path(__file__).resolve().parent / "nnunet_trainers"
 CT_ID, CT_MIND_ID, T1_ID, FINAL_ID = 901, 902, 903, 904
+# coarse grids (2.5-3.5 mm in-plane, 5-7 mm slices: ~120 x 110 x 40 voxels) keep CPU training small
+DEFAULT_GEOMETRY = '{"inplane_range": [2.5, 3.5], "slice_range": [5, 7]}'
 NAMES = {CT_ID: "ToyCT", CT_MIND_ID: "ToyCTMIND", T1_ID: "ToyT1", FINAL_ID: "ToyMRICT"}
 
 
@@ -59,40 +60,13 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# --- phantoms and simulated inter-sequence motion ----------------------------------------------------
+# --- phantoms -------------------------------------------------------------------------------------
 
 def generate(seed: int, modality: str, geometry: dict) -> tuple[sitk.Image, sitk.Image]:
+    """phantoms.generate_case; modality "ct", "t1" or "t2". Sequences of one subject (same seed) get
+    their own grids and a small rigid displacement from the generator (0.5-3 deg, up to 5 mm per axis)."""
     from phantoms import generate_case  # the project's phantom generator (phantoms/)
     return generate_case(seed, modality, **geometry)
-
-
-def sequence_motion(seed: int, image: sitk.Image, max_deg: float = 3.0, max_mm: float = 4.0,
-                    max_zoom: float = 0.15) -> tuple[sitk.Transform, sitk.Image]:
-    """A small random rigid motion and a new grid for a second sequence of the same session.
-
-    Returns (transform mapping points of the new grid to the phantom's space, reference image of the
-    new grid: spacing up to `max_zoom` coarser, origin shifted by up to 5 mm, same extent).
-    """
-    rng = np.random.default_rng(10_000 + seed)
-    t = sitk.Euler3DTransform()
-    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
-    t.SetCenter(image.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2).tolist()))
-    t.SetRotation(*np.deg2rad(rng.uniform(-max_deg, max_deg, 3)))
-    t.SetTranslation(rng.uniform(-max_mm, max_mm, 3).tolist())
-    new_spacing = spacing * (1 + rng.uniform(0, max_zoom, 3))
-    new_size = np.ceil(size * spacing / new_spacing).astype(int)
-    ref = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
-    ref.SetSpacing(new_spacing.tolist())
-    ref.SetDirection(image.GetDirection())
-    ref.SetOrigin((np.array(image.GetOrigin()) + rng.uniform(-5, 5, 3)).tolist())
-    return t, ref
-
-
-def moved(image: sitk.Image, label: sitk.Image, transform: sitk.Transform, ref: sitk.Image):
-    arr = sitk.GetArrayViewFromImage(image)
-    img = sitk.Resample(image, ref, transform, sitk.sitkLinear, float(arr.min()), sitk.sitkFloat32)
-    lab = sitk.Resample(label, ref, transform, sitk.sitkNearestNeighbor, 0, label.GetPixelID())
-    return img, lab
 
 
 def step_data(w: Path, a: argparse.Namespace) -> None:
@@ -100,7 +74,7 @@ def step_data(w: Path, a: argparse.Namespace) -> None:
     geometry = json.loads(a.phantom_geometry)
     if not (ct / "dataset.json").exists():
         for i in range(a.n_ct):
-            img, lab = generate(i, "CT", geometry)
+            img, lab = generate(i, "ct", geometry)
             io.write_image_atomic(img, ct / "imagesTr" / f"ct{i:03d}_0000.nii.gz")
             io.write_image_atomic(lab, ct / "labelsTr" / f"ct{i:03d}.nii.gz")
         io.write_json_atomic({"channel_names": {"0": "CT"}, "labels": dataset_json_labels(),
@@ -111,20 +85,13 @@ def step_data(w: Path, a: argparse.Namespace) -> None:
         if (d / "done").exists():
             continue
         for s in range(first, first + n):
-            subj = f"s{s}"
-            t1, lab = generate(s, "T1", geometry)
-            t2, lab2 = generate(s, "T2", geometry)
-            if io.same_geometry(t1, t2) or not np.array_equal(sitk.GetArrayViewFromImage(lab),
-                                                              sitk.GetArrayViewFromImage(lab2)):
-                raise RuntimeError(f"phantoms: T1 and T2 of seed {s} should show the same subject on one grid")
-            motion, ref = sequence_motion(s, t2)
-            t2m, lab2m = moved(t2, lab, motion, ref)
-            io.write_image_atomic(t1, d / "images" / f"{subj}_T1_0000.nii.gz")
-            io.write_image_atomic(t2m, d / "images" / f"{subj}_T2_0000.nii.gz")
-            io.write_image_atomic(lab, d / "truth" / f"{subj}_T1.nii.gz")
-            io.write_image_atomic(lab2m, d / "truth" / f"{subj}_T2.nii.gz")
+            for seq in ("T1", "T2"):
+                img, lab = generate(s, seq.lower(), geometry)
+                io.write_image_atomic(img, d / "images" / f"s{s}_{seq}_0000.nii.gz")
+                io.write_image_atomic(lab, d / "truth" / f"s{s}_{seq}.nii.gz")  # scoring only
+        d.mkdir(parents=True, exist_ok=True)
         (d / "done").write_text("")
-        log(f"data: {n} {split} subjects (T1, moved T2) in {d}")
+        log(f"data: {n} {split} subjects (T1 and T2, each on its own grid) in {d}")
 
 
 # --- cheap measurements ---------------------------------------------------------------------------
@@ -140,12 +107,15 @@ def step_agreement(w: Path, a: argparse.Namespace) -> str:
     geometry = json.loads(a.phantom_geometry)
     rows = []
     for s in range(2000, 2000 + max(a.n_test, 1)):
-        ct_img, lab = generate(s, "CT", geometry)
+        # one grid for all three modalities (no sequence motion), so voxels compare one to one
+        ct_img, lab = generate(s, "ct", {**geometry, "motion": False})
+        grid = {"spacing": ct_img.GetSpacing(), "size": ct_img.GetSize(), "origin": ct_img.GetOrigin(),
+                "direction": ct_img.GetDirection(), "motion": False}
         ct = sitk.GetArrayFromImage(ct_img).astype(np.float32)
         body = (ct > -500) | (sitk.GetArrayFromImage(lab) > 0)  # body: CT above -500 HU, plus the organs
         dc = mind_ssc(torch.from_numpy(ct), slab=16).numpy()
         for seq in ("T1", "T2"):
-            mr = sitk.GetArrayFromImage(generate(s, seq, geometry)[0]).astype(np.float32)
+            mr = sitk.GetArrayFromImage(generate(s, seq.lower(), grid)[0]).astype(np.float32)
             dm = mind_ssc(torch.from_numpy(mr), slab=16).numpy()
             rows.append((f"s{s}", seq, _corr(ct[body], mr[body]),
                          float(np.mean([_corr(dc[k][body], dm[k][body]) for k in range(12)]))))
@@ -205,6 +175,8 @@ def step_propagation(w: Path, a: argparse.Namespace) -> str:
             "physical-space resampling; mean organ Dice = mean over the 13 organs, foreground Dice = label-aware "
             "over all organ voxels)\n\n" + "\n".join(lines) + "\n")
     io.write_text_atomic(text, w / "results" / "propagation.md")
+    io.write_json_atomic({m: {"mean_organ_dice": mean(m, 0), "foreground_dice": mean(m, 1), "seconds": mean(m, 2)}
+                          for m in MODES}, w / "results" / "propagation.json")
     log("propagation:\n" + text)
     return text
 
@@ -303,42 +275,10 @@ def _predict_nnunet(model: Path, images: Path, out: Path, a: argparse.Namespace)
 
 # --- scoring --------------------------------------------------------------------------------------
 
-def _score_case(pred: sitk.Image, gt: sitk.Image) -> dict[str, float]:
-    """FLARE DSC/NSD per organ. Uses the project's scorer (evaluation/) when importable; else the official
-    rules here: both empty -> 1/1, one empty -> 0/0, aorta/IVC/esophagus on the GT's axial range
-    [z_min, z_max) (official off-by-one), NSD = 0 where DSC < 0.2, NSD at the organ tolerance."""
-    try:
-        from evaluation import score_case  # type: ignore[attr-defined]
-        return score_case(pred, gt)
-    except ImportError:
-        pass
-    from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
-    # nibabel array order (x, y, z): transpose SimpleITK's (z, y, x)
-    p = sitk.GetArrayFromImage(pred).transpose(2, 1, 0)
-    g = sitk.GetArrayFromImage(gt).transpose(2, 1, 0)
-    spacing = gt.GetSpacing()
-    out = {}
-    for o in ORGANS:
-        gm, pm = g == o.label, p == o.label
-        if o.z_range_rule and gm.any():
-            zs = np.flatnonzero(gm.any(axis=(0, 1)))
-            gm, pm = gm[..., zs[0]:zs[-1]], pm[..., zs[0]:zs[-1]]
-        if not gm.any() and not pm.any():
-            dsc = nsd = 1.0
-        elif not gm.any() or not pm.any():
-            dsc = nsd = 0.0
-        else:
-            dsc = 2.0 * np.logical_and(gm, pm).sum() / (gm.sum() + pm.sum())
-            nsd = 0.0 if dsc < 0.2 else compute_surface_dice_at_tolerance(
-                compute_surface_distances(gm, pm, spacing), o.nsd_tolerance_mm)
-        out[f"{o.short}_DSC"], out[f"{o.short}_NSD"] = round(float(dsc), 4), round(float(nsd), 4)
-    return out
-
-
 def score_folder(pred_dir: Path, truth_dir: Path, cases: list[str]) -> dict[str, float]:
     """Mean over cases of each organ's DSC and NSD."""
-    rows = [_score_case(sitk.ReadImage(str(pred_dir / f"{c}.nii.gz")), sitk.ReadImage(str(truth_dir / f"{c}.nii.gz")))
-            for c in cases]
+    from evaluation import score_case  # the project's FLARE scorer (official rules)
+    rows = [score_case(pred_dir / f"{c}.nii.gz", truth_dir / f"{c}.nii.gz") for c in cases]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
@@ -455,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-ct", type=int, default=8, help="labelled CT training subjects (paper: 50)")
     p.add_argument("--n-pool", type=int, default=16, help="unlabelled MRI subjects, T1 + T2 each")
     p.add_argument("--n-test", type=int, default=4, help="MRI test subjects, T1 + T2 each")
-    p.add_argument("--phantom-geometry", default="{}", help="JSON keyword arguments for phantoms.generate_case")
+    p.add_argument("--phantom-geometry", default=DEFAULT_GEOMETRY,
+                   help=f"JSON keyword arguments for phantoms.generate_case (default {DEFAULT_GEOMETRY})")
     p.add_argument("--epochs", type=int, default=20, help="epochs per training (nnUNetTrainerToy)")
     p.add_argument("--iters", type=int, default=25, help="iterations per epoch")
     p.add_argument("--device", default="cpu", help="training/prediction device: cpu or cuda")
