@@ -245,6 +245,36 @@ def mind_ssc(image: torch.Tensor | np.ndarray, radius: int = 1, dilation: int = 
     return out
 
 
+def auto_slab(shape: tuple[int, int, int], radius: int = 1, dilation: int = 2, dtype: torch.dtype = torch.float32,
+              max_work_bytes: int = 1 << 30) -> int | None:
+    """Largest slab whose work buffers stay within about `max_work_bytes` (None: the whole volume fits).
+
+    The work buffers of one block are ~3 arrays of 12 x (slab + 2h) x (Y + 2h) x (X + 2h) elements
+    (squared differences and two filter temporaries), h = dilation + radius.
+    """
+    Z, Y, X = shape
+    h = int(dilation) + int(radius)
+    per_slice = 3 * NUM_CHANNELS * (Y + 2 * h) * (X + 2 * h) * torch.finfo(dtype).bits // 8
+    slab = max_work_bytes // per_slice - 2 * h
+    return None if slab >= Z else max(1, int(slab))
+
+
+def mind_channels(image: torch.Tensor | np.ndarray, params: dict[str, Any], device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None, max_work_bytes: int = 1 << 30) -> torch.Tensor:
+    """The predictor's entry point: a one-channel image (1, Z, Y, X) -> its 12 MIND channels (12, Z, Y, X).
+
+    params: from descriptor_channels_from_dataset_json. The descriptor is computed on `device`
+    (fp16 there if dtype=torch.float16 on CUDA), slab by slab within `max_work_bytes` of work memory.
+    """
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"a MIND model takes one input channel (1, Z, Y, X), got shape {tuple(image.shape)}")
+    device = torch.device(device)
+    dtype = _resolve_dtype(dtype, device)
+    slab = auto_slab(tuple(image.shape[1:]), params.get("radius", 1), params.get("dilation", 2), dtype,
+                     max_work_bytes)
+    return mind_ssc(image[0], slab=slab, device=device, dtype=dtype, **params)
+
+
 # ---------------------------------------------------------------------------------------------------
 # dataset.json convention for models that take MIND input (see labeltransfer/README.md)
 
