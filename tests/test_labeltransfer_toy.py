@@ -25,5 +25,7 @@ def test_cheap_steps_on_one_phantom_subject(tmp_path):
     res = json.loads((tmp_path / "results" / "propagation.json").read_text())
     assert res["affine"]["foreground_dice"] > res["none"]["foreground_dice"] + 0.05
     assert res["affine"]["mean_organ_dice"] > res["none"]["mean_organ_dice"]
+    # registration gets close to what perfect registration gives on these coarse grids
+    assert res["affine"]["foreground_dice"] > res["ceiling"]["foreground_dice"] - 0.02
     assert "| **mean** |" in (tmp_path / "results" / "propagation.md").read_text()
     assert (tmp_path / "raw" / "Dataset901_ToyCT" / "dataset.json").exists()
