@@ -203,7 +203,7 @@ def mind_ssc(image: torch.Tensor | np.ndarray, radius: int = 1, dilation: int = 
     Z, Y, X = image.shape
     step = Z if slab is None else int(slab)
 
-    mean, std = _mean_std(image, chunk=max(step, 1))
+    mean, std = _mean_std(image, chunk=16)  # float64 statistics, 16 slices at a time
     out = torch.empty((NUM_CHANNELS, Z, Y, X), dtype=dtype, device=device)
     if std == 0.0 or not math.isfinite(std):
         if not math.isfinite(std):
