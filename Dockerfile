@@ -42,12 +42,13 @@ RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
     /opt/venv/bin/pip uninstall --quiet --yes "$@"; \
     if [ "$PRUNE" = 1 ]; then \
         t=/opt/venv/lib/python3.11/site-packages/torch; \
-        rm -rf "$t/include" "$t/test" "$t/share" "$t/lib/"*.a; \
+        rm -rf "$t/include" "$t/test" "$t/share" "$t/lib/"*.a "$t/lib/"*test*.so; \
         find "$t/bin" -type f ! -name torch_shm_manager -delete; \
         find /opt/venv/lib/python3.11/site-packages/nvidia -name include -type d -prune -exec rm -rf {} + 2>/dev/null || true; \
     fi
 
-# The rest with --no-deps: nnunetv2's training stack is never imported by the predictor.
+# The rest with --no-deps: nnunetv2's training stack is never imported by the predictor. Then pip and
+# the console scripts (nnUNetv2_*, torchrun: not usable without their dependencies) go.
 # EXTRA_PIP is split into words on purpose (a list of requirements).
 COPY docker/requirements.txt /tmp/requirements.txt
 # hadolint ignore=SC2086
@@ -58,7 +59,8 @@ RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
         find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests \
             \( -path '*/numpy/*' -o -path '*/SimpleITK/*' \) -exec rm -rf {} +; \
     fi; \
-    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
+    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
+    find /opt/venv/bin -type f ! -name 'python*' ! -name 'activate*' -delete
 
 WORKDIR /workspace
 COPY predict.sh ./

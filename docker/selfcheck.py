@@ -56,11 +56,12 @@ def main() -> None:
             fail("the model normalises inside a foreground mask (use_mask_for_norm), which needs scipy: "
                  "pass --build-arg EXTRA_PIP=scipy")
 
-    # Smallest input every stage can downsample: the product of the strides per axis.
+    # A small input every stage can downsample: twice the product of the strides per axis (instance
+    # norm needs more than one voxel at the bottleneck).
     strides = model.config.architecture["arch_kwargs"]["strides"]
     shape = [1, model.num_channels]
     for axis in range(3):
-        size = 1
+        size = 2
         for stride in strides:
             size *= int(stride[axis]) if isinstance(stride, (list, tuple)) else int(stride)
         shape.append(size)
