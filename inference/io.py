@@ -1,0 +1,120 @@
+"""Finding cases in an input folder, reading them with SimpleITK, writing label maps atomically."""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from inference import InferenceError
+
+
+@dataclass
+class Case:
+    """One case: its id and one file per input channel (`<case>_0000<ending>`, `_0001`, ...)."""
+    case_id: str
+    channel_files: list[Path]
+
+
+@dataclass
+class Volume:
+    """Image data (C, Z, Y, X) float32 plus the geometry of channel 0, as SimpleITK reads it."""
+    data: np.ndarray
+    spacing: tuple[float, ...]   # (z, y, x): the array's axis order
+    reference: sitk.Image        # 1-voxel image carrying spacing, origin and direction
+
+
+def find_cases(input_dir: Path, num_channels: int, file_ending: str = ".nii.gz") -> tuple[list[Case], list[str]]:
+    """Cases in `input_dir` and warnings about files that were skipped.
+
+    A case is a `<case>_0000<ending>` file; its other channels must sit beside it. Raises when the
+    folder is missing; an empty list when no case is there.
+    """
+    if not input_dir.is_dir():
+        raise InferenceError(f"{input_dir}: input folder not found")
+    first_suffix = "_0000" + file_ending
+    skipped, cases = [], []
+    for path in sorted(input_dir.iterdir()):
+        name = path.name
+        if name.startswith(".") or not path.is_file():
+            continue
+        if name.endswith(first_suffix):
+            case_id = name[: -len(first_suffix)]
+            cases.append(Case(case_id, [input_dir / f"{case_id}_{c:04d}{file_ending}"
+                                        for c in range(num_channels)]))
+        elif not _is_other_channel(name, file_ending, num_channels):
+            skipped.append(f"{path}: not named <case>_0000{file_ending}; skipped")
+    return cases, skipped
+
+
+def _is_other_channel(name: str, file_ending: str, num_channels: int) -> bool:
+    if not name.endswith(file_ending):
+        return False
+    stem = name[: -len(file_ending)]
+    suffix = stem.rsplit("_", 1)[-1]
+    return len(suffix) == 4 and suffix.isdigit() and 0 < int(suffix) < num_channels
+
+
+def _read_one(path: Path) -> sitk.Image:
+    if not path.is_file():
+        raise InferenceError(f"{path}: missing input channel file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+        raise InferenceError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from None
+    if image.GetDimension() != 3:
+        raise InferenceError(f"{path}: a {image.GetDimension()}D image; a 3D volume is required")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InferenceError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                             f"a scalar volume is required")
+    return image
+
+
+def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-5)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
+
+
+def read_case(case: Case) -> Volume:
+    """Read all channels of a case; NaN/Inf voxels become 0 with a warning naming the file."""
+    images = [_read_one(p) for p in case.channel_files]
+    for path, image in zip(case.channel_files[1:], images[1:]):
+        if not _same_geometry(images[0], image):
+            raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]}")
+    arrays = []
+    for path, image in zip(case.channel_files, images):
+        array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            warnings.warn(f"{path}: {int(bad.sum())} NaN/Inf voxels set to 0", stacklevel=2)
+            array = np.where(bad, np.float32(0), array)
+        arrays.append(array)
+    reference = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    reference.SetSpacing(images[0].GetSpacing())
+    reference.SetOrigin(images[0].GetOrigin())
+    reference.SetDirection(images[0].GetDirection())
+    return Volume(data=np.stack(arrays), spacing=tuple(images[0].GetSpacing()[::-1]), reference=reference)
+
+
+def write_segmentation(labels: np.ndarray, reference: sitk.Image, out_file: Path) -> None:
+    """Write a (Z, Y, X) label map with the reference geometry, compressed, under a temporary name,
+    then rename: readers never see a partial file, and a failure leaves nothing behind."""
+    image = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
+    image.SetSpacing(reference.GetSpacing())
+    image.SetOrigin(reference.GetOrigin())
+    image.SetDirection(reference.GetDirection())
+    # The temporary name keeps the .nii.gz ending so SimpleITK picks the NIfTI writer.
+    tmp = out_file.with_name(f".{out_file.name[:-7]}.{os.getpid()}.partial.nii.gz")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True, compressionLevel=1)
+        os.chmod(tmp, 0o644)  # readable by the host user when written as root inside a container
+        os.replace(tmp, out_file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,108 @@
+"""nnU-Net's inference preprocessing on the compute device: transpose, crop to nonzero, normalise, resample.
+
+The order (transpose -> crop -> normalise -> resample) and every rule follow nnunetv2's
+DefaultPreprocessor so that a model sees what it saw in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from inference import InferenceError
+from inference.model import LoadedModel
+from inference.resample import new_shape_for_spacing, resample, separate_axis
+
+
+@dataclass
+class Preprocessed:
+    """Network input plus what export needs to go back to the original grid."""
+    data: torch.Tensor                       # (C, X, Y, Z) float32, resampled, on the device
+    shape_before_cropping: tuple[int, ...]   # transposed axes
+    bbox: tuple[tuple[int, int], ...]        # crop box in transposed axes, [start, stop)
+    shape_after_cropping: tuple[int, ...]
+    spacing: tuple[float, ...]               # original spacing, transposed
+
+
+def nonzero_bbox(data: torch.Tensor) -> tuple[tuple[int, int], ...]:
+    """Bounding box [start, stop) per axis of voxels nonzero in any channel; whole image if none.
+
+    nnU-Net fills holes in this mask first, which cannot change its bounding box.
+    """
+    mask = (data != 0).any(0)
+    bbox = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = torch.nonzero(mask.any(dim=other)).flatten()
+        if hits.numel() == 0:
+            return tuple((0, s) for s in mask.shape)
+        bbox.append((int(hits[0]), int(hits[-1]) + 1))
+    return tuple(bbox)
+
+
+def _filled_nonzero_mask(data: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's normalisation mask: nonzero in any channel, holes filled (scipy, on the host)."""
+    from scipy.ndimage import binary_fill_holes  # only for models with use_mask_for_norm
+    mask = (data != 0).any(0).cpu().numpy()
+    return torch.from_numpy(binary_fill_holes(mask)).to(data.device)
+
+
+def normalize_channel(image: torch.Tensor, scheme: str, properties: dict | None,
+                      mask: torch.Tensor | None, source: str) -> torch.Tensor:
+    """One channel normalised in place as nnU-Net's scheme `scheme` does; `mask` for use_mask_for_norm."""
+    eps = 1e-8
+    if scheme == "ZScoreNormalization":
+        region = image[mask] if mask is not None else image
+        std, mean = torch.std_mean(region, correction=0)  # torch reduces pairwise: float32 is accurate
+        mean, std = float(mean), max(float(std), eps)
+        if mask is not None:
+            image[mask] = (image[mask] - mean) / std
+        else:
+            image.sub_(mean).div_(std)
+    elif scheme == "CTNormalization":
+        needed = ("mean", "std", "percentile_00_5", "percentile_99_5")
+        if not properties or any(k not in properties for k in needed):
+            raise InferenceError(f"{source}: CTNormalization needs {needed} in "
+                                 f"foreground_intensity_properties_per_channel")
+        image.clamp_(float(properties["percentile_00_5"]), float(properties["percentile_99_5"]))
+        image.sub_(float(properties["mean"])).div_(max(float(properties["std"]), eps))
+    elif scheme == "NoNormalization":
+        pass
+    elif scheme == "RescaleTo01Normalization":
+        image.sub_(image.min()).div_(max(float(image.max()), eps))
+    elif scheme == "RGBTo01Normalization":
+        if image.min() < 0 or image.max() > 255:
+            raise InferenceError(f"{source}: RGBTo01Normalization expects values in [0, 255]")
+        image.div_(255.0)
+    else:
+        raise InferenceError(f"{source}: normalization scheme '{scheme}' is not supported by this predictor "
+                             f"(supported: ZScore, CT, No, RescaleTo01, RGBTo01)")
+    return image
+
+
+def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel) -> Preprocessed:
+    """image: (C, Z, Y, X) array as read (SimpleITK axis order); spacing in the same axis order."""
+    device = model.device
+    tf = model.transpose_forward
+    data = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    data = data.permute(0, *[a + 1 for a in tf])
+    spacing_t = tuple(float(spacing[a]) for a in tf)
+    shape_before = tuple(data.shape[1:])
+
+    bbox = nonzero_bbox(data)
+    data = data[(slice(None), *[slice(a, b) for a, b in bbox])].contiguous()
+    shape_cropped = tuple(data.shape[1:])
+
+    cfg = model.config
+    source = str(model.model_dir / "plans.json")
+    mask = _filled_nonzero_mask(data) if any(cfg.use_mask_for_norm) else None
+    for c, scheme in enumerate(cfg.normalization_schemes):
+        use_mask = mask if cfg.use_mask_for_norm[c] and scheme == "ZScoreNormalization" else None
+        normalize_channel(data[c], scheme, cfg.intensity_properties.get(str(c)), use_mask, source)
+
+    new_shape = new_shape_for_spacing(shape_cropped, spacing_t, cfg.spacing)
+    axis = separate_axis(spacing_t, cfg.spacing, cfg.data_force_separate_z)
+    data = resample(data, new_shape, axis)
+    return Preprocessed(data=data, shape_before_cropping=shape_before, bbox=bbox,
+                        shape_after_cropping=shape_cropped, spacing=spacing_t)
