@@ -69,7 +69,7 @@ COPY weights/ weights/
 COPY docker/selfcheck.py /tmp/selfcheck.py
 RUN /opt/venv/bin/python -B /tmp/selfcheck.py /workspace; \
     /opt/venv/bin/python -m compileall -q inference; \
-    chmod -R a+rX /workspace /opt/venv
+    chmod -R a+rX /workspace
 
 FROM ${BASE_IMAGE}
 COPY --from=builder /opt/venv /opt/venv
