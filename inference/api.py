@@ -43,11 +43,14 @@ def resolve_device(name: str) -> torch.device:
 
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,
                   tta: bool = False, step_size: float = 0.5, timer: StageTimer | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm."""
+                  progress: Callable[[int, int], None] | None = None, source: str = "image") -> np.ndarray:
+    """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
+
+    `source` names the image in warnings (e.g. its file).
+    """
     timer = timer or StageTimer()
     with timer.stage("preprocess"):
-        prep = preprocess(image, spacing, model)
+        prep = preprocess(image, spacing, model, source)
     with timer.stage("network"):
         logits = predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
                                 step_size, model.mirror_axes if tta else None, progress)
@@ -69,7 +72,7 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
             with timer.stage("read"):
                 volume = read_case(case)
             labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size,
-                                   timer=timer, progress=progress)
+                                   timer=timer, progress=progress, source=str(case.channel_files[0]))
             with timer.stage("write"):
                 out_file = output_dir / f"{case.case_id}.nii.gz"
                 write_segmentation(labels, volume.reference, out_file)

@@ -1,8 +1,10 @@
 """Finding cases in an input folder, reading them with SimpleITK, writing label maps atomically."""
 from __future__ import annotations
 
+import gzip
 import os
-import warnings
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +60,70 @@ def _is_other_channel(name: str, file_ending: str, num_channels: int) -> bool:
     return len(suffix) == 4 and suffix.isdigit() and 0 < int(suffix) < num_channels
 
 
+def _nifti_size_from_header(path: Path) -> int | None:
+    """Uncompressed byte size a .nii.gz should have, from its NIfTI-1/2 header; None if not parseable."""
+    try:
+        with gzip.open(path, "rb") as f:
+            header = f.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for endian in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:  # NIfTI-1
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:  # NIfTI-2
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if not 1 <= dims[0] <= 7:
+        return None
+    return offset + int(np.prod(dims[1:dims[0] + 1], dtype=np.int64)) * bitpix // 8
+
+
+def _gzip_stream_complete(path: Path) -> bool:
+    """Decompress the whole file once, discarding the output, to see the end-of-stream marker."""
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                decompressor.decompress(chunk, 1 << 22)
+                while decompressor.unconsumed_tail and not decompressor.eof:
+                    decompressor.decompress(decompressor.unconsumed_tail, 1 << 22)
+                if decompressor.eof:
+                    return True
+    except zlib.error:
+        return False
+    return decompressor.eof
+
+
+def check_gzip_complete(path: Path) -> None:
+    """Raise for a truncated .nii.gz: ITK reads one silently and fills the missing voxels with zeros.
+
+    Fast path: the gzip trailer's ISIZE equals the size the NIfTI header implies (mod 2**32). Only when
+    they differ is the whole stream decompressed to decide.
+    """
+    if not path.name.endswith(".gz"):
+        return
+    expected = _nifti_size_from_header(path)
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() >= 4:
+            f.seek(-4, os.SEEK_END)
+            if expected is not None and struct.unpack("<I", f.read(4))[0] == expected % 2 ** 32:
+                return
+    if not _gzip_stream_complete(path):
+        raise InferenceError(f"{path}: truncated or corrupt gzip stream (the file ends before its data does)")
+
+
 def _read_one(path: Path) -> sitk.Image:
     if not path.is_file():
         raise InferenceError(f"{path}: missing input channel file")
+    check_gzip_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -82,19 +145,12 @@ def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
 
 
 def read_case(case: Case) -> Volume:
-    """Read all channels of a case; NaN/Inf voxels become 0 with a warning naming the file."""
+    """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0)."""
     images = [_read_one(p) for p in case.channel_files]
     for path, image in zip(case.channel_files[1:], images[1:]):
         if not _same_geometry(images[0], image):
             raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]}")
-    arrays = []
-    for path, image in zip(case.channel_files, images):
-        array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-        bad = ~np.isfinite(array)
-        if bad.any():
-            warnings.warn(f"{path}: {int(bad.sum())} NaN/Inf voxels set to 0", stacklevel=2)
-            array = np.where(bad, np.float32(0), array)
-        arrays.append(array)
+    arrays = [sitk.GetArrayFromImage(image).astype(np.float32, copy=False) for image in images]
     reference = sitk.Image([1, 1, 1], sitk.sitkUInt8)
     reference.SetSpacing(images[0].GetSpacing())
     reference.SetOrigin(images[0].GetOrigin())

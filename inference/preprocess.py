@@ -5,6 +5,7 @@ DefaultPreprocessor so that a model sees what it saw in training.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,11 +82,20 @@ def normalize_channel(image: torch.Tensor, scheme: str, properties: dict | None,
     return image
 
 
-def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel) -> Preprocessed:
-    """image: (C, Z, Y, X) array as read (SimpleITK axis order); spacing in the same axis order."""
+def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
+               source: str = "image") -> Preprocessed:
+    """image: (C, Z, Y, X) array as read (SimpleITK axis order); spacing in the same axis order.
+
+    NaN/Inf voxels are set to 0 with a warning naming `source`, and the case is still segmented.
+    """
     device = model.device
     tf = model.transpose_forward
     data = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        warnings.warn(f"{source}: {int((~finite).sum())} NaN/Inf voxels set to 0", stacklevel=2)
+        data = torch.where(finite, data, torch.zeros((), device=device))
+    del finite
     data = data.permute(0, *[a + 1 for a in tf])
     spacing_t = tuple(float(spacing[a]) for a in tf)
     shape_before = tuple(data.shape[1:])
