@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -23,6 +24,16 @@ import numpy as np
 import SimpleITK as sitk
 
 FLARE_RAM_LIMIT_GB = 28
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_volume(path: Path, size_xyz: tuple[int, int, int], spacing_xyz: tuple[float, float, float]) -> None:
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         assert out.GetSize() == tuple(args.size), out.GetSize()
 
     stages = timings["cases"][0]["seconds"]
-    machine = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, {args.device}"
+    machine = f"{cpu_name()}, {os.cpu_count()} cores, device {args.device}"
     lines = [
         f"Large image: {args.size[0]}x{args.size[1]}x{args.size[2]} at {args.spacing} mm, model "
         f"{'random small preset' if args.model is None else args.model}; machine: {machine}",
