@@ -9,6 +9,8 @@
 #   BASE_IMAGE    a Debian-based image with python3 (3.11) and the venv module; builder and runtime use
 #                 the same one, so the venv's interpreter path is valid in both.
 #   TORCH_SPEC    pip requirement for torch. Default: 2.4.1, PyPI's CUDA 12.1 build (driver >= 525.60.13).
+#   TORCH_INDEX_URL  an extra index for torch, e.g. https://download.pytorch.org/whl/cu118 with
+#                 TORCH_SPEC=torch==2.4.1+cu118 for drivers older than 525 (CUDA 11.8: driver >= 450.80.02).
 #   PIP_OFFLINE   1: install from docker/wheelhouse/ only (air-gapped; `docker/wheelhouse.sh --all`).
 #   EXTRA_PIP     more packages for the runtime venv, e.g. scipy for a model with use_mask_for_norm.
 #   KEEP_TRITON   1: keep triton (only torch.compile needs it; the predictor does not compile).
@@ -17,6 +19,7 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
 ARG TORCH_SPEC=torch==2.4.1
+ARG TORCH_INDEX_URL=""
 ARG PIP_OFFLINE=0
 ARG EXTRA_PIP=""
 ARG KEEP_TRITON=0
@@ -36,6 +39,7 @@ COPY docker/wheelhouse/ /wheelhouse/
 # torch.compile, export and the hub; setuptools serves C++ extension builds; triton serves
 # torch.compile kernels. The selfcheck below and the CI run of the image prove the rest still works.
 RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
+    if [ -n "$TORCH_INDEX_URL" ]; then export PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"; fi; \
     /opt/venv/bin/pip install --quiet "$TORCH_SPEC"; \
     set -- sympy mpmath networkx jinja2 MarkupSafe fsspec; \
     if [ "$KEEP_TRITON" != 1 ]; then set -- "$@" triton pytorch-triton; fi; \
