@@ -43,11 +43,12 @@ def main() -> None:
                  f"--build-arg EXTRA_PIP='<package>'")
 
     import torch
+
     from inference.model import load_model
 
     try:
         model = load_model(workspace / "weights", device="cpu")
-    except Exception as e:  # InferenceError for a bad folder; anything else is a broken venv
+    except Exception as e:  # noqa: BLE001 - InferenceError for a bad folder; anything else is a broken venv
         fail(f"loading {workspace / 'weights'}: {type(e).__name__}: {e}")
     if any(model.config.use_mask_for_norm):
         try:

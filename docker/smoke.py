@@ -4,7 +4,8 @@ For every `<case>_0000.nii.gz` in SAMPLES/inputs: a fresh inputs/ folder holding
 outputs/ folder, and the organisers' exact `docker container run` (flare.contract.docker_run_command,
 without --gpus; the first case also with --network none). Checks: the container exits 0, writes
 outputs/<case>.nii.gz, readable by any user, with the input's geometry (size, spacing, origin, direction),
-and its mean Dice over the organs in SAMPLES/labels/<case>.nii.gz is at least --min-dice. One more run on
+and its mean DSC over the 13 organs against SAMPLES/labels/<case>.nii.gz, scored as the official FLARE
+scorer does (evaluation.score_case), is at least --min-dice. One more run on
 an empty inputs/ must exit 0 and say so.
 
 Usage: python docker/smoke.py [--image flare-mri-seg] [--samples samples] [--min-dice 0.8]
@@ -27,8 +28,8 @@ import numpy as np
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command  # noqa: E402
-from flare.labels import ORGAN_BY_LABEL  # noqa: E402
+from evaluation import score_case
+from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
 
 GEOMETRY_ATOL = 1e-4  # NIfTI stores geometry as float32; mm and direction cosines
 
@@ -39,12 +40,13 @@ class CaseResult:
     case: str
     seconds: float
     problems: list[str] = field(default_factory=list)
-    dice: dict[int, float] = field(default_factory=dict)  # organ label -> Dice, organs in the GT
+    dice: dict[str, float] = field(default_factory=dict)  # official DSC per organ ("Liver_DSC": ...)
     log: str = ""
 
     @property
     def mean_dice(self) -> float:
-        return float(np.mean(list(self.dice.values()))) if self.dice else float("nan")
+        values = [v for v in self.dice.values() if not np.isnan(v)]
+        return float(np.mean(values)) if values else float("nan")
 
 
 def sample_cases(samples: Path) -> list[str]:
@@ -69,26 +71,15 @@ def geometry_problems(reference: sitk.Image, output: sitk.Image) -> list[str]:
     return problems
 
 
-def dice_per_organ(truth: np.ndarray, prediction: np.ndarray) -> dict[int, float]:
-    """Dice 2|A∩B|/(|A|+|B|) for each non-zero label present in `truth` (same-shape label arrays)."""
-    out = {}
-    for label in np.unique(truth):
-        if label == 0:
-            continue
-        t, p = truth == label, prediction == label
-        out[int(label)] = float(2 * np.logical_and(t, p).sum() / (t.sum() + p.sum()))
-    return out
-
-
 def run_container(image: str, name: str, inputs: Path, outputs: Path,
                   extra: list[str] | None = None, timeout: float = 1800) -> tuple[int, str, float]:
     """The organisers' command (no --gpus) on one inputs/outputs pair: (exit code, output, seconds)."""
     cmd = docker_run_command(image, name, str(inputs), str(outputs), gpu=None, extra=extra)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         return 124, f"timed out after {timeout}s", time.perf_counter() - start
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
 
@@ -123,12 +114,10 @@ def check_case(image: str, samples: Path, case: str, workdir: Path, min_dice: fl
         result.problems.append(f"{truth_file}: ground truth missing")
         return result
     if not result.problems:
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(truth_file))).astype(np.uint8)
-        result.dice = dice_per_organ(truth, sitk.GetArrayFromImage(prediction).astype(np.uint8))
-        if not result.dice:
-            result.problems.append(f"{truth_file}: no organ in the ground truth")
-        elif result.mean_dice < min_dice:
-            result.problems.append(f"mean Dice {result.mean_dice:.3f} < {min_dice}")
+        scores = score_case(str(out_file), str(truth_file))
+        result.dice = {k: v for k, v in scores.items() if k.endswith("_DSC")}
+        if not result.mean_dice >= min_dice:  # also catches NaN
+            result.problems.append(f"mean DSC {result.mean_dice:.3f} < {min_dice}")
     return result
 
 
@@ -154,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="flare-mri-seg", help="image name (':latest' added if no tag)")
     parser.add_argument("--samples", type=Path, default=Path("samples"),
                         help="folder with inputs/<case>_0000.nii.gz and labels/<case>.nii.gz")
-    parser.add_argument("--min-dice", type=float, default=0.8, help="lowest mean Dice per case")
+    parser.add_argument("--min-dice", type=float, default=0.8, help="lowest mean DSC per case")
     args = parser.parse_args(argv)
 
     cases = sample_cases(args.samples)
@@ -163,11 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, case in enumerate(cases):
             result = check_case(args.image, args.samples, case, Path(tmp), args.min_dice,
                                 network_none=(i == 0))
-            organs = ", ".join(f"{ORGAN_BY_LABEL[k].short if k in ORGAN_BY_LABEL else k} {v:.3f}"
-                               for k, v in result.dice.items())
+            organs = ", ".join(f"{k[:-4]} {v:.3f}" for k, v in result.dice.items())
             status = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
             print(f"{case}: {status} [{result.seconds:.1f}s{', --network none' if i == 0 else ''}; "
-                  f"mean Dice {result.mean_dice:.3f}: {organs}]", flush=True)
+                  f"mean DSC {result.mean_dice:.3f}: {organs}]", flush=True)
             if result.problems:
                 failures += 1
                 print("  container output:\n    " + result.log.strip().replace("\n", "\n    "), flush=True)

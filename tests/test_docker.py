@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def _engine_reachable() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.skipif(not _engine_reachable(), reason="no Docker engin
 def _load_smoke():
     spec = importlib.util.spec_from_file_location("flare_docker_smoke", ROOT / "docker" / "smoke.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -49,7 +51,7 @@ def image() -> str:
     if given:
         return given
     proc = subprocess.run([str(ROOT / "docker" / "build.sh"), "--variant", "cpu", "--tag", "flare-mri-seg:latest"],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, f"docker/build.sh failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
     return "flare-mri-seg:latest"
 
@@ -77,16 +79,15 @@ def test_image_follows_the_contract(image):
                                      check=True).stdout)[0]["Config"]
     assert info["WorkingDir"] == "/workspace"
     assert not any(e.startswith("CUDA_VISIBLE_DEVICES=") for e in info["Env"] or [])
-    listing = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", image, "sh", "-c",
-         "ls /workspace; ls /workspace/weights; "
-         "python -m pip --version >/dev/null 2>&1 && echo HAS_PIP; "
-         "for c in gcc cc g++ make; do command -v $c >/dev/null && echo HAS_$c; done; "
-         "ls /root/.cache/pip 2>/dev/null && echo HAS_PIP_CACHE; "
-         "python -c 'import sympy' 2>/dev/null && echo HAS_SYMPY; "
-         "python -c 'import triton' 2>/dev/null && echo HAS_TRITON; "
-         "grep -c CUDA_VISIBLE_DEVICES= predict.sh || true"],
-        capture_output=True, text=True, check=True).stdout.split()
+    script = ("ls /workspace; ls /workspace/weights; "
+              "python -m pip --version >/dev/null 2>&1 && echo HAS_PIP; "
+              "for c in gcc cc g++ make; do command -v $c >/dev/null && echo HAS_$c; done; "
+              "ls /root/.cache/pip 2>/dev/null && echo HAS_PIP_CACHE; "
+              "python -c 'import sympy' 2>/dev/null && echo HAS_SYMPY; "
+              "python -c 'import triton' 2>/dev/null && echo HAS_TRITON; "
+              "grep -c CUDA_VISIBLE_DEVICES= predict.sh || true")
+    listing = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script],
+                             capture_output=True, text=True, check=True).stdout.split()
     assert {"predict.sh", "inference", "weights", "plans.json", "dataset.json"} <= set(listing)
     assert "tests" not in listing and "samples" not in listing
     assert not [w for w in listing if w.startswith("HAS_")], listing
