@@ -6,12 +6,16 @@ model that cannot be loaded. It loads the model in weights/ on the CPU, builds i
 nnunetv2 and runs one forward pass on a small zero input, so a library that was left out or pruned
 shows up here and not at the organisers'.
 
-Usage (inside the builder stage): python -B docker/selfcheck.py [WORKSPACE]
+With --drop-unused-mind it then deletes WORKSPACE/labeltransfer when the model does not take MIND
+descriptors (the predictor imports labeltransfer.mind only for such models).
+
+Usage (inside the builder stage): python -B docker/selfcheck.py [--drop-unused-mind] [WORKSPACE]
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workspace", nargs="?", default="/workspace", type=Path,
                         help="folder holding predict.sh, inference/ and weights/ (default /workspace)")
-    workspace = parser.parse_args().workspace
+    parser.add_argument("--drop-unused-mind", action="store_true",
+                        help="delete WORKSPACE/labeltransfer when the model does not use MIND descriptors")
+    args = parser.parse_args()
+    workspace = args.workspace
     for name, kind in (("predict.sh", "file"), ("inference", "dir"), ("weights", "dir")):
         path = workspace / name
         if not (path.is_file() if kind == "file" else path.is_dir()):
@@ -70,8 +77,13 @@ def main() -> None:
         out = model.networks[0](torch.zeros(shape))
     if tuple(out.shape) != (1, model.num_classes, *shape[2:]):
         fail(f"forward pass on {shape} gave shape {tuple(out.shape)}")
+    mind = getattr(model, "mind_params", None) is not None
     print(f"selfcheck: ok: torch {torch.__version__}, model {model.config.name} "
-          f"(folds {' '.join(model.folds)}, {model.num_classes} classes), forward on {shape[2:]}")
+          f"(folds {' '.join(model.folds)}, {model.num_classes} classes{', MIND input' if mind else ''}), "
+          f"forward on {shape[2:]}")
+    if args.drop_unused_mind and not mind and (workspace / "labeltransfer").exists():
+        shutil.rmtree(workspace / "labeltransfer")
+        print("selfcheck: model takes no MIND descriptors: labeltransfer/ removed from the image")
 
 
 if __name__ == "__main__":
