@@ -28,10 +28,10 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
               fov_mm=None, inplane_range=None, slice_range=None, direction="random",
               origin=None, center_mm=None) -> Grid:
     """The scan's grid. Unset values are drawn: spacing from the modality's preset (or the given
-    ranges); field of view covering the body width (x 1.0-1.15) and a slab along z from the preset;
-    size = fov / spacing (in-plane matrix at most 512 and at most 12 M voxels: a drawn spacing grows
-    to fit, slices first); centre on the subject's
-    abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
+    ranges); field of view: body width x 1.08-1.2 + 20 mm, 75-100 % of that front to back (at least
+    the body depth + 40 mm), a slab along z from the preset; size = fov / spacing (in-plane matrix at
+    most 512 and at most 12 M voxels: a drawn spacing grows to fit, slices first); centre on the
+    subject's upper abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
     preset = PRESETS[modality]
     direction_m = resolve_direction(direction, rng)
     body_w = 2 * (147.0 + 1.1 * subject.fat_mm) * subject.scale[0]

@@ -75,7 +75,9 @@ def render(modality: str, tissue: np.ndarray, spacing_xyz, rng: np.random.Genera
                                   truncate=3.0)
     lo, hi = _NOISE[mod]
     if mod == "ct":
-        img += rng.normal(0.0, rng.uniform(lo, hi), size=img.shape).astype(np.float32)
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= np.float32(rng.uniform(lo, hi))
+        img += noise
         return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
     img *= _bias_field(rng, img.shape, strength=0.12 if mod != "dwi" else 0.18)
     sigma = np.float32(rng.uniform(lo, hi) * float(means.max()))

@@ -75,7 +75,7 @@ def test_unknown_preset():
 def test_presets_are_consistent():
     for name, arch in PRESETS.items():
         make_plans(**arch.kwargs())  # raises if the patch does not fit the strides
-    assert SMALL.spacing == PAPER.spacing
+    assert SMALL.spacing == PAPER.spacing and SMALL.strides == PAPER.strides
 
 
 @pytest.mark.parametrize("resampling", ["torch", "default"])

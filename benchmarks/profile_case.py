@@ -1,0 +1,184 @@
+"""In-process profile of one case: seconds and peak memory per stage of our predictor.
+
+    python -m benchmarks.profile_case CASE_0000.nii.gz [-m MODEL_DIR] [--device auto|cuda|cpu] [--tta]
+                                      [--step-size 0.5] [--json OUT.json] [--md OUT.md]
+
+Stages: imports, model_load (start-up), then read, preprocess, network, export, write. Per stage:
+wall seconds (CUDA synchronised at the boundaries), torch's peak allocated CUDA memory within the
+stage (torch.cuda.max_memory_allocated after a reset at its start; what the caching allocator handed
+out, below what NVML shows: the allocator's reserve and the CUDA context come on top) and the peak
+resident memory of this process within the stage (a 5 ms polling thread). For the whole-device
+number the organisers record, use benchmarks.harness.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+MIB = 2**20
+
+
+class _RssPeak:
+    """Polls this process's RSS every `period` s; `begin()` starts a new window, `peak()` reads it (MiB)."""
+
+    def __init__(self, period: float = 0.005):
+        import psutil
+        self._proc = psutil.Process()
+        self._period = period
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._proc.memory_info().rss
+            with self._lock:
+                self._peak = max(self._peak, rss)
+            self._stop.wait(self._period)
+
+    def begin(self) -> None:
+        with self._lock:
+            self._peak = self._proc.memory_info().rss
+
+    def peak(self) -> float:
+        rss = self._proc.memory_info().rss
+        with self._lock:
+            self._peak = max(self._peak, rss)
+            return self._peak / MIB
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+
+
+def make_profiling_timer(cuda: bool, rss: _RssPeak):
+    """A StageTimer (inference.timings) that also records per-stage peak memory in `.peaks`."""
+    import torch
+    from inference.timings import StageTimer
+
+    class ProfilingTimer(StageTimer):
+        def __init__(self):
+            super().__init__(sync=torch.cuda.synchronize if cuda else None)
+            self.peaks: dict[str, dict[str, float]] = {}
+
+        @contextmanager
+        def stage(self, name: str):
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            rss.begin()
+            with super().stage(name):
+                yield
+            p = self.peaks.setdefault(name, {})
+            p["rss_peak_mib"] = max(p.get("rss_peak_mib", 0.0), rss.peak())
+            if cuda:
+                p["torch_peak_allocated_mib"] = max(p.get("torch_peak_allocated_mib", 0.0),
+                                                    torch.cuda.max_memory_allocated() / MIB)
+
+    return ProfilingTimer()
+
+
+def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool = False,
+            step_size: float = 0.5, out_dir: Path | None = None) -> dict:
+    """Profile one case in this process; returns {device, stages: {name: {seconds, ...}}, ...}."""
+    rss = _RssPeak()
+    t0 = time.perf_counter()
+    rss.begin()
+    import torch
+    from inference.api import DEFAULT_MODEL_DIR, resolve_device, segment_array
+    from inference.io import find_cases, read_case, write_segmentation
+    from inference.model import load_model
+    stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    rss.begin()
+    t1 = time.perf_counter()
+    model = load_model(model_dir or DEFAULT_MODEL_DIR, None, "checkpoint_final.pth", dev)
+    if cuda:
+        torch.cuda.synchronize()
+    stages["model_load"] = {"seconds": time.perf_counter() - t1, "rss_peak_mib": rss.peak()}
+    if cuda:
+        stages["model_load"]["torch_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
+    cases, _ = find_cases(image.parent, model.num_channels, model.file_ending)
+    case = next((c for c in cases if Path(c.channel_files[0]).name == image.name), None)
+    if case is None:
+        raise FileNotFoundError(f"{image}: not a <case>_0000{model.file_ending} file the predictor recognises")
+    timer = make_profiling_timer(cuda, rss)
+    with timer.stage("read"):
+        volume = read_case(case)
+    labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size, timer=timer)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        target = (out_dir or Path(tmp)) / f"{case.case_id}.nii.gz"
+        with timer.stage("write"):
+            write_segmentation(labels, volume.reference, target)
+    rss.close()
+    for name, sec in timer.seconds.items():
+        stages[name] = {"seconds": sec, **timer.peaks.get(name, {})}
+    from .sampler import cpu_description, nvml_probe
+    dev_desc = (nvml_probe(torch.cuda.current_device())[0] or torch.cuda.get_device_name()) if cuda \
+        else cpu_description()
+    # image_size: (x, y, z) as in Table 6; volume.data is (C, Z, Y, X)
+    return {"device": dev_desc, "torch_device": str(dev), "case": case.case_id,
+            "image_size": list(volume.data.shape[1:][::-1]), "tta": tta, "step_size": step_size,
+            "torch_threads": torch.get_num_threads(), "model": str(model.model_dir), "stages": stages,
+            "total_seconds": sum(s["seconds"] for s in stages.values())}
+
+
+def markdown(res: dict) -> str:
+    cuda = any("torch_peak_allocated_mib" in s for s in res["stages"].values())
+    lines = [f"### Profile of {res['case']} ({', '.join(map(str, res['image_size']))}) on {res['device']}", "",
+             f"Model {res['model']}; TTA {'on' if res['tta'] else 'off'}; step {res['step_size']}; "
+             f"torch threads {res['torch_threads']}.", "",
+             "| Stage | Seconds | " + ("Torch peak allocated (MB) | " if cuda else "") + "Peak RSS (MB) |",
+             "|---|---:|" + ("---:|" if cuda else "") + "---:|"]
+    for name, s in res["stages"].items():
+        gpu = f" {s['torch_peak_allocated_mib']:,.0f} |" if "torch_peak_allocated_mib" in s else (" - |" if cuda else "")
+        lines.append(f"| {name} | {s['seconds']:.3f} |{gpu} {s.get('rss_peak_mib', 0):,.0f} |")
+    lines.append(f"| **total** | {res['total_seconds']:.3f} |" + (" |" if cuda else "") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_case", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("image", type=Path, help="<case>_0000.nii.gz")
+    p.add_argument("-m", "--model", type=Path, help="model folder (default: weights/)")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--step-size", type=float, default=0.5)
+    p.add_argument("--json", type=Path, help="write the profile as JSON")
+    p.add_argument("--md", type=Path, help="write the table as markdown")
+    a = p.parse_args(argv)
+    if not a.image.is_file():
+        print(f"error: {a.image}: no such file", file=sys.stderr)
+        return 2
+    from inference import InferenceError  # the package root only: cheap, and not counted in "imports"
+    try:
+        res = profile(a.image, a.model, a.device, a.tta, a.step_size)
+    except (FileNotFoundError, RuntimeError, InferenceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    text = markdown(res)
+    print(text)
+    for path, content in ((a.json, json.dumps(res, indent=2)), (a.md, text)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(content)
+            os.replace(tmp, path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

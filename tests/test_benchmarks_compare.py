@@ -1,0 +1,55 @@
+"""benchmarks.compare_nnunet helpers: Dice agreement, the nnU-Net-default view of a model, the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.compare_nnunet import (RunStats, dice_per_label, model_folds, nnunet_command, report,
+                                       with_default_resampling)
+from benchmarks.model_folder import write_preset
+
+
+def test_dice_per_label_by_hand():
+    a = np.array([[1, 1, 2, 0], [0, 0, 2, 2]])
+    b = np.array([[1, 0, 2, 0], [0, 0, 2, 3]])
+    d = dice_per_label(a, b, [1, 2, 3, 4])
+    assert d[1] == pytest.approx(2 * 1 / 3)      # |A|=2, |B|=1, overlap 1
+    assert d[2] == pytest.approx(2 * 2 / 5)      # |A|=3, |B|=2, overlap 2
+    assert d[3] == 0.0 and d[4] is None          # only in b; in neither
+    with pytest.raises(ValueError, match="differ in shape"):
+        dice_per_label(a, b[:1], [1])
+
+
+def test_default_resampling_view_shares_weights(tmp_path):
+    m = write_preset(tmp_path / "m", "tiny", resampling="torch", folds=(0, 1))
+    v = with_default_resampling(m, tmp_path / "v")
+    cfg = json.loads((v / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert cfg["resampling_fn_probabilities"] == "resample_data_or_seg_to_shape"
+    assert cfg["architecture"] == json.loads((m / "plans.json").read_text())["configurations"]["3d_fullres"]["architecture"]
+    assert (v / "fold_0").is_symlink() and (v / "fold_0").resolve() == (m / "fold_0").resolve()
+    assert model_folds(v) == ["0", "1"]
+    with pytest.raises(FileNotFoundError, match="no fold_"):
+        model_folds(tmp_path)
+
+
+def test_nnunet_command_tta_switch(tmp_path):
+    on = nnunet_command(tmp_path / "i", tmp_path / "o", tmp_path / "m", ["all"], tta=True)
+    off = nnunet_command(tmp_path / "i", tmp_path / "o", tmp_path / "m", ["all"], tta=False)
+    assert "--disable_tta" not in on and off[-1] == "--disable_tta"
+    assert on[on.index("-f") + 1] == "all" and on[on.index("-device") + 1] == "cpu"
+
+
+def test_report_checks_targets():
+    ours = RunStats("ours", ["x"], 0, 9.5, 9.0, 1500.0, "l",
+                    {"startup": {"imports": 1.5, "model_load": 0.3},
+                     "seconds": {"read": 0.2, "preprocess": 0.3, "network": 7.0, "export": 0.6, "write": 0.2}})
+    nn = RunStats("nnU-Net", ["y"], 0, 31.0, 30.0, 4000.0, "l")
+    text = report([ours, nn], {"nnU-Net": {1: 0.5, 2: None}}, {0: "background", 1: "liver", 2: "spleen"},
+                  "CPU: test", "tiny", 2, "1.0 / 2.0")
+    assert "| ours / nnU-Net time (no TTA) | 0.30 | <= 0.33 | yes |" in text
+    assert "| start-up: imports + model load (s) | 1.80 | <= 3.0 | yes |" in text
+    assert "| read + preprocess + export + write (s) | 1.30 | <= 1.5 | yes |" in text
+    assert "| 1 liver | 0.5000 |" in text and "| 2 spleen | - |" in text
+    assert "Load average (1 min) before/after: 1.0 / 2.0" in text

@@ -1,0 +1,97 @@
+"""benchmarks.sampler: the CPU fallback measures a child whose memory grows by a known amount;
+NVML degrades cleanly without a driver."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.sampler import (Sampler, SamplerError, SourceSpec, cpu_description, nvml_probe,
+                                parse_docker_mem, resolve_source)
+
+GROW_MIB = 160
+# The child starts, says 'base', waits, allocates GROW_MIB MiB (bytearray: zero-filled, so resident),
+# says 'grown', waits, exits.
+CHILD = f"""
+import sys, time
+print('base', flush=True); time.sleep(0.8)
+b = bytearray({GROW_MIB} * 1024 * 1024)
+print('grown', flush=True); time.sleep(0.8)
+"""
+
+
+def test_cpu_sampler_sees_known_growth_of_a_child():
+    spec = SourceSpec("rss-tree", device=cpu_description())
+    s = Sampler(spec, interval=0.02).start()
+    time.sleep(0.2)  # samples before the run: nothing attached yet
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    s.attach(proc.pid)
+    marks = {}
+    for line in proc.stdout:
+        marks[line.strip()] = time.time()
+    proc.wait()
+    time.sleep(0.2)  # and after it
+    res = s.stop()
+    assert proc.returncode == 0
+    t, m = res["timestamps"], res["memory"]
+    assert res["source"] == "rss-tree" and len(t) == len(m) == len(res["cpu"]) == len(res["ram"])
+    assert m[0] == 0.0 and m[-1] == 0.0  # sampling began before the run and ended after it
+    base = [v for tt, v in zip(t, m) if marks["base"] + 0.2 < tt < marks["base"] + 0.7]
+    grown = [v for tt, v in zip(t, m) if marks["grown"] + 0.2 < tt < marks["grown"] + 0.7]
+    assert len(base) >= 5 and len(grown) >= 5
+    assert statistics.median(grown) - statistics.median(base) == pytest.approx(GROW_MIB, abs=3)
+    assert all(0 <= c[0] <= 100 and abs(sum(c) - 100) < 1e-6 for c in res["cpu"])
+    periods = [b - a for a, b in zip(t, t[1:])]
+    assert min(periods) >= 0.018  # read, then sleep the interval: never faster than nominal
+
+
+def test_sampler_rejects_bad_interval_and_source():
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        Sampler(SourceSpec("rss-tree"), interval=0)
+    with pytest.raises(SamplerError, match="unknown memory source 'tpu'"):
+        Sampler(SourceSpec("tpu")).start()
+
+
+def test_resolve_source_cpu_and_container():
+    assert resolve_source("cpu").kind == "rss-tree"
+    spec = resolve_source("cpu", container="team")
+    assert spec.kind == "container" and spec.container == "team" and spec.device.startswith("CPU: ")
+    with pytest.raises(ValueError, match="memory must be auto, gpu or cpu"):
+        resolve_source("tpu")
+
+
+def test_without_nvidia_driver_auto_falls_back_and_gpu_fails_clearly():
+    desc, reason = nvml_probe(0)
+    if desc is not None:
+        pytest.skip(f"an NVIDIA GPU is present: {desc}")
+    assert reason  # says why
+    msgs = []
+    spec = resolve_source("auto", log=msgs.append)
+    assert spec.kind == "rss-tree" and spec.device.startswith("CPU: ")
+    assert len(msgs) == 1 and reason in msgs[0] and "falling back" in msgs[0]
+    with pytest.raises(SamplerError, match="GPU memory sampling requested but unavailable"):
+        resolve_source("gpu")
+
+
+def test_nvml_sampler_on_a_gpu():
+    desc, reason = nvml_probe(0)
+    if desc is None:
+        pytest.skip(f"no GPU: {reason}")
+    s = Sampler(resolve_source("gpu"), 0.05).start()
+    time.sleep(0.3)
+    res = s.stop()
+    assert res["source"] == "nvml" and len(res["memory"]) >= 3 and min(res["memory"]) >= 0
+
+
+@pytest.mark.parametrize("text, mib", [("512MiB / 28GiB", 512.0), ("1.5GiB / 28GiB", 1536.0),
+                                       ("2048KiB / 1GiB", 2.0), ("1GB / 2GB", 1e9 / 2**20)])
+def test_parse_docker_mem(text, mib):
+    assert parse_docker_mem(text) == pytest.approx(mib)
+
+
+def test_parse_docker_mem_rejects_garbage():
+    with pytest.raises(ValueError, match="cannot parse docker memory usage"):
+        parse_docker_mem("--")

@@ -1,0 +1,108 @@
+"""benchmarks.summary: the official load_json.py maths and the tolerance/trapezoid variants,
+checked against hand-computed traces."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from benchmarks.summary import (OFFICIAL_COLUMNS, CaseTrace, load_case, markdown_table, official_auc,
+                                official_max, official_time, summarise, summarise_folder, tolerant_auc,
+                                tolerant_time, trapezoid_auc)
+
+# Hand-computed trace: sum = 13293.5 -> *0.1 = 1329.35 -> AUC 1329; above 4096 MiB: 904 + 1.5 = 905.5
+# -> 90.55 MiB*s; trapezoid over t = [0, .1, .25, .35, .5]:
+# 2550*.1 + 4548*.15 + 4096.75*.1 + 2048.75*.15 = 255 + 682.2 + 409.675 + 307.3125 = 1654.1875.
+SAMPLES = [100.0, 5000.0, 4096.0, 4097.5, 0.0]
+STAMPS = [10.0, 10.1, 10.25, 10.35, 10.5]
+
+
+def test_official_columns_by_hand():
+    assert official_time(16.5) == 16.5
+    assert official_time(12.3449) == 12.34
+    assert official_max(SAMPLES) == 5000.0
+    assert official_auc(SAMPLES) == 1329.0
+
+
+def test_official_rounding_is_numpy_half_to_even():
+    # 25 MiB summed -> 2.5 MiB*s -> 2 (not 3); 35 -> 3.5 -> 4
+    assert official_auc([10.0, 15.0]) == 2.0
+    assert official_auc([10.0, 25.0]) == 4.0
+    assert official_max([4096.5]) == 4096.0  # np.round(4096.5) -> 4096
+    assert official_time(0.125) == 0.12      # half to even at 2 decimals
+
+
+def test_tolerance_variants_by_hand():
+    assert tolerant_time(16.5) == pytest.approx(1.5)
+    assert tolerant_time(9.0) == 0.0                       # floored at zero
+    assert tolerant_time(20.0, tolerance_s=2.0) == 18.0
+    assert tolerant_auc(SAMPLES) == pytest.approx(90.55)
+    assert tolerant_auc([1000.0, 2000.0]) == 0.0
+    # FLARE22 page: a stuck container scores AUC = 3600 * (10240 - 2048) = 29,491,200 MiB*s
+    assert tolerant_auc([10240.0] * 36000, tolerance_mib=2048) == pytest.approx(3600 * (10240 - 2048))
+
+
+def test_trapezoid_by_hand():
+    assert trapezoid_auc(STAMPS, SAMPLES) == pytest.approx(1654.1875)
+    assert trapezoid_auc([0.0], [5.0]) == 0.0
+    with pytest.raises(ValueError, match="2 timestamps for 3 samples"):
+        trapezoid_auc([0.0, 1.0], [1.0, 2.0, 3.0])
+
+
+def test_empty_trace_is_an_error():
+    with pytest.raises(ValueError, match="no memory samples"):
+        official_max([])
+
+
+def test_summarise_row():
+    tr = CaseTrace("amos_0507", 16.5, SAMPLES, STAMPS,
+                   cpu_list=[[10, 5, 85], [50, 10, 40]], ram_mib=[1000.0, 1500.5],
+                   source="nvml", device="GPU X", output="ok", image_size="320, 290, 72")
+    r = summarise(tr)
+    assert [r[c] for c in OFFICIAL_COLUMNS] == ["amos_0507", 16.5, 5000.0, 1329.0, 60.0, 7.5, 1500.5, 250.0]
+    assert r["Time_tol"] == 1.5 and r["AUC_GPU_Time_tol"] == pytest.approx(90.6, abs=0.05)
+    assert r["AUC_GPU_Time_trapz"] == pytest.approx(1654.2, abs=0.05)
+    assert r["Samples"] == 5 and r["Mean_period_s"] == 0.125
+
+
+def test_missing_time_uses_interval_times_samples():
+    # load_json.py: no 'time' key -> time = 0.1 * len(gpu_memory)
+    assert summarise(CaseTrace("c", None, [1.0] * 37))["Time"] == 3.7
+
+
+def test_reads_an_official_json_and_writes_csv_and_table(tmp_path):
+    # The official resource_eval.py writes only gpu_memory and time; names come from the file name.
+    (tmp_path / "amos_0540.json").write_text(json.dumps({"gpu_memory": SAMPLES, "time": 16.5}))
+    (tmp_path / "amos_0507.json").write_text(json.dumps(
+        {"gpu_memory": [10.0, 15.0], "time": 3.004, "timestamps": [0.0, 0.1], "memory_source": "rss-tree",
+         "device": "CPU: test", "output": "missing", "image_size": "1, 2, 3"}))
+    rows, csv_path, png, md = summarise_folder(tmp_path, tmp_path / "team", title="T")
+    assert [r["Name"] for r in rows] == ["amos_0507", "amos_0540"]  # sorted like load_json.py
+    with open(csv_path) as f:
+        got = list(csv.reader(f))
+    assert got[0][:8] == OFFICIAL_COLUMNS
+    assert got[1][:4] == ["amos_0507", "3.0", "15.0", "2.0"]
+    assert got[2][:4] == ["amos_0540", "16.5", "5000.0", "1329.0"]
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    text = md.read_text()
+    assert "| amos_0507 (missing) | 1, 2, 3 | 3.00 | 15 | 2 |" in text
+    assert "| **mean** | | 9.75 | 2,508 | 666 |" in text   # (3+16.5)/2, (15+5000)/2, (2+1329)/2 -> 665.5
+    assert "CPU fallback" in text
+
+
+def test_load_case_errors_name_the_file(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="x.json: cannot read case JSON"):
+        load_case(bad)
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="x.json: no 'gpu_memory'"):
+        load_case(bad)
+
+
+def test_markdown_gpu_header():
+    rows = [summarise(CaseTrace("a", 1.0, [1.0, 2.0], source="nvml"))]
+    text = markdown_table(rows, device="NVIDIA X")
+    assert "| Case | Image size | Running time (s) | Max GPU (MB) | Total GPU (MB·s) |" in text
+    assert "Device: NVIDIA X" in text and "CPU fallback" not in text
