@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
-    return args._run(args)
+    from labeltransfer.io import CaseError
+    try:
+        return args._run(args)
+    except (CaseError, ValueError) as e:  # folder-level problems: one clear line, no traceback
+        print(f"{args.tool}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

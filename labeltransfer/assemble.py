@@ -36,7 +36,7 @@ class Source:
     name: str = ""
 
     @classmethod
-    def parse(cls, spec: str) -> "Source":
+    def parse(cls, spec: str) -> Source:
         """From `images=DIR,labels=DIR[,keep=FILE][,prefix=STR][,name=STR]`."""
         fields = {}
         for part in spec.split(","):

@@ -19,8 +19,15 @@ import SimpleITK as sitk
 import torch
 
 from labeltransfer import io
-from labeltransfer.mind import (MIND_KEY, NUM_CHANNELS, PATCHES, descriptor_channels_from_dataset_json,
-                                mind_channel_names, mind_dataset_json_entry, mind_ssc)
+from labeltransfer.mind import (
+    MIND_KEY,
+    NUM_CHANNELS,
+    PATCHES,
+    descriptor_channels_from_dataset_json,
+    mind_channel_names,
+    mind_dataset_json_entry,
+    mind_ssc,
+)
 
 
 @dataclass
@@ -29,7 +36,7 @@ class Summary:
     skipped: list[str] = field(default_factory=list)     # outputs already there (resume)
     failed: dict[str, str] = field(default_factory=dict)  # case -> error
 
-    def merge(self, other: "Summary") -> None:
+    def merge(self, other: Summary) -> None:
         self.done += other.done
         self.skipped += other.skipped
         self.failed.update(other.failed)
@@ -127,7 +134,7 @@ def convert_dataset(src: str | Path, dst: str | Path, params: dict, slab: int | 
             log(f"{sub}:")
             summary.merge(convert_images_folder(src / sub, dst / sub, params, slab, device, fp16, overwrite, log))
     labels = io.list_label_cases(src / "labelsTr")
-    for case, path in labels.items():
+    for path in labels.values():
         io.place_file(path, dst / "labelsTr" / path.name, link)
     io.write_json_atomic(meta, dst / "dataset.json")
     return summary

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from flare.labels import NUM_CLASSES, ORGANS, ORGAN_BY_LABEL
+from flare.labels import NUM_CLASSES, ORGAN_BY_LABEL, ORGANS
 from labeltransfer import io
 
 _BY_NAME = {}
@@ -44,7 +44,7 @@ def load_bounds(path: str | Path) -> dict[int, tuple[float, float]]:
     """Volume bounds in mL from JSON {"liver": [min, max], "RK": [min, null], ...} -> {label: (min, max)}."""
     raw = io.read_json(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected an object {{organ: [min_ml, max_ml]}}")
+        raise ValueError(f"{path}: expected an object {{organ: [min_ml, max_ml]}}")  # noqa: TRY004  (bad file content)
     out = {}
     for key, val in raw.items():
         try:

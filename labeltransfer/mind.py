@@ -161,12 +161,12 @@ def _block_distances(img: torch.Tensor, z0: int, z1: int, dilation: int, w: torc
     ez, ey, ex = (z1 - z0) + 2 * r, Y + 2 * r, X + 2 * r
     sq = torch.empty((NUM_CHANNELS, ez, ey, ex), dtype=img.dtype, device=dev)
 
-    def shifted(o: tuple[int, int, int]) -> torch.Tensor:
+    def shifted(src: torch.Tensor, o: tuple[int, int, int]) -> torch.Tensor:
         sz, sy, sx = (h - r + dilation * v for v in o)
-        return block[sz:sz + ez, sy:sy + ey, sx:sx + ex]
+        return src[sz:sz + ez, sy:sy + ey, sx:sx + ex]
 
     for k, (i, j) in enumerate(PAIRS):
-        torch.sub(shifted(OFFSETS[i]), shifted(OFFSETS[j]), out=sq[k])
+        torch.sub(shifted(block, OFFSETS[i]), shifted(block, OFFSETS[j]), out=sq[k])
         sq[k].square_()
     del block
     d = _separable_filter(sq, w)
@@ -329,7 +329,8 @@ def descriptor_channels_from_dataset_json(dataset_json: dict | str | os.PathLike
                              f"'{MIND_KEY}' entry with the descriptor parameters")
         return None
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: '{MIND_KEY}' must be an object like {DEFAULT_PARAMS}, got {entry!r}")
+        # ValueError like every other problem of the file: callers (the predictor) catch one type
+        raise ValueError(f"{where}: '{MIND_KEY}' must be an object like {DEFAULT_PARAMS}, got {entry!r}")  # noqa: TRY004
     if channels != mind_channel_names():
         raise ValueError(f"{where}: declares '{MIND_KEY}' input, so channel_names must be "
                          f"{{\"0\": \"MIND_0\", ..., \"11\": \"MIND_11\"}}, got {channels!r}")

@@ -23,9 +23,9 @@ import argparse
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from labeltransfer import io
 
@@ -117,7 +117,7 @@ def pseudolabel(input_dir: str | Path, output_dir: str | Path, model_dir: str | 
             results = segment(str(stage_in), str(stage_out), str(model_dir), folds=folds, checkpoint=checkpoint,
                               device=device, tta=tta, step_size=step_size)
             by_case = {r.case: r for r in results}
-        except Exception as e:  # the whole chunk failed (e.g. out of memory): record, go on
+        except Exception as e:  # noqa: BLE001  the whole chunk failed (e.g. out of memory): record, go on
             by_case = {}
             chunk_error = f"{type(e).__name__}: {e}"
         else:

@@ -22,9 +22,8 @@ Steps (each skips work whose outputs exist, so an interrupted run continues):
 
 Training runs `nnUNetv2_plan_and_preprocess` and `nnUNetv2_train ... -tr nnUNetTrainerToy` as
 subprocesses, with nnUNet_extTrainer pointing at labeltransfer/nnunet_trainers. Prediction uses the
-project's predictor (inference.api.segment_folder via `pseudolabel`) when it is importable, else nnU-Net's
-nnUNetPredictor; MIND descriptors are precomputed into a temporary folder where the predictor in use
-does not compute them itself. Scores use the project's FLARE
+project's predictor (inference.api.segment_folder via `pseudolabel`), which computes the descriptors of
+MIND models itself, so MRI folders are passed as they are. Scores use the project's FLARE
 scorer (evaluation.score_case).
 """
 from __future__ import annotations
@@ -43,8 +42,7 @@ import SimpleITK as sitk
 
 from flare.labels import ORGANS, dataset_json_labels
 from labeltransfer import assemble as asm
-from labeltransfer import descriptors, filter_labels, propagate, pseudolabel
-from labeltransfer import io
+from labeltransfer import descriptors, filter_labels, io, propagate, pseudolabel
 from labeltransfer.mind import mind_ssc
 
 STEPS = ("data", "agreement", "propagation", "descriptors", "round0", "round1", "round2", "report")
@@ -186,7 +184,8 @@ def step_propagation(w: Path, a: argparse.Namespace) -> str:
         cells = " | ".join(f"{r[m][0]:.3f} | {r[m][1]:.3f}" for m in COLUMNS)
         notes = "; ".join(f"{m}: {r[m][3].fallback}" for m in MODES if r[m][3].fallback)
         lines.append(f"| {subj} | {cells} | {r['affine'][2]:.1f} |" + (f" {notes}" if notes else ""))
-    mean = lambda col, k: float(np.mean([r[col][k] for _, r in rows]))  # noqa: E731
+    def mean(col: str, k: int) -> float:
+        return float(np.mean([r[col][k] for _, r in rows]))
     cells = " | ".join(f"{mean(m, 0):.3f} | {mean(m, 1):.3f}" for m in COLUMNS)
     lines.append(f"| **mean** | {cells} | {mean('affine', 2):.1f} |")
     text = ("Label propagation T1 -> T2 (true T1 labels carried to the T2 grid; Dice against the true T2 labels; "
@@ -248,47 +247,10 @@ def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: 
         src.mkdir(parents=True)
         for c in cases:
             os.symlink((images / f"{c}_0000.nii.gz").resolve(), src / f"{c}_0000.nii.gz")
-    try:
-        from inference.model import load_model  # the project's predictor, when it is there
-    except ImportError:
-        _predict_nnunet(model, src, out, a)
-    else:
-        from labeltransfer.mind import descriptor_channels_from_dataset_json
-        params = descriptor_channels_from_dataset_json(model / "dataset.json")
-        feed = src
-        # A predictor that computes MIND itself reads one channel; one that does not yet reads 12 files.
-        if params is not None and load_model(model, ["all"], device="cpu").num_channels == 12:
-            feed = out.parent / f".{out.name}_mind"
-            descriptors.convert_images_folder(src, feed, params, log=lambda *_: None)
-        rep = pseudolabel.pseudolabel(feed, out, model, folds=["all"], device=a.device, log=log)
-        if feed != src:
-            shutil.rmtree(feed, ignore_errors=True)
-        if rep.failed:
-            raise RuntimeError(f"prediction failed for {rep.failed}")
+    rep = pseudolabel.pseudolabel(src, out, model, folds=["all"], device=a.device, log=log)
+    if rep.failed:
+        raise RuntimeError(f"prediction failed for {rep.failed}")
     if cases is not None:
-        shutil.rmtree(src, ignore_errors=True)
-
-
-def _predict_nnunet(model: Path, images: Path, out: Path, a: argparse.Namespace) -> None:
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from labeltransfer.mind import descriptor_channels_from_dataset_json
-    os.environ.update({k: v for k, v in nnunet_env(Path(a.work)).items() if k.startswith("nnUNet")})
-    params = descriptor_channels_from_dataset_json(model / "dataset.json")
-    src = images
-    if params is not None:  # nnU-Net's predictor needs the 12 channels on disk
-        src = out.parent / f".{out.name}_mind"
-        descriptors.convert_images_folder(images, src, params, log=lambda *_: None)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in io.list_image_cases(src) if not (out / f"{c}.nii.gz").exists()]
-    if todo:
-        p = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device(a.device), allow_tqdm=False)
-        p.initialize_from_trained_model_folder(str(model), use_folds=("all",), checkpoint_name="checkpoint_final.pth")
-        files = io.list_image_cases(src)
-        p.predict_from_files([[str(f) for f in files[c]] for c in todo], [str(out / c) for c in todo],
-                             save_probabilities=False, overwrite=True, num_processes_preprocessing=1,
-                             num_processes_segmentation_export=1)
-    if params is not None:
         shutil.rmtree(src, ignore_errors=True)
 
 
@@ -367,7 +329,7 @@ def step_round1(w: Path, a: argparse.Namespace, timings: dict) -> None:
 def step_round2(w: Path, a: argparse.Namespace, timings: dict) -> None:
     scores = _load_scores(w)
     labels = w / "pred" / "pool_round1"
-    jobs, notes = propagate.build_jobs(w / "pool" / "images", labels, r"(?P<subject>s\d+)_(?P<sequence>T\d)",
+    jobs, _ = propagate.build_jobs(w / "pool" / "images", labels, r"(?P<subject>s\d+)_(?P<sequence>T\d)",
                                        "T1", labels)
     rep = propagate.run_jobs(jobs, "affine", log=log)
     if rep.failed:

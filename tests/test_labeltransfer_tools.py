@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from _labeltransfer_volumes import ORGANS as ORGANS_XYZ
+from _labeltransfer_volumes import dice, make_subject, rotation
 
 from flare.labels import ORGANS, dataset_json_labels
 from labeltransfer import assemble as asm
@@ -18,9 +19,13 @@ from labeltransfer import descriptors, filter_labels, propagate, pseudolabel
 from labeltransfer.__main__ import main as cli
 from labeltransfer.io import CaseError, list_image_cases
 from labeltransfer.mind import descriptor_channels_from_dataset_json, mind_ssc
-from _labeltransfer_volumes import ORGANS as ORGANS_XYZ, dice, make_subject, rotation
 
-SMALL = dict(size=(24, 20, 12), spacing=(4.0, 4.0, 6.0))
+SMALL = {"size": (24, 20, 12), "spacing": (4.0, 4.0, 6.0)}
+
+
+def _csv_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _write(img: sitk.Image, path: Path) -> Path:
@@ -90,7 +95,7 @@ def test_shard_round_robin_and_validation():
     cases = [f"c{i:02d}" for i in range(10)][::-1]
     parts = [pseudolabel.shard(cases, i, 3) for i in range(3)]
     assert parts[0] == ["c00", "c03", "c06", "c09"] and parts[2] == ["c02", "c05", "c08"]
-    assert sorted(sum(parts, [])) == sorted(cases)
+    assert sorted(c for p in parts for c in p) == sorted(cases)
     with pytest.raises(ValueError, match=r"--part must be in \[0, 2\]"):
         pseudolabel.shard(cases, 3, 3)
     with pytest.raises(ValueError, match="--parts must be >= 1"):
@@ -139,7 +144,7 @@ def test_pseudolabel_shards_resume_and_failures(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     fake = FakePredictor(fail={"img03"}, silent={"img05"})
-    quiet = dict(log=lambda *_: None, segment_folder=fake)
+    quiet = {"log": lambda *_: None, "segment_folder": fake}
     r0 = pseudolabel.pseudolabel(inp, out, model, part=0, parts=2, chunk=2, **quiet)
     assert r0.cases == ["img00", "img02", "img04", "img06"]
     assert fake.calls == [["img00", "img02"], ["img04", "img06"]]
@@ -198,6 +203,9 @@ def test_pseudolabel_cli_dry_run_and_missing_model(tmp_path, capsys, monkeypatch
     assert capsys.readouterr().out.split() == ["img01", "img03"]
     with pytest.raises(CaseError, match="model folder not found"):
         pseudolabel.pseudolabel(inp, tmp_path / "out", tmp_path / "nope")
+    capsys.readouterr()
+    assert cli(["pseudolabel", str(inp), str(tmp_path / "out"), "--model", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"pseudolabel: error: {tmp_path / 'nope'}: model folder not found\n"
 
 
 # --- filter -----------------------------------------------------------------------------------------
@@ -225,7 +233,7 @@ def test_filter_keeps_complete_cases_with_report(tmp_path):
     rc = cli(["filter", str(labels), "--out", str(tmp_path / "rep"), "--bounds", str(tmp_path / "bounds.json")])
     assert rc == 1  # one unreadable file
     assert (tmp_path / "rep_keep.txt").read_text() == "full\n"
-    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "rep.csv"))}
+    rows = {r["case"]: r for r in _csv_rows(tmp_path / "rep.csv")}
     assert set(rows) == {"full", "nogb", "bigliver", "badvalue"}
     assert rows["full"]["keep"] == "1" and rows["full"]["reason"] == ""
     # 10 voxels of 2 x 2 x 2.5 mm = 0.1 mL; RK (label 2): 20 voxels = 0.2 mL
@@ -315,10 +323,10 @@ def test_propagate_cli_subject_pattern(tmp_path):
     assert cli(args) == 0
     out = sitk.ReadImage(str(tmp_path / "out" / "subj1_T2.nii.gz"))
     assert dice(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(l2)) > 0.85
-    rep = list(csv.DictReader(open(tmp_path / "out" / "propagate_report.csv")))
+    rep = _csv_rows(tmp_path / "out" / "propagate_report.csv")
     assert rep[0]["transform"] == "affine" and rep[0]["error"] == ""
     assert cli(args) == 0  # resumable: output exists, skipped
-    rep = list(csv.DictReader(open(tmp_path / "out" / "propagate_report.csv")))
+    rep = _csv_rows(tmp_path / "out" / "propagate_report.csv")
     assert rep[0]["transform"] == "skipped (output exists)"
 
 
@@ -333,7 +341,7 @@ def test_propagate_manifest_bad_row_goes_on(tmp_path):
     rc = cli(["propagate", "--manifest", str(tmp_path / "m.csv"), "--transform", "none"])
     assert rc == 1
     assert not (tmp_path / "o1.nii.gz").exists() and (tmp_path / "o2.nii.gz").exists()
-    rep = list(csv.DictReader(open(tmp_path / "propagate_report.csv")))
+    rep = _csv_rows(tmp_path / "propagate_report.csv")
     assert "missing.nii.gz: file not found" in rep[0]["error"] and rep[1]["transform"] == "none"
 
 

@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-from labeltransfer.mind import (PAIRS, OFFSETS, auto_slab, descriptor_channels_from_dataset_json, mind_channel_names,
-                                mind_channels, mind_dataset_json_entry, mind_ssc)
 from _labeltransfer_volumes import make_subject
+
+from labeltransfer.mind import (
+    OFFSETS,
+    PAIRS,
+    auto_slab,
+    descriptor_channels_from_dataset_json,
+    mind_channel_names,
+    mind_channels,
+    mind_dataset_json_entry,
+    mind_ssc,
+)
 
 
 def reference_mind(img: np.ndarray, radius: int, dilation: int, patch: str, sigma: float) -> np.ndarray:
@@ -208,6 +216,8 @@ def test_dataset_json_inconsistent_raises(tmp_path):
     del no_entry["mind"]
     with pytest.raises(ValueError, match="no 'mind' entry"):
         descriptor_channels_from_dataset_json(no_entry)
+    with pytest.raises(ValueError, match="must be an object"):
+        descriptor_channels_from_dataset_json({**_mind_json(), "mind": [1, 2]})
     with pytest.raises(ValueError, match="unknown 'mind' parameters"):
         descriptor_channels_from_dataset_json(_mind_json(radius=1, spacing=2))
     p = tmp_path / "dataset.json"
@@ -222,8 +232,8 @@ def test_phantom_ct_and_mri_descriptors_agree_far_better_than_intensities(mri):
     anti-correlated: fat, fluid and vessels swap brightness); the descriptors correlate positively."""
     from phantoms import generate_case
     ct, lab = generate_case(2000, "ct", motion=False, inplane_range=(3.0, 3.5), slice_range=(6, 7))
-    grid = dict(spacing=ct.GetSpacing(), size=ct.GetSize(), origin=ct.GetOrigin(), direction=ct.GetDirection(),
-                motion=False)
+    grid = {"spacing": ct.GetSpacing(), "size": ct.GetSize(), "origin": ct.GetOrigin(),
+            "direction": ct.GetDirection(), "motion": False}
     mr, _ = generate_case(2000, mri, **grid)
     a = sitk.GetArrayFromImage(ct).astype(np.float32)
     b = sitk.GetArrayFromImage(mr).astype(np.float32)

@@ -9,18 +9,20 @@ variable nnUNet_extTrainer=<this folder> (nnunetv2 >= 2.6), so nothing is instal
 The schedule comes from environment variables (defaults in brackets): LT_TOY_EPOCHS [20],
 LT_TOY_ITERS [25] iterations per epoch, LT_TOY_VAL_ITERS [3]. LT_TOY_SKIP_FINAL_VAL=1 [1] skips
 nnU-Net's final sliding-window validation; the toy script scores its own held-out cases instead.
-This file is imported by file name from that folder, so it imports nnunetv2 only.
+nnU-Net imports this file by its name from that folder (the class name is what it looks for), so
+it imports nnunetv2 and torch only.
 """
 import os
 
 import torch
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+_CUDA = torch.device("cuda")  # nnU-Net's default device argument
 
 
 class nnUNetTrainerToy(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+                 device: torch.device = _CUDA):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = int(os.environ.get("LT_TOY_EPOCHS", "20"))
         self.num_iterations_per_epoch = int(os.environ.get("LT_TOY_ITERS", "25"))
