@@ -116,7 +116,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     check_output_dir(output_dir)
     if model is None:
         model = load_model(model_dir, folds, checkpoint, resolve_device(device))
-    cases, skipped = find_cases(input_dir, model.num_channels, model.file_ending)
+    cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
     for message in skipped:
         warnings.warn(message, stacklevel=2)
     results = []

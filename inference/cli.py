@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         device = resolve_device(args.device)
         model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration)
         startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-        cases, skipped = find_cases(args.input, model.num_channels, model.file_ending)
+        cases, skipped = find_cases(args.input, model.num_input_files, model.file_ending)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -50,10 +50,17 @@ class LoadedModel:
     folds: list[str]
     device: torch.device
     dataset_json: dict = field(repr=False, default_factory=dict)
+    mind_params: dict | None = None   # set for models on MIND-SSC descriptors (labeltransfer.mind)
 
     @property
     def num_channels(self) -> int:
+        """Channels the network takes."""
         return len(self.channel_names)
+
+    @property
+    def num_input_files(self) -> int:
+        """Files per case: one image for a MIND model (its 12 descriptor channels are computed here)."""
+        return 1 if self.mind_params is not None else self.num_channels
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +113,22 @@ def parse_labels(dataset_json: dict, path: Path) -> dict[str, int]:
     if values != list(range(len(values))):
         raise InferenceError(f"{path}: labels must be consecutive integers from 0, got {values}")
     return {k: int(v) for k, v in sorted(plain.items(), key=lambda kv: int(kv[1]))}
+
+
+def _mind_params(dataset_json: dict, path: Path) -> dict | None:
+    """MIND descriptor parameters when dataset.json declares MIND input (labeltransfer's convention)."""
+    if "mind" not in dataset_json and not any(str(n).startswith("MIND_")
+                                              for n in dataset_json.get("channel_names", {}).values()):
+        return None
+    try:  # imported only for MIND models: the plain image needs no labeltransfer
+        from labeltransfer.mind import descriptor_channels_from_dataset_json
+    except ImportError:
+        raise InferenceError(f"{path}: declares MIND input, but labeltransfer.mind is not installed "
+                             f"beside the predictor") from None
+    try:
+        return descriptor_channels_from_dataset_json(dataset_json)
+    except ValueError as e:
+        raise InferenceError(f"{path}: {e}") from None
 
 
 def available_folds(model_dir: Path, checkpoint: str) -> list[str]:
@@ -178,6 +201,7 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     if not isinstance(channels, dict) or not channels:
         raise InferenceError(f"{model_dir / 'dataset.json'}: no 'channel_names' entry")
     channel_names = [channels[k] for k in sorted(channels, key=int)]
+    mind_params = _mind_params(dataset_json, model_dir / "dataset.json")
 
     folds = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
     verify_files(model_dir, ["dataset.json", "plans.json"] + [f"fold_{f}/{checkpoint}" for f in folds
@@ -233,5 +257,5 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         channel_names=channel_names, labels=labels,
         file_ending=dataset_json.get("file_ending", ".nii.gz"),
         mirror_axes=tuple(mirror) if mirror is not None else None,
-        folds=folds, device=device, dataset_json=dataset_json,
+        folds=folds, device=device, dataset_json=dataset_json, mind_params=mind_params,
     )

@@ -82,20 +82,26 @@ def normalize_channel(image: torch.Tensor, scheme: str, properties: dict | None,
     return image
 
 
-def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
+def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], model: LoadedModel,
                source: str = "image") -> Preprocessed:
     """image: (C, Z, Y, X) array as read (SimpleITK axis order); spacing in the same axis order.
 
-    NaN/Inf voxels are set to 0 with a warning naming `source`, and the case is still segmented.
+    NaN/Inf voxels are set to 0 with a warning naming `source`, and the case is still segmented. For a
+    MIND model the single image becomes its 12 descriptor channels first, on the device.
     """
     device = model.device
     tf = model.transpose_forward
-    data = torch.from_numpy(np.ascontiguousarray(image)).to(device=device, dtype=torch.float32)
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    data = image.to(device=device, dtype=torch.float32)
     finite = torch.isfinite(data)
     if not bool(finite.all()):
         warnings.warn(f"{source}: {int((~finite).sum())} NaN/Inf voxels set to 0", stacklevel=2)
         data = torch.where(finite, data, torch.zeros((), device=device))
     del finite
+    if model.mind_params is not None:
+        from labeltransfer.mind import mind_channels
+        data = mind_channels(data, model.mind_params, device).float()
     data = data.permute(0, *[a + 1 for a in tf])
     spacing_t = tuple(float(spacing[a]) for a in tf)
     shape_before = tuple(data.shape[1:])

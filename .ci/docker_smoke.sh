@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# CI smoke test of the real container: start a Docker engine if none answers, build the local base
+# stand-in and the CPU image (torch from docker/wheelhouse/, Docker's layer cache reused), then run the
+# organisers' command (without --gpus) once per committed sample case and check every output
+# (docker/smoke.py: present, input geometry, Dice >= 0.8 against samples/labels).
+# Run from the repository root with the project's venv active (.ci/run does both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start=$(date +%s)
+docker/build.sh --variant cpu --tag flare-mri-seg:latest
+echo "docker_smoke: image ready after $(( $(date +%s) - start ))s"
+python docker/smoke.py --image flare-mri-seg:latest --samples samples --min-dice 0.8
+echo "docker_smoke: done in $(( $(date +%s) - start ))s"

@@ -1,0 +1,88 @@
+# FLARE 2024 Task 3 submission image: the stripped nnU-Net predictor (inference/), the default model
+# (weights/) and predict.sh in /workspace, on a venv that holds only what the predictor imports.
+#
+#   docker build -t flare-mri-seg .                                     # CUDA 12.1 torch from PyPI
+#   docker build --build-arg TORCH_SPEC=torch==2.13.0+cpu -t flare-mri-seg .   # CPU torch, from the
+#       wheelhouse (docker/wheelhouse.sh puts it there)
+#
+# Build arguments:
+#   BASE_IMAGE    a Debian-based image with python3 (3.11) and the venv module; builder and runtime use
+#                 the same one, so the venv's interpreter path is valid in both.
+#   TORCH_SPEC    pip requirement for torch. Default: 2.4.1, PyPI's CUDA 12.1 build (driver >= 525.60.13).
+#   TORCH_INDEX_URL  an extra index for torch, e.g. https://download.pytorch.org/whl/cu118 with
+#                 TORCH_SPEC=torch==2.4.1+cu118 for drivers older than 525 (CUDA 11.8: driver >= 450.80.02).
+#   PIP_OFFLINE   1: install from docker/wheelhouse/ only (air-gapped; `docker/wheelhouse.sh --all`).
+#   EXTRA_PIP     more packages for the runtime venv, e.g. scipy for a model with use_mask_for_norm.
+#   KEEP_TRITON   1: keep triton (only torch.compile needs it; the predictor does not compile).
+#   PRUNE         0: keep torch's C++ headers, test binaries and tools (never used at inference).
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS builder
+ARG TORCH_SPEC=torch==2.4.1
+ARG TORCH_INDEX_URL=""
+ARG PIP_OFFLINE=0
+ARG EXTRA_PIP=""
+ARG KEEP_TRITON=0
+ARG PRUNE=1
+# pip reads these from the environment: no cache in any layer, no version check, system CA bundle
+# (the same one the base image's Python trusts).
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    PIP_FIND_LINKS=/wheelhouse
+SHELL ["/bin/sh", "-eu", "-c"]
+RUN python3 -m venv /opt/venv
+COPY docker/wheelhouse/ /wheelhouse/
+
+# torch with its dependencies (the CUDA build brings the nvidia-* libraries it links), then without
+# what `import torch` and eager inference never import: sympy/networkx/jinja2/fsspec serve
+# torch.compile, export and the hub; setuptools serves C++ extension builds; triton serves
+# torch.compile kernels. The selfcheck below and the CI run of the image prove the rest still works.
+RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
+    if [ -n "$TORCH_INDEX_URL" ]; then export PIP_EXTRA_INDEX_URL="$TORCH_INDEX_URL"; fi; \
+    /opt/venv/bin/pip install --quiet "$TORCH_SPEC"; \
+    set -- sympy mpmath networkx jinja2 MarkupSafe fsspec; \
+    if [ "$KEEP_TRITON" != 1 ]; then set -- "$@" triton pytorch-triton; fi; \
+    /opt/venv/bin/pip uninstall --quiet --yes "$@"; \
+    if [ "$PRUNE" = 1 ]; then \
+        t=/opt/venv/lib/python3.11/site-packages/torch; \
+        rm -rf "$t/include" "$t/test" "$t/share" "$t/lib/"*.a "$t/lib/"*test*.so; \
+        find "$t/bin" -type f ! -name torch_shm_manager -delete; \
+        find /opt/venv/lib/python3.11/site-packages/nvidia -name include -type d -prune -exec rm -rf {} + 2>/dev/null || true; \
+    fi
+
+# The rest with --no-deps: nnunetv2's training stack is never imported by the predictor. Then pip and
+# the console scripts (nnUNetv2_*, torchrun: not usable without their dependencies) go.
+# EXTRA_PIP is split into words on purpose (a list of requirements).
+COPY docker/requirements.txt /tmp/requirements.txt
+# hadolint ignore=SC2086
+RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
+    /opt/venv/bin/pip install --quiet --no-deps -r /tmp/requirements.txt; \
+    if [ -n "$EXTRA_PIP" ]; then /opt/venv/bin/pip install --quiet $EXTRA_PIP; fi; \
+    if [ "$PRUNE" = 1 ]; then \
+        find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests \
+            \( -path '*/numpy/*' -o -path '*/SimpleITK/*' \) -exec rm -rf {} +; \
+    fi; \
+    /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
+    find /opt/venv/bin -type f ! -name 'python*' ! -name 'activate*' -delete
+
+# The predictor, the model and predict.sh. labeltransfer/mind.py is only for models on MIND descriptors:
+# the self-check loads the model as the predictor will (and runs it once) and removes labeltransfer/
+# again when the model does not use it.
+WORKDIR /workspace
+COPY predict.sh ./
+COPY inference/ inference/
+COPY labeltransfer/__init__.py labeltransfer/mind.py labeltransfer/
+COPY weights/ weights/
+COPY docker/selfcheck.py /tmp/selfcheck.py
+RUN /opt/venv/bin/python -B /tmp/selfcheck.py --drop-unused-mind /workspace; \
+    /opt/venv/bin/python -m compileall -q inference; \
+    chmod -R a+rX /workspace
+
+FROM ${BASE_IMAGE}
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /workspace /workspace
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1
+WORKDIR /workspace
+CMD ["sh", "predict.sh"]

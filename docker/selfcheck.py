@@ -1,0 +1,90 @@
+"""Build-time check of the image's runtime venv (run by the Dockerfile from /workspace).
+
+Fails the build, with a message saying what to do, when the predictor cannot run: predict.sh,
+inference/ or weights/ missing, a module the predictor imports missing from the slimmed venv, or a
+model that cannot be loaded. It loads the model in weights/ on the CPU, builds its network through
+nnunetv2 and runs one forward pass on a small zero input, so a library that was left out or pruned
+shows up here and not at the organisers'.
+
+With --drop-unused-mind it then deletes WORKSPACE/labeltransfer when the model does not take MIND
+descriptors (the predictor imports labeltransfer.mind only for such models).
+
+Usage (inside the builder stage): python -B docker/selfcheck.py [--drop-unused-mind] [WORKSPACE]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+
+def fail(message: str) -> None:
+    print(f"selfcheck: FAILED: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workspace", nargs="?", default="/workspace", type=Path,
+                        help="folder holding predict.sh, inference/ and weights/ (default /workspace)")
+    parser.add_argument("--drop-unused-mind", action="store_true",
+                        help="delete WORKSPACE/labeltransfer when the model does not use MIND descriptors")
+    args = parser.parse_args()
+    workspace = args.workspace
+    for name, kind in (("predict.sh", "file"), ("inference", "dir"), ("weights", "dir")):
+        path = workspace / name
+        if not (path.is_file() if kind == "file" else path.is_dir()):
+            fail(f"{path} missing: the image needs predict.sh, the predictor in inference/ and the "
+                 f"default nnU-Net model folder in weights/ (dataset.json, plans.json, fold_*/)")
+    sys.path.insert(0, str(workspace))
+
+    # Everything the CLI imports on its hot path, plus the network builder it imports lazily.
+    for module in ("inference.cli", "inference.api", "inference.io", "inference.model",
+                   "nnunetv2.utilities.get_network_from_plans", "SimpleITK", "numpy", "torch"):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            fail(f"import {module}: {e}. Add the missing package to docker/requirements.txt or pass "
+                 f"--build-arg EXTRA_PIP='<package>'")
+
+    import torch
+
+    from inference.model import load_model
+
+    try:
+        model = load_model(workspace / "weights", device="cpu")
+    except Exception as e:  # noqa: BLE001 - InferenceError for a bad folder; anything else is a broken venv
+        fail(f"loading {workspace / 'weights'}: {type(e).__name__}: {e}")
+    if any(model.config.use_mask_for_norm):
+        try:
+            importlib.import_module("scipy.ndimage")
+        except ImportError:
+            fail("the model normalises inside a foreground mask (use_mask_for_norm), which needs scipy: "
+                 "pass --build-arg EXTRA_PIP=scipy")
+
+    # A small input every stage can downsample: twice the product of the strides per axis (instance
+    # norm needs more than one voxel at the bottleneck).
+    strides = model.config.architecture["arch_kwargs"]["strides"]
+    shape = [1, model.num_channels]
+    for axis in range(3):
+        size = 2
+        for stride in strides:
+            size *= int(stride[axis]) if isinstance(stride, (list, tuple)) else int(stride)
+        shape.append(size)
+    with torch.no_grad():
+        out = model.networks[0](torch.zeros(shape))
+    if tuple(out.shape) != (1, model.num_classes, *shape[2:]):
+        fail(f"forward pass on {shape} gave shape {tuple(out.shape)}")
+    mind = getattr(model, "mind_params", None) is not None
+    print(f"selfcheck: ok: torch {torch.__version__}, model {model.config.name} "
+          f"(folds {' '.join(model.folds)}, {model.num_classes} classes{', MIND input' if mind else ''}), "
+          f"forward on {shape[2:]}")
+    if args.drop_unused_mind and not mind and (workspace / "labeltransfer").exists():
+        shutil.rmtree(workspace / "labeltransfer")
+        print("selfcheck: model takes no MIND descriptors: labeltransfer/ removed from the image")
+
+
+if __name__ == "__main__":
+    main()

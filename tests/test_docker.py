@@ -1,0 +1,103 @@
+"""The real container, run the organisers' way (docker/smoke.py) on the committed sample cases.
+
+Skips when no Docker engine is reachable (`docker info` fails). Otherwise builds the CPU image with
+docker/build.sh (Docker's layer cache makes this a no-op when .ci/docker_smoke.sh already built it), or
+uses FLARE_DOCKER_IMAGE as it is when set (e.g. flare-mri-seg:cuda, which also runs on the CPU).
+The container runs are skipped when build/docker-smoke.json records that docker/smoke.py passed on this
+very image (content id) and these sample files, as .ci/docker_smoke.sh does just before the suite in CI.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def _engine_reachable() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _engine_reachable(), reason="no Docker engine reachable")
+
+
+def _load_smoke():
+    spec = importlib.util.spec_from_file_location("flare_docker_smoke", ROOT / "docker" / "smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+smoke = _load_smoke()
+CASES = smoke.sample_cases(SAMPLES) if (SAMPLES / "inputs").is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """Tag of the image under test, built from this checkout unless FLARE_DOCKER_IMAGE names one."""
+    given = os.environ.get("FLARE_DOCKER_IMAGE")
+    if given:
+        return given
+    proc = subprocess.run([str(ROOT / "docker" / "build.sh"), "--variant", "cpu", "--tag", "flare-mri-seg:latest"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, f"docker/build.sh failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return "flare-mri-seg:latest"
+
+
+def test_samples_are_committed():
+    assert CASES, f"{SAMPLES / 'inputs'}: no <case>_0000.nii.gz sample cases"
+    for case in CASES:
+        assert (SAMPLES / "labels" / f"{case}.nii.gz").is_file(), f"no ground truth for sample {case}"
+
+
+@pytest.fixture(scope="module")
+def not_checked_before(image):
+    if os.environ.get("FLARE_DOCKER_RERUN") != "1" and smoke.passed_before(image, SAMPLES, 0.8):
+        pytest.skip(f"docker/smoke.py passed on this image ({smoke.image_id(image)[:19]}) and these samples: "
+                    f"{smoke.DEFAULT_RECORD.relative_to(ROOT)}; FLARE_DOCKER_RERUN=1 runs them again")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_organisers_command_on_sample(image, not_checked_before, case, tmp_path):
+    # The first case also runs with --network none: nothing at run time may need the network.
+    result = smoke.check_case(image, SAMPLES, case, tmp_path, min_dice=0.8, network_none=(case == CASES[0]))
+    assert result.problems == [], f"{case}: {result.problems}\ncontainer output:\n{result.log}"
+    assert result.mean_dice >= 0.8
+
+
+def test_empty_inputs_exit_cleanly(image, not_checked_before, tmp_path):
+    assert smoke.check_empty_inputs(image, tmp_path) == []
+
+
+def test_image_follows_the_contract(image):
+    info = json.loads(subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True,
+                                     check=True).stdout)[0]["Config"]
+    assert info["WorkingDir"] == "/workspace"
+    assert not any(e.startswith("CUDA_VISIBLE_DEVICES=") for e in info["Env"] or [])
+    script = ("ls /workspace; ls /workspace/weights; "
+              "python -m pip --version >/dev/null 2>&1 && echo HAS_PIP; "
+              "for c in gcc cc g++ make; do command -v $c >/dev/null && echo HAS_$c; done; "
+              "ls /root/.cache/pip 2>/dev/null && echo HAS_PIP_CACHE; "
+              "python -c 'import sympy' 2>/dev/null && echo HAS_SYMPY; "
+              "python -c 'import triton' 2>/dev/null && echo HAS_TRITON; "
+              "grep -c CUDA_VISIBLE_DEVICES= predict.sh || true")
+    listing = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "sh", "-c", script],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert {"predict.sh", "inference", "weights", "plans.json", "dataset.json"} <= set(listing)
+    assert "tests" not in listing and "samples" not in listing
+    assert not [w for w in listing if w.startswith("HAS_")], listing
+    assert listing[-1] == "0"  # predict.sh never sets CUDA_VISIBLE_DEVICES
