@@ -161,7 +161,8 @@ def _fmt(x, nd=2) -> str:
 
 
 def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label_names: dict[int, str],
-           device: str, model_desc: str, threads: int, load: str = "") -> str:
+           device: str, model_desc: str, threads: int, load: str = "",
+           counts: dict[int, int] | None = None) -> str:
     """The markdown report: runs table, ours' stage breakdown and targets, Dice agreement table."""
     by = {r.label: r for r in runs}
     lines = [f"### Ours vs nnU-Net's predictor ({CASE_SIZE[0]}x{CASE_SIZE[1]}x{CASE_SIZE[2]} at "
@@ -193,17 +194,20 @@ def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label
                          f"{'yes' if around <= TARGET_AROUND_S else 'no'} |")
     if dice:
         cols = list(dice)
+        counts = counts or {}
         lines += ["", "Dice agreement with ours, per label (- : label in neither):", "",
-                  "| Label | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+                  "| Label | voxels (ours) | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
         for lab in sorted(label_names):
             if lab == 0:
                 continue
-            lines.append(f"| {lab} {label_names[lab]} | " + " | ".join(_fmt(dice[c].get(lab), 4) for c in cols)
-                         + " |")
+            lines.append(f"| {lab} {label_names[lab]} | {counts.get(lab, '-'):,} | " if lab in counts else
+                         f"| {lab} {label_names[lab]} | - | ")
+            lines[-1] += " | ".join(_fmt(dice[c].get(lab), 4) for c in cols) + " |"
+        means = {}
         for c in cols:
-            vals = [v for v in dice[c].values() if v is not None]
-            dice[c]["mean"] = float(np.mean(vals)) if vals else None
-        lines.append("| **mean** | " + " | ".join(_fmt(dice[c]["mean"], 4) for c in cols) + " |")
+            vals = [v for k, v in dice[c].items() if v is not None and k != "mean"]
+            means[c] = float(np.mean(vals)) if vals else None
+        lines.append("| **mean** | | " + " | ".join(_fmt(means[c], 4) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -224,11 +228,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "compare_nnunet",
                    help="scratch folder (case, model, outputs, logs)")
     p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table and JSON go")
+    p.add_argument("--report-only", action="store_true",
+                   help="no runs: rebuild the table from the saved JSON and the outputs in --work")
     a = p.parse_args(argv)
+    device = cpu_description()
+    stem = a.out_dir / f"compare_nnunet_{device_slug(device)}"
+    if a.report_only:
+        saved = json.loads(Path(f"{stem}.json").read_text())
+        runs = [RunStats(**r) for r in saved["runs"]]
+        return _finish(a, runs, Path(saved["model_dir"]), saved["model"], saved["torch_threads"],
+                       saved.get("load_average_1min", ""), device, stem)
 
     import torch  # only for the thread count in the report
     threads = torch.get_num_threads()
-    device = cpu_description()
     work = a.work
     (work / "logs").mkdir(parents=True, exist_ok=True)
     inputs = work / "inputs"
@@ -278,27 +290,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {r.label}: rc {r.returncode}, {_fmt(r.to_file_s)} s to file, {_fmt(r.to_exit_s)} s to exit, "
               f"peak RSS {r.peak_rss_mib:,.0f} MB (log {r.log})")
 
+    load = f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
+    return _finish(a, runs, model, model_desc, threads, load, device, stem)
+
+
+def _finish(a, runs: list[RunStats], model: Path, model_desc: str, threads: int, load: str, device: str,
+            stem: Path) -> int:
+    """Dice agreement from the outputs in a.work, the report, and the saved .md/.json."""
     ds = json.loads((model / "dataset.json").read_text())
     label_names = {int(v): k for k, v in ds["labels"].items() if isinstance(v, int)}
     dice: dict[str, dict] = {}
-    ours_out = work / "out_ours" / f"{CASE}.nii.gz"
+    counts: dict[int, int] = {}
+    ours_out = a.work / "out_ours" / f"{CASE}.nii.gz"
     if ours_out.is_file():
         ref = read_labels(ours_out)
+        counts = {lab: int((ref == lab).sum()) for lab in label_names if lab}
         for r in runs:
             f = Path(r.command[r.command.index("-o") + 1]) / f"{CASE}.nii.gz"
             if r.label != "ours" and f.is_file():
                 dice[r.label] = dice_per_label(ref, read_labels(f), sorted(l for l in label_names if l))
-    load = f"{load_before:.1f} / {os.getloadavg()[0]:.1f}"
-    text = report(runs, dice, label_names, device, model_desc, threads, load)
+    text = report(runs, dice, label_names, device, model_desc, threads, load, counts)
     print()
     print(text)
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = a.out_dir / f"compare_nnunet_{device_slug(device)}"
-    for path, content in ((Path(f"{stem}.md"), text),
-                          (Path(f"{stem}.json"), json.dumps({"device": device, "torch_threads": threads,
-                                                             "model": model_desc, "runs": [asdict(r) for r in runs],
-                                                             "dice": {k: {str(l): v for l, v in d.items()}
-                                                                      for k, d in dice.items()}}, indent=2))):
+    payload = {"device": device, "torch_threads": threads, "load_average_1min": load, "model": model_desc,
+               "model_dir": str(model), "runs": [asdict(r) for r in runs], "label_voxels_ours": counts,
+               "dice": {k: {str(lab): v for lab, v in d.items()} for k, d in dice.items()}}
+    for path, content in ((Path(f"{stem}.md"), text), (Path(f"{stem}.json"), json.dumps(payload, indent=2))):
         fd, tmp = tempfile.mkstemp(dir=a.out_dir, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(content)

@@ -8,12 +8,18 @@ and its mean DSC over the 13 organs against SAMPLES/labels/<case>.nii.gz, scored
 scorer does (evaluation.score_case), is at least --min-dice. One more run on
 an empty inputs/ must exit 0 and say so.
 
+When every check passes, a record (image id, sha256 of the sample files, threshold, results) is written
+to --record (default build/docker-smoke.json): tests/test_docker.py skips repeating the container runs
+for exactly that image and those samples, so CI runs each container once.
+
 Usage: python docker/smoke.py [--image flare-mri-seg] [--samples samples] [--min-dice 0.8]
 Exit status 0 when every check passed, 1 otherwise (each failure is printed).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import stat
@@ -32,6 +38,7 @@ from evaluation import score_case
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
 
 GEOMETRY_ATOL = 1e-4  # NIfTI stores geometry as float32; mm and direction cosines
+DEFAULT_RECORD = Path(__file__).resolve().parent.parent / "build" / "docker-smoke.json"
 
 
 @dataclass
@@ -69,6 +76,31 @@ def geometry_problems(reference: sitk.Image, output: sitk.Image) -> list[str]:
             problems.append(f"{name.lower()} {tuple(round(x, 6) for x in b)} != input "
                             f"{tuple(round(x, 6) for x in a)}")
     return problems
+
+
+def image_id(image: str) -> str:
+    """Content id of a local image (sha256:...); raises CalledProcessError when it does not exist."""
+    ref = image if ":" in image else f"{image}:latest"
+    return subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def record_key(image: str, samples: Path, min_dice: float) -> dict:
+    """What a passed smoke run vouches for: the image's content id, every sample file's sha256 and the
+    threshold. Equal keys mean the same checks on the same image and data."""
+    files = sorted(p for sub in ("inputs", "labels") for p in (samples / sub).glob("*.nii.gz"))
+    return {"image_id": image_id(image), "min_dice": min_dice,
+            "samples": {p.relative_to(samples).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in files}}
+
+
+def passed_before(image: str, samples: Path, min_dice: float, record: Path = DEFAULT_RECORD) -> bool:
+    """True when `record` says a full smoke run passed on this very image and these samples."""
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    return saved.get("key") == record_key(image, samples, min_dice)
 
 
 def run_container(image: str, name: str, inputs: Path, outputs: Path,
@@ -144,9 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=Path, default=Path("samples"),
                         help="folder with inputs/<case>_0000.nii.gz and labels/<case>.nii.gz")
     parser.add_argument("--min-dice", type=float, default=0.8, help="lowest mean DSC per case")
+    parser.add_argument("--record", type=Path, default=DEFAULT_RECORD,
+                        help="where to write the record of a full pass (default build/docker-smoke.json)")
     args = parser.parse_args(argv)
 
     cases = sample_cases(args.samples)
+    key = record_key(args.image, args.samples, args.min_dice)  # before the runs: the image is fixed
+    args.record.unlink(missing_ok=True)
+    results = []
     failures = 0
     with tempfile.TemporaryDirectory(prefix="flare-smoke-") as tmp:
         for i, case in enumerate(cases):
@@ -156,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             status = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
             print(f"{case}: {status} [{result.seconds:.1f}s{', --network none' if i == 0 else ''}; "
                   f"mean DSC {result.mean_dice:.3f}: {organs}]", flush=True)
+            results.append({"case": case, "seconds": round(result.seconds, 2), "dsc": result.dice,
+                            "problems": result.problems})
             if result.problems:
                 failures += 1
                 print("  container output:\n    " + result.log.strip().replace("\n", "\n    "), flush=True)
@@ -163,7 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         print("empty inputs/: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)), flush=True)
         failures += bool(problems)
     print(f"docker smoke: {len(cases) + 1 - failures} of {len(cases) + 1} checks passed")
-    return 1 if failures else 0
+    if failures:
+        return 1
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.record.with_name(f".{args.record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "image": args.image, "results": results}, indent=2) + "\n")
+    os.replace(tmp, args.record)
+    return 0
 
 
 if __name__ == "__main__":

@@ -88,10 +88,10 @@ def predict_tile(networks: Sequence[torch.nn.Module], tile: torch.Tensor,
     for network in networks:
         out = network(tile)
         for dims in flips:
-            out = out + torch.flip(network(torch.flip(tile, dims)), dims)
-        out = out / (len(flips) + 1)
-        total = out if total is None else total + out
-    return (total / len(networks))[0]
+            out += torch.flip(network(torch.flip(tile, dims)), dims)
+        total = out if total is None else total.add_(out)
+    passes = len(networks) * (len(flips) + 1)
+    return total[0] if passes == 1 else total[0].div_(passes)
 
 
 @torch.inference_mode()
@@ -120,9 +120,10 @@ def predict_logits(data: torch.Tensor, networks: Sequence[torch.nn.Module], num_
     with autocast:
         for i, start in enumerate(positions):
             window = tuple(slice(s, s + p) for s, p in zip(start, patch_size))
-            tile = padded[(slice(None), *window)][None]
-            prediction = predict_tile(networks, tile, flips)
-            logits[(slice(None), *window)] += prediction.to(acc_dtype) * gaussian
+            tile = padded[(slice(None), *window)][None].contiguous()  # convolutions want dense input
+            prediction = predict_tile(networks, tile, flips).to(acc_dtype)
+            prediction *= gaussian
+            logits[(slice(None), *window)] += prediction
             weight_sum[window] += gaussian
             if progress:
                 progress(i + 1, len(positions))

@@ -3,6 +3,8 @@
 Skips when no Docker engine is reachable (`docker info` fails). Otherwise builds the CPU image with
 docker/build.sh (Docker's layer cache makes this a no-op when .ci/docker_smoke.sh already built it), or
 uses FLARE_DOCKER_IMAGE as it is when set (e.g. flare-mri-seg:cuda, which also runs on the CPU).
+The container runs are skipped when build/docker-smoke.json records that docker/smoke.py passed on this
+very image (content id) and these sample files, as .ci/docker_smoke.sh does just before the suite in CI.
 """
 from __future__ import annotations
 
@@ -62,15 +64,22 @@ def test_samples_are_committed():
         assert (SAMPLES / "labels" / f"{case}.nii.gz").is_file(), f"no ground truth for sample {case}"
 
 
+@pytest.fixture(scope="module")
+def not_checked_before(image):
+    if os.environ.get("FLARE_DOCKER_RERUN") != "1" and smoke.passed_before(image, SAMPLES, 0.8):
+        pytest.skip(f"docker/smoke.py passed on this image ({smoke.image_id(image)[:19]}) and these samples: "
+                    f"{smoke.DEFAULT_RECORD.relative_to(ROOT)}; FLARE_DOCKER_RERUN=1 runs them again")
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_organisers_command_on_sample(image, case, tmp_path):
+def test_organisers_command_on_sample(image, not_checked_before, case, tmp_path):
     # The first case also runs with --network none: nothing at run time may need the network.
     result = smoke.check_case(image, SAMPLES, case, tmp_path, min_dice=0.8, network_none=(case == CASES[0]))
     assert result.problems == [], f"{case}: {result.problems}\ncontainer output:\n{result.log}"
     assert result.mean_dice >= 0.8
 
 
-def test_empty_inputs_exit_cleanly(image, tmp_path):
+def test_empty_inputs_exit_cleanly(image, not_checked_before, tmp_path):
     assert smoke.check_empty_inputs(image, tmp_path) == []
 
 
