@@ -40,22 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar():
-    """A tile progress bar on a terminal, nothing otherwise (logs stay clean)."""
+    """A tile progress bar on a terminal, None otherwise (logs stay clean)."""
     if not sys.stderr.isatty():
-        return None, None
+        return None
     from tqdm import tqdm
-    state = {"bar": None}
+    bar = None
 
     def update(done: int, total: int) -> None:
-        if state["bar"] is None or done == 1:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["bar"] = tqdm(total=total, desc="tiles", leave=False, file=sys.stderr)
-        state["bar"].update(1)
+        nonlocal bar
+        if done == 1:
+            bar = tqdm(total=total, desc="tiles", leave=False, file=sys.stderr)
+        bar.update(1)
         if done == total:
-            state["bar"].close()
-            state["bar"] = None
-    return update, state
+            bar.close()
+    return update
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if not cases:
         print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
 
-    progress, _ = _progress_bar()
+    progress = _progress_bar()
     records, failed = [], 0
     for case in cases:
         with warnings.catch_warnings():

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from inference import InferenceError
+from inference.manifest import verify_files
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 # Prefixes a state dict carries when saved from a torch.compile'd or DataParallel-wrapped network.
@@ -115,12 +116,25 @@ def available_folds(model_dir: Path, checkpoint: str) -> list[str]:
     return folds
 
 
+def _numpy_scalar_globals() -> list:
+    """numpy reconstructors that nnU-Net training checkpoints need (scalars in their logs): they only
+    rebuild numbers and dtypes, so allowing them keeps weights_only loading safe."""
+    import numpy as np
+    names = [np.dtype, type(np.dtype("float64")), type(np.dtype("float32")), type(np.dtype("int64"))]
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    return [scalar, *names]
+
+
 def load_checkpoint(path: Path) -> dict:
     """torch.load with weights_only=True: a checkpoint someone handed us must not run code."""
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on damage
         raise InferenceError(f"{path}: cannot be loaded as a weights-only checkpoint ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}). Re-export it with "
@@ -166,6 +180,8 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     channel_names = [channels[k] for k in sorted(channels, key=int)]
 
     folds = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
+    verify_files(model_dir, ["dataset.json", "plans.json"] + [f"fold_{f}/{checkpoint}" for f in folds
+                                                              if (model_dir / f"fold_{f}" / checkpoint).is_file()])
     checkpoints = [load_checkpoint(model_dir / f"fold_{f}" / checkpoint) for f in folds]
     first = checkpoints[0]
     config_name = configuration or first.get("init_args", {}).get("configuration")

@@ -1,0 +1,51 @@
+"""sha256 manifest of a model folder: written at import, checked by the predictor at load.
+
+Kept separate from `inference.weights` (the import tool) so the predictor's hot path imports only this.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from inference import InferenceError
+
+MANIFEST_NAME = "manifest.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(model_dir: Path, extra: dict | None = None) -> Path:
+    """Record the sha256 of every file under `model_dir` (except the manifest itself)."""
+    files = {p.relative_to(model_dir).as_posix(): sha256_of(p)
+             for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+    path = model_dir / MANIFEST_NAME
+    path.write_text(json.dumps({"algorithm": "sha256", "files": files, **(extra or {})}, indent=2) + "\n")
+    return path
+
+
+def verify_files(model_dir: Path, relative_paths: list[str]) -> None:
+    """Raise if the folder has a manifest and any of these files is unlisted or differs from it.
+
+    Folders without a manifest (nnU-Net's own training output) are accepted as they are.
+    """
+    path = model_dir / MANIFEST_NAME
+    if not path.is_file():
+        return
+    try:
+        listed = json.loads(path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise InferenceError(f"{path}: unreadable manifest (expected JSON with a 'files' mapping)") from None
+    for rel in relative_paths:
+        if rel not in listed:
+            raise InferenceError(f"{model_dir / rel}: not listed in {path}; re-import the model with "
+                                 f"`python -m inference.weights import`")
+        if sha256_of(model_dir / rel) != listed[rel]:
+            raise InferenceError(f"{model_dir / rel}: sha256 differs from {path}: the file was changed "
+                                 f"after import; refusing to load it")

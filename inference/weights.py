@@ -1,0 +1,113 @@
+"""Import a trained nnU-Net v2 model folder into place (default: weights/), validated and stripped.
+
+    python -m inference.weights import SRC_MODEL_DIR [--dest weights/] [--folds 0 1 ...] [--half] [--force]
+
+The source is loaded the way the predictor loads it (weights-only unpickling, network built from the
+plans, strict state-dict match, label count checked against dataset.json). What is written holds only
+what inference needs: dataset.json, plans.json and per fold a checkpoint with the network weights
+(optionally fp16), the configuration name, trainer name and allowed mirroring axes. Optimizer state,
+logs and other training state are dropped. A manifest.json with the sha256 of every file lets the
+predictor refuse a file changed afterwards. The destination is replaced only when the new folder is
+complete (written beside it, then renamed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from inference import InferenceError
+from inference.manifest import write_manifest
+from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
+    strip_wrapper_prefixes
+
+DEFAULT_DEST = Path(__file__).resolve().parent.parent / "weights"
+
+
+def _stripped_checkpoint(source: dict, half: bool) -> dict:
+    weights = strip_wrapper_prefixes(source["network_weights"])
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    mirror = source.get("inference_allowed_mirroring_axes")
+    return {
+        "network_weights": {k: v.contiguous().clone() for k, v in weights.items()},
+        "init_args": {"configuration": source.get("init_args", {}).get("configuration")},
+        "trainer_name": source.get("trainer_name", "nnUNetTrainer"),
+        "inference_allowed_mirroring_axes": tuple(int(a) for a in mirror) if mirror is not None else None,
+    }
+
+
+def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds: list[str] | None = None,
+                 checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, force: bool = False) -> Path:
+    """Validate `source_dir`, write a stripped copy with a manifest to `dest`; return `dest`."""
+    source_dir, dest = Path(source_dir), Path(dest)
+    if source_dir.resolve() == dest.resolve():
+        raise InferenceError(f"{dest}: source and destination are the same folder")
+    if dest.exists() and any(dest.iterdir()) and not force:
+        raise InferenceError(f"{dest}: not empty; pass --force to replace it")
+    folds = [str(f) for f in folds] if folds else available_folds(source_dir, checkpoint)
+    # Validation = loading it exactly as the predictor will (raises InferenceError with the file named).
+    model = load_model(source_dir, folds, checkpoint, "cpu")
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
+    try:
+        shutil.copyfile(source_dir / "dataset.json", staging / "dataset.json")
+        shutil.copyfile(source_dir / "plans.json", staging / "plans.json")
+        for fold in folds:
+            src = load_checkpoint(source_dir / f"fold_{fold}" / checkpoint)
+            stripped = _stripped_checkpoint(src, half)
+            stripped["init_args"]["configuration"] = model.config.name
+            (staging / f"fold_{fold}").mkdir()
+            torch.save(stripped, staging / f"fold_{fold}" / DEFAULT_CHECKPOINT)
+        write_manifest(staging, {"source": str(source_dir.resolve()), "folds": folds,
+                                 "configuration": model.config.name, "half": half,
+                                 "checkpoint": DEFAULT_CHECKPOINT})
+        load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu")  # the copy loads too
+        for p in staging.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        staging.chmod(0o755)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{staging.name}")
+            dest.rename(old)
+            staging.rename(dest)
+            shutil.rmtree(old)
+        else:
+            staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference.weights",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="validate a trained nnU-Net model folder and copy it into place")
+    imp.add_argument("source", type=Path, help="trained model folder (dataset.json, plans.json, fold_*/)")
+    imp.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"destination (default {DEFAULT_DEST})")
+    imp.add_argument("--folds", nargs="+", default=None, help="folds to import (default: all found)")
+    imp.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint name in the source folds")
+    imp.add_argument("--half", action="store_true", help="store weights in fp16 (half the size)")
+    imp.add_argument("--force", action="store_true", help="replace a non-empty destination")
+    args = parser.parse_args(argv)
+    try:
+        dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.force)
+    except InferenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    manifest = json.loads((dest / "manifest.json").read_text())
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"imported {args.source} -> {dest}: folds {' '.join(manifest['folds'])}, configuration "
+          f"{manifest['configuration']}, {len(manifest['files'])} files, {size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

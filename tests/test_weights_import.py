@@ -1,0 +1,115 @@
+"""`python -m inference.weights import`: validation, stripping, fp16 storage, manifest checks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.model_folder import write_preset
+from inference import InferenceError
+from inference.api import segment_array
+from inference.model import load_model
+from inference.weights import import_model, main
+from nnunet_reference import blob_volume
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A model folder with training state in its checkpoint, as nnUNetv2_train leaves it."""
+    model_dir = write_preset(tmp_path / "trained", "tiny", folds=(0, 1))
+    for fold in (0, 1):
+        path = model_dir / f"fold_{fold}" / "checkpoint_final.pth"
+        checkpoint = torch.load(path, weights_only=False)
+        checkpoint["optimizer_state"] = {"state": {0: {"momentum_buffer": torch.ones(3)}}, "param_groups": []}
+        checkpoint["logging"] = {"train_losses": [np.float64(0.5), np.float64(0.4)], "ema_fg_dice": [0.1]}
+        checkpoint["_best_ema"] = np.float64(0.42)
+        torch.save(checkpoint, path)
+    return model_dir
+
+
+def test_import_strips_validates_and_predicts_the_same(trained, tmp_path):
+    dest = import_model(trained, tmp_path / "weights")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
+        "dataset.json", "fold_0/checkpoint_final.pth", "fold_1/checkpoint_final.pth", "manifest.json", "plans.json"]
+    checkpoint = torch.load(dest / "fold_0" / "checkpoint_final.pth", weights_only=True)
+    assert set(checkpoint) == {"network_weights", "init_args", "trainer_name", "inference_allowed_mirroring_axes"}
+    assert checkpoint["init_args"] == {"configuration": "3d_fullres"}
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"dataset.json", "plans.json", "fold_0/checkpoint_final.pth",
+                                      "fold_1/checkpoint_final.pth"}
+    image = blob_volume((12, 40, 40))[None]
+    ours = segment_array(image, (3.0, 1.5, 1.5), load_model(dest))
+    source = segment_array(image, (3.0, 1.5, 1.5), load_model(trained))
+    assert np.array_equal(ours, source)
+
+
+def test_half_precision_storage(trained, tmp_path):
+    full = import_model(trained, tmp_path / "full")
+    half = import_model(trained, tmp_path / "half", half=True)
+    weights = torch.load(half / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    size = lambda d: sum(p.stat().st_size for p in d.rglob("*.pth"))  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    image = blob_volume((12, 40, 40))[None]
+    a = segment_array(image, (3.0, 1.5, 1.5), load_model(full))
+    b = segment_array(image, (3.0, 1.5, 1.5), load_model(half))
+    assert (a == b).mean() > 0.99
+
+
+def test_tampered_file_is_refused(trained, tmp_path):
+    dest = import_model(trained, tmp_path / "weights")
+    path = dest / "fold_1" / "checkpoint_final.pth"
+    checkpoint = torch.load(path, weights_only=True)
+    first = next(iter(checkpoint["network_weights"]))
+    checkpoint["network_weights"][first] += 1
+    torch.save(checkpoint, path)
+    with pytest.raises(InferenceError, match=r"fold_1/checkpoint_final.pth: sha256 differs"):
+        load_model(dest)
+    (dest / "plans.json").write_text((dest / "plans.json").read_text() + " ")
+    with pytest.raises(InferenceError, match=r"plans.json: sha256 differs"):
+        load_model(dest, folds=["0"])
+
+
+def test_missing_file_and_wrong_label_count(trained, tmp_path):
+    (trained / "plans.json").rename(tmp_path / "plans.json")
+    with pytest.raises(InferenceError, match=r"plans.json: missing"):
+        import_model(trained, tmp_path / "w1")
+    (tmp_path / "plans.json").rename(trained / "plans.json")
+    dataset = json.loads((trained / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "liver": 1, "spleen": 2}
+    (trained / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(InferenceError, match=r"weights do not fit .*3 labels"):
+        import_model(trained, tmp_path / "w2")
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
+
+
+def test_pickle_that_would_run_code_is_refused(trained, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = trained / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["logging"] = Evil()
+    torch.save(checkpoint, path)
+    with pytest.raises(InferenceError, match="weights-only"):
+        import_model(trained, tmp_path / "weights")
+    assert not marker.exists()
+    assert not (tmp_path / "weights").exists()
+
+
+def test_destination_is_replaced_only_with_force(trained, tmp_path, capsys):
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "README.md").write_text("old model")
+    assert main(["import", str(trained), "--dest", str(dest)]) == 2
+    assert "not empty; pass --force" in capsys.readouterr().err
+    assert main(["import", str(trained), "--dest", str(dest), "--force", "--folds", "1"]) == 0
+    assert "imported" in capsys.readouterr().out
+    assert not (dest / "README.md").exists()
+    assert load_model(dest).folds == ["1"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".weights")]
