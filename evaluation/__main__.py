@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing prediction (scored 0): {name}")
     for name in result.extra:
         print(f"prediction without ground truth (ignored): {name}")
-    for name, msg in result.errors.items():
+    for name in result.errors:
+        print(f"error (scored 0): {name}")
+    for msg in result.errors.values():
         print(f"error: {msg}", file=sys.stderr)
     print(f"wrote {args.output}")
     return 1 if result.errors else 0

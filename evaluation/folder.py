@@ -57,20 +57,20 @@ def _nifti_names(folder: str) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith("."))
 
 
-def _score_one(args) -> tuple[str, dict | None, str | None, bool]:
-    """(name, row or None, error or None, gt_ok) for one case; never raises."""
+def _score_one(args) -> tuple[str, dict | None, str | None]:
+    """(name, row or None, error or None) for one case; never raises."""
     name, pred_dir, gt_dir, exact = args
     try:
         gt_map: LabelMap = as_label_map(os.path.join(gt_dir, name))
     except MaskError as exc:
-        return name, None, str(exc), False
+        return name, None, str(exc)
     try:
         scores = score_case(os.path.join(pred_dir, name), gt_map, exact)
-        return name, {"Name": name, **scores}, None, True
+        return name, {"Name": name, **scores}, None
     except MaskError as exc:
-        return name, {"Name": name, **zero_scores()}, str(exc), True
+        return name, {"Name": name, **zero_scores()}, str(exc)
     except Exception as exc:  # a bug or an odd file must not stop the other cases
-        return name, {"Name": name, **zero_scores()}, f"{name}: {type(exc).__name__}: {exc}", True
+        return name, {"Name": name, **zero_scores()}, f"{name}: {type(exc).__name__}: {exc}"
 
 
 def score_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, exact_z_range: bool = False,
@@ -102,7 +102,7 @@ def score_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, exact_z
 
 
 def _collect(outcomes, result: FolderResult, total: int, progress: bool) -> None:
-    for n, (name, row, error, _) in enumerate(outcomes, 1):
+    for n, (name, row, error) in enumerate(outcomes, 1):
         if row is not None:
             result.rows.append(row)
         if error is not None:
@@ -130,6 +130,9 @@ def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
             w.writerow(cols)
             for r in rows:
                 w.writerow([r["Name"]] + [_fmt(r[c]) for c in cols[1:]])
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

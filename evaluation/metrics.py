@@ -13,8 +13,6 @@ Rules (T2andT3_FLARE24_DSC_NSD_Eval.py, ../shared/FLARE.md section 4), per case 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import ndimage
 

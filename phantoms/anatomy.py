@@ -104,6 +104,13 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
     def rdeg(sd):
         return float(_clipped_normal(rng, sd * v)) if v > 0 else 0.0
 
+    def wob(sd=0.12):
+        if v <= 0:
+            return None
+        c = _clipped_normal(rng, sd * v, 6)
+        total = np.abs(c).sum()
+        return c * (0.7 / total) if total > 0.7 else c      # keep the shape in one piece
+
     placement = np.array([rng.uniform(-25, 25), rng.uniform(-40, 40), rng.uniform(-350, 350)])
     scale = np.exp(_clipped_normal(rng, 0.055 * v, 3)) if v > 0 else np.ones(3)
     fat_mm = float(np.clip(14.0 + 7.0 * v * rng.normal(), 5.0, 35.0))
@@ -133,12 +140,13 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
 
     o = subj.organs
     # --- liver: right lobe + left lobe, under the right dome ---------------------------------------
-    right = Ellipsoid(jit([-68, 2, 42], 4), np.array([64, 75, 70]) * rscale(0.06), _ry(rdeg(5)) @ _rz(rdeg(5)))
-    left = Ellipsoid(jit([5, -50, 62], 5), np.array([60, 30, 32]) * rscale(0.12), _rz(-15 + rdeg(8)))
+    right = Ellipsoid(jit([-68, 2, 42], 4), np.array([64, 75, 70]) * rscale(0.06), _ry(rdeg(5)) @ _rz(rdeg(5)),
+                      wob())
+    left = Ellipsoid(jit([5, -50, 62], 5), np.array([60, 30, 32]) * rscale(0.12), _rz(-15 + rdeg(8)), wob())
     o[LIVER] = Clipped(Union(right, left), abdominal)
     # --- spleen: crescent along the 10th rib -----------------------------------------------------
     sp_rot = _rz(30 + rdeg(8)) @ _rx(rdeg(6))
-    sp = Ellipsoid(jit([86, 35, 50], 5), np.array([24, 46, 36]) * rscale(0.1), sp_rot)
+    sp = Ellipsoid(jit([86, 35, 50], 5), np.array([24, 46, 36]) * rscale(0.1), sp_rot, wob())
     bite = Ellipsoid(sp.center - 20 * sp.rot[:, 0], [14, 30, 28], sp.rot)
     o[SPLEEN] = Clipped(Minus(sp, bite), abdominal)
     # --- kidneys with renal sinus; adrenals above their upper poles -------------------------------
@@ -146,16 +154,17 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
     for lab, side, c in ((RK, -1, [-62, 56, -28]), (LK, +1, [63, 54, -8])):
         # hilum turned anteromedially (about z), upper pole tilted medially (about y)
         rot = _rz(side * (25 + rdeg(8))) @ _ry(-side * (15 + rdeg(5)))
-        k = Ellipsoid(jit(c, [5, 4, 8]), np.array([25, 23, 52]) * rscale(0.07), rot)
+        k = Ellipsoid(jit(c, [5, 4, 8]), np.array([25, 23, 52]) * rscale(0.07), rot, wob(0.08))
         medial = k.rot[:, 0] * np.sign(k.rot[0, 0] * -side)   # local axis 0, pointing to the midline
         sinus = Ellipsoid(k.center + 16 * medial, [12, 11, 24], k.rot)
         kidneys[lab] = (k, sinus)
         o[lab] = Clipped(Minus(k, sinus), in_cavity)
     subj.extras["kidney_parts"] = kidneys
-    for lab, kid, off, rot_deg in ((RAG, RK, [8, -10, 20], 35), (LAG, LK, [-10, -14, 12], -35)):
+    for lab, kid, off, rot_deg in ((RAG, RK, [8, -2, 20], 35), (LAG, LK, [-10, -14, 12], -35)):
         pole = kidneys[kid][0].point([0, 0, 1])
         c = jit(pole + np.array(off), 3.5)
-        o[lab] = Ellipsoid(c, np.array([5.0, 13.0, 20.0]) * rscale(0.08), _rz(rot_deg + rdeg(10)) @ _ry(rdeg(8)))
+        o[lab] = Ellipsoid(c, np.array([5.0, 13.0, 20.0]) * rscale(0.08), _rz(rot_deg + rdeg(10)) @ _ry(rdeg(8)),
+                           wob(0.1))
     # --- vessels along the spine ------------------------------------------------------------------
     az = np.array([-125, -60, 0, 60, 100, 160, 260.0])
     ax_off = np.array([30, 31, 31, 30, 26, 16, 12.0])
@@ -188,14 +197,15 @@ def make_subject(seed: int, variation: float = 1.0, absent=None,
     du_pts = np.vstack([st_pts[-1], du_pts])
     du_r = np.array([10, 12, 12, 12, 12, 11, 11, 11, 10, 10]) * rscale(0.08)
     o[DUODENUM] = Tube(du_pts, du_r)
-    pa_pts = jit([[-22, 10, -38], [-32, -2, -22], [-8, -16, -8], [20, -12, 4], [50, 15, 18], [68, 30, 28]], 3) + pa_shift
+    pa_pts = jit([[-22, 10, -38], [-32, -2, -22], [-8, -16, -8], [20, -12, 4], [50, 15, 18], [68, 30, 28]],
+                 3) + pa_shift
     pa_r = np.array([9, 15, 10, 11, 10, 8]) * rscale(0.1)
     o[PANCREAS] = Tube(pa_pts, pa_r)
     # --- gallbladder under the liver ---------------------------------------------------------------
     gb_axis = np.array([0.15, -0.6, -0.78]) + _clipped_normal(rng, 0.1 * v, 3)
     gb_axis /= np.linalg.norm(gb_axis)
     gb_rot = _frame_with_z(gb_axis)
-    o[GALLBLADDER] = Ellipsoid(jit([-55, -52, 2], 4), np.array([14, 14, 34]) * rscale(0.12), gb_rot)
+    o[GALLBLADDER] = Ellipsoid(jit([-55, -52, 2], 4), np.array([14, 14, 34]) * rscale(0.12), gb_rot, wob(0.1))
 
     # --- unlabelled structures ----------------------------------------------------------------------
     e = subj.extras
@@ -451,13 +461,13 @@ def paint_subject(canvas: Canvas) -> None:
     for lab in (RK, LK):
         if lab in o:
             _paint_kidney(canvas, o[lab], *e["kidney_parts"][lab], lab)
-    for lab in (RAG, LAG):
-        if lab in o:
-            canvas.paint(o[lab], T["adrenal"], lab, gap=2.5)
     if IVC in o:
         canvas.paint(o[IVC], T["vein"], IVC, gap=1.5)
     if AORTA in o:
         canvas.paint(o[AORTA], T["artery"], AORTA, gap=1.5)
+    for lab in (RAG, LAG):   # small: painted after the big vessels so that a contact never erases them
+        if lab in o:
+            canvas.paint(o[lab], T["adrenal"], lab, gap=2.5)
     # unlabelled vessels (do not cross the labelled aorta/IVC lumen)
     for tube in e["arteries"]:
         _paint_unlabelled(canvas, tube, T["artery"])

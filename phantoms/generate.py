@@ -16,6 +16,7 @@ from .imaging import render
 from .tissues import MODALITIES, check_modality
 
 MAX_INPLANE_MATRIX = 512
+MAX_DRAWN_VOXELS = 12_000_000   # a drawn (not given) grid coarsens its in-plane spacing to stay below
 
 
 def _sequence_rng(seed: int, sequence: str) -> np.random.Generator:
@@ -27,9 +28,10 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
               fov_mm=None, inplane_range=None, slice_range=None, direction="random",
               origin=None, center_mm=None) -> Grid:
     """The scan's grid. Unset values are drawn: spacing from the modality's preset (or the given
-    ranges); field of view covering the body width (x 1.0-1.15) and a slab along z from the preset;
-    size = fov / spacing (in-plane matrix at most 512, spacing grows to fit); centre on the subject's
-    abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
+    ranges); field of view: body width x 1.08-1.2 + 20 mm, 75-100 % of that front to back (at least
+    the body depth + 40 mm), a slab along z from the preset; size = fov / spacing (in-plane matrix at
+    most 512 and at most 12 M voxels: a drawn spacing grows to fit, slices first); centre on the
+    subject's upper abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
     preset = PRESETS[modality]
     direction_m = resolve_direction(direction, rng)
     body_w = 2 * (147.0 + 1.1 * subject.fat_mm) * subject.scale[0]
@@ -42,7 +44,15 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
         spacing = draw_spacing(rng, preset, inplane_range, slice_range)
         if size is None:
             inplane = max(spacing[0], float(fov[:2].max()) / MAX_INPLANE_MATRIX)
-            spacing = (inplane, inplane, spacing[2])
+            slice_mm = spacing[2]
+            voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
+            if voxels > MAX_DRAWN_VOXELS:   # thicker slices first (up to the preset's maximum) ...
+                slice_mm = min(max(slice_mm, (slice_range or preset.slice_mm)[1]),
+                               slice_mm * voxels / MAX_DRAWN_VOXELS)
+                voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
+            if voxels > MAX_DRAWN_VOXELS:   # ... then coarser pixels
+                inplane *= float(np.sqrt(voxels / MAX_DRAWN_VOXELS))
+            spacing = (round(inplane, 4), round(inplane, 4), round(slice_mm, 3))
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive numbers (mm), got {spacing}")

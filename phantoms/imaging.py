@@ -14,7 +14,7 @@ from .tissues import T, check_modality, mean_intensities, texture_amplitudes
 
 # noise standard deviation: HU for CT, fraction of the fat/fluid reference level for MRI
 _NOISE = {"ct": (8.0, 20.0), "t1": (0.015, 0.035), "t2": (0.015, 0.035), "t1c": (0.015, 0.035),
-          "dwi": (0.05, 0.09)}
+          "dwi": (0.04, 0.07)}
 _BLUR_VOXELS = {"dwi": (0.5, 0.9, 0.9)}        # (z, y, x) sigma in voxels; DWI is blurrier
 _DEFAULT_BLUR = (0.45, 0.45, 0.45)
 
@@ -75,7 +75,9 @@ def render(modality: str, tissue: np.ndarray, spacing_xyz, rng: np.random.Genera
                                   truncate=3.0)
     lo, hi = _NOISE[mod]
     if mod == "ct":
-        img += rng.normal(0.0, rng.uniform(lo, hi), size=img.shape).astype(np.float32)
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= np.float32(rng.uniform(lo, hi))
+        img += noise
         return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
     img *= _bias_field(rng, img.shape, strength=0.12 if mod != "dwi" else 0.18)
     sigma = np.float32(rng.uniform(lo, hi) * float(means.max()))

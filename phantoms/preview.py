@@ -48,8 +48,8 @@ def make_preview(path: str, seed: int = 3, modalities=MODALITIES, spacing=(1.5, 
     axes = np.atleast_2d(axes).reshape(3, len(modalities))
     for col, mod in enumerate(modalities):
         img, lab, grid, _ = generate_arrays(seed, mod, spacing=spacing, direction="axial")
-        counts = [(len(np.unique(lab[k])), int((lab[k] > 0).sum())) for k in range(lab.shape[0])]
-        k = max(range(lab.shape[0]), key=lambda i: counts[i])
+        panc = lab == 4                      # axial slice through the pancreas: most organs in view
+        k = int(np.round(np.nonzero(panc)[0].mean())) if panc.any() else lab.shape[0] // 2
         kid = np.isin(lab, (2, 13))
         j = int(np.round(np.nonzero(kid)[1].mean())) if kid.any() else lab.shape[1] // 2
         g = _window(img, mod)

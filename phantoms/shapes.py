@@ -27,12 +27,22 @@ class Shape:
 
 
 class Ellipsoid(Shape):
-    """Solid ellipsoid: centre (3,), semi-axes radii (3,) mm along the columns of `rot` (3, 3)."""
+    """Solid ellipsoid: centre (3,), semi-axes radii (3,) mm along the columns of `rot` (3, 3).
 
-    def __init__(self, center, radii, rot=None):
+    wobble: 6 coefficients of an irregular surface: inside is |u|^2 - w(u) <= 1 with
+    w = c0 u0 u1 + c1 u1 u2 + c2 u0 u2 + (c3 u0^3 + c4 u1^3 + c5 u2^3) / |u|  (u: coordinates in
+    semi-axis units). w is homogeneous of degree 2, so the surface radius along a direction d is
+    1 / sqrt(1 - w(d)): the shape is skewed and egg-like by about +-c/2, and stays star-shaped
+    (one piece) while sum(|c|) < 1.
+    """
+
+    def __init__(self, center, radii, rot=None, wobble=None):
         self.center = np.asarray(center, dtype=np.float64)
         self.radii = np.asarray(radii, dtype=np.float64)
         self.rot = np.eye(3) if rot is None else np.asarray(rot, dtype=np.float64)
+        self.wobble = None if wobble is None or not np.any(wobble) else np.asarray(wobble, dtype=np.float64)
+        if self.wobble is not None and np.abs(self.wobble).sum() >= 0.9:
+            raise ValueError(f"wobble coefficients too large (sum |c| = {np.abs(self.wobble).sum():.2f} >= 0.9)")
 
     def local(self, x, y, z):
         """Coordinates (mm) along the ellipsoid's own axes, relative to its centre."""
@@ -42,21 +52,31 @@ class Ellipsoid(Shape):
                 r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz,
                 r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz)
 
+    def _level_local(self, u, margin: float):
+        a, b, c = (ui / (ri + margin) for ui, ri in zip(u, self.radii))
+        lev = a * a + b * b + c * c
+        if self.wobble is not None:
+            w = self.wobble
+            norm = np.sqrt(lev) + 1e-6
+            lev = lev - (w[0] * a * b + w[1] * b * c + w[2] * a * c
+                         + (w[3] * a * a * a + w[4] * b * b * b + w[5] * c * c * c) / norm)
+        return lev
+
     def level(self, x, y, z, margin: float = 0.0):
-        """sum((local / (radii + margin))^2): <= 1 inside."""
-        u = self.local(x, y, z)
-        return sum((ui / (ri + margin)) ** 2 for ui, ri in zip(u, self.radii))
+        """<= 1 inside (the ellipsoid grown by margin mm); 0 at the centre."""
+        return self._level_local(self.local(x, y, z), margin)
 
     def masks(self, x, y, z, margin: float = 0.0):
         u = self.local(x, y, z)
-        inside = sum((ui / ri) ** 2 for ui, ri in zip(u, self.radii)) <= 1.0
+        inside = self._level_local(u, 0.0) <= 1.0
         if margin <= 0:
             return inside, inside
-        grown = sum((ui / (ri + margin)) ** 2 for ui, ri in zip(u, self.radii)) <= 1.0
-        return inside, grown
+        return inside, self._level_local(u, margin) <= 1.0
 
     def bbox(self, margin: float = 0.0):
-        half = np.sqrt(((self.rot * (self.radii + margin)[None, :]) ** 2).sum(axis=1))
+        # along any direction the radius grows by at most 1 / sqrt(1 - sum|c|)
+        grow = 1.0 if self.wobble is None else 1.0 / np.sqrt(max(1e-3, 1.0 - float(np.abs(self.wobble).sum())))
+        half = np.sqrt(((self.rot * (grow * (self.radii + margin))[None, :]) ** 2).sum(axis=1))
         return self.center - half, self.center + half
 
     def point(self, local_unit) -> np.ndarray:
@@ -122,9 +142,9 @@ class Tube(Shape):
                                  float(self.radii[a:b].max()), p0, p1, dev))
         self._tree = cKDTree(self.samples)
 
-    def _with_radius(self, d, i):
-        r = np.concatenate([self.radii, [-np.inf]])[i]
-        return r
+    def _radius_at(self, i):
+        """Radius at sample indices i; -inf for the 'no sample' index len(samples)."""
+        return np.concatenate([self.radii, [-np.inf]])[i]
 
     def query(self, x, y, z, margin: float = 0.0):
         """(distance mm, nearest sample index, radius there) for each point; points farther than
@@ -132,10 +152,14 @@ class Tube(Shape):
         pts = np.stack([np.ravel(x), np.ravel(y), np.ravel(z)], axis=1).astype(np.float64)
         d, i = self._tree.query(pts, distance_upper_bound=self.rmax + margin + 1e-6)
         shape = np.shape(x)
-        return d.reshape(shape), i.reshape(shape), self._with_radius(d, i).reshape(shape)
+        return d.reshape(shape), i.reshape(shape), self._radius_at(i).reshape(shape)
 
     def query_on(self, canvas, sl, margin: float = 0.0):
-        """query() for the voxels of canvas block `sl`, chunk by chunk (same result)."""
+        """query() for the voxels of canvas block `sl`, chunk by chunk: each chunk only looks at the
+        voxels of its own box near its chord. A point farther than a chunk's own rmax + margin from it is
+        not matched there, so its nearest sample may come from another chunk: the masks equal query()'s
+        except where a thin part of a tube passes close to a wide part."""
+        sl = tuple(slice(*s.indices(n)[:2]) for s, n in zip(sl, canvas.x.shape))   # explicit bounds
         shape = tuple(s.stop - s.start for s in sl)
         d = np.full(shape, np.inf)
         i = np.full(shape, len(self.samples), dtype=np.int64)
@@ -163,7 +187,7 @@ class Tube(Shape):
             isub[better] = ic[better] + a
             dv[near] = dsub
             iv[near] = isub
-        return d, i, self._with_radius(d, i)
+        return d, i, self._radius_at(i)
 
     def masks(self, x, y, z, margin: float = 0.0):
         d, _, r = self.query(x, y, z, margin)
