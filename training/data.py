@@ -1,17 +1,17 @@
 """Phantom data sets for training and held-out evaluation, written as nnU-Net v2 raw datasets.
 
-A case is (case id, subject seed, modality). Subject seeds are plain integers: the training set uses
-`range(train_seed, train_seed + n)`, the held-out set `range(heldout_seed, heldout_seed + n)`, and
-`check_disjoint` refuses overlapping ranges, so a held-out subject is never seen in training. Grids
-(spacing, field of view, orientation, motion) are drawn by the phantom generator from its per-modality
-acquisition presets, the same way the sample cases are made.
+A case is (case id, subject seed, modality, grid family). Subject seeds are plain integers: the
+training set uses `range(train_seed, train_seed + n)`, the held-out set `range(heldout_seed,
+heldout_seed + n)`, and `check_disjoint` refuses overlapping ranges (and the sample cases' subjects),
+so a held-out subject is never seen in training. Grids (spacing, field of view, orientation, motion)
+are drawn by the phantom generator, from its acquisition presets or from coarse ranges like those of
+the sample cases (see GEOMETRIES). Files are written with phantoms' own dataset writer.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,63 +21,74 @@ from flare.labels import dataset_json_labels
 SUFFIX = ".nii.gz"
 
 
+#: Grid families (keyword options of phantoms.generate_case). "preset": spacing, field of view and
+#: orientation drawn from the generator's per-modality acquisition presets (in-plane 0.6-2 mm, as
+#: clinical scans). "coarse": in-plane 1.8-3.0 mm and slices 3.5-6.5 mm, orientation still drawn - the
+#: kind of grid the committed sample cases (samples/) have.
+GEOMETRIES: dict[str, dict] = {
+    "preset": {},
+    "coarse": {"inplane_range": (1.8, 3.0), "slice_range": (3.5, 6.5)},
+}
+
+
 @dataclass(frozen=True)
 class PhantomCase:
     case_id: str
     seed: int        # subject seed of phantoms.generate_case
     modality: str    # "ct", "t1", "t2", "t1c" or "dwi"
+    geometry: str = "preset"   # a key of GEOMETRIES
 
 
-def plan_cases(n: int, first_seed: int, modalities, prefix: str) -> list[PhantomCase]:
+def _names(value) -> list[str]:
+    return [m.strip().lower() for m in (value.split(",") if isinstance(value, str) else value) if m.strip()]
+
+
+def plan_cases(n: int, first_seed: int, modalities, prefix: str, geometries="preset") -> list[PhantomCase]:
     """n cases with subject seeds first_seed .. first_seed + n - 1; case i is imaged in
-    modalities[i % len(modalities)]. Case ids: <prefix>_<seed>_<modality>."""
-    modalities = [m.strip().lower() for m in (modalities.split(",") if isinstance(modalities, str)
-                                               else modalities) if m.strip()]
+    modalities[i % len(modalities)] on a grid of family geometries[i % len(geometries)]. Case ids:
+    <prefix>_<seed>_<modality>."""
+    modalities, geometries = _names(modalities), _names(geometries)
     if not modalities:
         raise ValueError("no modality given")
+    unknown = [g for g in geometries if g not in GEOMETRIES]
+    if unknown or not geometries:
+        raise ValueError(f"unknown geometry {unknown or geometries}; choose from {', '.join(GEOMETRIES)}")
     if n < 1:
         raise ValueError(f"need at least one case, got n={n}")
-    return [PhantomCase(f"{prefix}_{first_seed + i:05d}_{modalities[i % len(modalities)]}", first_seed + i,
-                        modalities[i % len(modalities)]) for i in range(n)]
+    cases = []
+    for i in range(n):
+        m = modalities[i % len(modalities)]
+        cases.append(PhantomCase(f"{prefix}_{first_seed + i:05d}_{m}", first_seed + i, m,
+                                 geometries[i % len(geometries)]))
+    return cases
 
 
-def check_disjoint(a: list[PhantomCase], b: list[PhantomCase]) -> None:
-    """Raise ValueError if the two case lists share a subject seed."""
-    shared = sorted({c.seed for c in a} & {c.seed for c in b})
+def sample_seeds() -> set[int]:
+    """Subject seeds of the committed sample cases (phantoms.samples)."""
+    from phantoms.samples import SAMPLES
+    return {int(seed) for _, seed, _, _ in SAMPLES}
+
+
+def check_disjoint(a: list[PhantomCase], b) -> None:
+    """Raise ValueError if case list `a` shares a subject seed with `b` (cases or plain seeds)."""
+    seeds_b = {c.seed if isinstance(c, PhantomCase) else int(c) for c in b}
+    shared = sorted({c.seed for c in a} & seeds_b)
     if shared:
-        raise ValueError(f"training and held-out sets share subject seeds {shared[:10]}"
-                         f"{' ...' if len(shared) > 10 else ''}; choose non-overlapping seed ranges")
-
-
-def _atomic_write(image, path: str) -> None:
-    import SimpleITK as sitk
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=SUFFIX, dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        raise ValueError(f"subject seeds {shared[:10]}{' ...' if len(shared) > 10 else ''} are in both sets; "
+                         f"choose non-overlapping seed ranges")
 
 
 def write_case(out_dir: str, case: PhantomCase, subset: str = "Tr", **options) -> None:
-    """Write images<subset>/<id>_0000.nii.gz and labels<subset>/<id>.nii.gz (skipped if both exist).
-    options: geometry keywords of phantoms.generate_case (e.g. spacing); default: drawn from presets."""
-    from phantoms import generate_case
+    """Write images<subset>/<id>_0000.nii.gz and labels<subset>/<id>.nii.gz with phantoms' dataset
+    writer (skipped if both exist). options replace the case's grid family (e.g. a fixed spacing)."""
+    from phantoms.dataset import write_case as phantom_write_case
 
     img_path = os.path.join(out_dir, f"images{subset}", f"{case.case_id}_0000{SUFFIX}")
     lab_path = os.path.join(out_dir, f"labels{subset}", f"{case.case_id}{SUFFIX}")
     if os.path.isfile(img_path) and os.path.isfile(lab_path):
         return
-    image, label = generate_case(case.seed, case.modality, **options)
-    os.makedirs(os.path.dirname(img_path), exist_ok=True)
-    os.makedirs(os.path.dirname(lab_path), exist_ok=True)
-    _atomic_write(image, img_path)
-    _atomic_write(label, lab_path)
+    phantom_write_case(out_dir, case.case_id, case.seed, case.modality, subset,
+                       **(options or GEOMETRIES[case.geometry]))
 
 
 def _job(args) -> str:

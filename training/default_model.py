@@ -48,26 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-cases", type=int, default=70, help="training phantoms (default 70)")
     g.add_argument("--train-modalities", default="t1,t2,t1c,dwi,ct",
                    help="modalities cycled over training subjects (default t1,t2,t1c,dwi,ct)")
-    g.add_argument("--train-seed", type=int, default=1000, help="first training subject seed (default 1000)")
+    g.add_argument("--train-geometries", default="preset,coarse",
+                   help="grid families cycled over training subjects: preset (the generator's acquisition "
+                        "presets) and/or coarse (sample-like) (default preset,coarse)")
+    g.add_argument("--train-seed", type=int, default=100000, help="first training subject seed (default 100000)")
     g.add_argument("--heldout-cases", type=int, default=24, help="held-out MRI phantoms (default 24)")
     g.add_argument("--heldout-modalities", default="t1,t2,t1c,dwi",
                    help="modalities cycled over held-out subjects (default t1,t2,t1c,dwi)")
-    g.add_argument("--heldout-seed", type=int, default=9000, help="first held-out subject seed (default 9000)")
+    g.add_argument("--heldout-geometries", default="coarse",
+                   help="grid families cycled over held-out subjects (default coarse, like the samples)")
+    g.add_argument("--heldout-seed", type=int, default=900000, help="first held-out subject seed (default 900000)")
     g.add_argument("--phantom-spacing", type=float, nargs=3, default=None, metavar=("SX", "SY", "SZ"),
                    help="fixed phantom grid spacing in mm (x, y, z) instead of the presets' random "
                         "spacing; for quick trials and tests")
     g = ap.add_argument_group("plans")
     g.add_argument("--spacing", type=float, nargs=3, default=[5.0, 2.5, 2.5], metavar=("Z", "Y", "X"),
                    help="target spacing in mm, nnU-Net's (z, y, x) order (default 5 2.5 2.5)")
-    g.add_argument("--plan-gb", type=float, default=8.0,
-                   help="ExperimentPlanner's GPU memory target; smaller gives a smaller patch (default 8)")
+    g.add_argument("--plan-gb", type=float, default=1.0,
+                   help="ExperimentPlanner's GPU memory target in GB; it sets the patch size, smaller gives a "
+                        "smaller patch (default 1: patch 32 x 80 x 96 at the default spacing)")
     g.add_argument("--features", type=int, default=8, help="features of the first stage (default 8)")
     g.add_argument("--max-features", type=int, default=64, help="feature cap per stage (default 64)")
     g.add_argument("--batch-size", type=int, default=2, help="batch size (default 2)")
     g = ap.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=40, help="epochs (default 40)")
-    g.add_argument("--iterations", type=int, default=50, help="training iterations per epoch (default 50)")
-    g.add_argument("--val-iterations", type=int, default=3, help="validation iterations per epoch (default 3)")
+    g.add_argument("--epochs", type=int, default=70, help="epochs (default 70)")
+    g.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default 25)")
+    g.add_argument("--val-iterations", type=int, default=2, help="validation iterations per epoch (default 2)")
     g.add_argument("--seed", type=int, default=12345, help="seed of python/numpy/torch before training")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     g.add_argument("--da-processes", type=int, default=1,
@@ -101,10 +107,14 @@ def _log(msg: str) -> None:
 # --- steps ----------------------------------------------------------------------------------------
 
 def case_lists(args):
-    from training.data import check_disjoint, plan_cases
-    train = plan_cases(args.train_cases, args.train_seed, args.train_modalities, "phantom")
-    heldout = plan_cases(args.heldout_cases, args.heldout_seed, args.heldout_modalities, "heldout")
+    """(training cases, held-out cases); raises ValueError if they, or the training cases and the
+    committed sample cases, share a subject."""
+    from training.data import check_disjoint, plan_cases, sample_seeds
+    train = plan_cases(args.train_cases, args.train_seed, args.train_modalities, "phantom", args.train_geometries)
+    heldout = plan_cases(args.heldout_cases, args.heldout_seed, args.heldout_modalities, "heldout",
+                         args.heldout_geometries)
     check_disjoint(train, heldout)
+    check_disjoint(train, sample_seeds())
     return train, heldout
 
 
@@ -214,33 +224,55 @@ def step_export(args, paths) -> None:
     import_model(paths["trained"], args.out, folds=["all"], force=True)
 
 
-def step_evaluate(args, paths, argv: list[str]) -> None:
-    from evaluation.folder import score_folder, write_csv
-    from evaluation.report import format_table, summarise
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+
+def predict_and_score(images: Path, labels: Path, pred: Path, model_dir: Path, workers: int):
+    """Segment every image of `images` with our predictor into `pred` (replaced) and score it against
+    `labels` with the FLARE rules. Returns (rows of the official CSV, prediction seconds)."""
+    from evaluation.folder import score_folder
     from inference.api import segment_folder
 
-    pred = Path(args.work) / "heldout_pred"
     if pred.exists():
         shutil.rmtree(pred)
-    _log(f"predicting {paths['heldout'] / 'imagesTs'} with {args.out}")
+    _log(f"predicting {images} with {model_dir}")
     t0 = time.time()
-    results = segment_folder(paths["heldout"] / "imagesTs", pred, args.out, device="cpu",
+    results = segment_folder(images, pred, model_dir, device="cpu",
                              on_result=lambda r: _log(f"  {r.case}: {'ok' if r.ok else r.error}"))
-    predict_seconds = time.time() - t0
+    seconds = time.time() - t0
     failed = [r.case for r in results if not r.ok]
     if failed:
         raise SystemExit(f"error: prediction failed for {failed}")
-    scored = score_folder(pred, paths["heldout"] / "labelsTs", workers=args.workers)
+    scored = score_folder(pred, labels, workers=workers)
     if scored.errors or scored.missing:
         raise SystemExit(f"error: scoring problems: missing {scored.missing}, errors {scored.errors}")
+    return scored.rows, seconds
+
+
+def case_mean_dsc(row: dict) -> float:
+    """Mean DSC over the 13 organs of one official CSV row."""
+    from flare.labels import ORGANS
+    return sum(row[f"{o.short}_DSC"] for o in ORGANS) / len(ORGANS)
+
+
+def step_evaluate(args, paths, argv: list[str]) -> None:
+    from evaluation.folder import write_csv
+    from evaluation.report import format_table, summarise
+
+    rows, predict_seconds = predict_and_score(paths["heldout"] / "imagesTs", paths["heldout"] / "labelsTs",
+                                              args.work / "heldout_pred", args.out, args.workers)
     csv_path = Path(args.out) / "heldout_scores.csv"
-    write_csv(scored.rows, csv_path)
+    write_csv(rows, csv_path)
     csv_path.chmod(0o644)
-    table = format_table(scored.rows)
-    print(table)
-    summary = summarise(scored.rows)
-    write_provenance(args, paths, argv, summary, len(scored.rows), predict_seconds)
-    write_readme(args, paths, summary, len(scored.rows))
+    print(format_table(rows))
+    samples = {}
+    if (SAMPLES_DIR / "inputs").is_dir() and (SAMPLES_DIR / "labels").is_dir():
+        sample_rows, _ = predict_and_score(SAMPLES_DIR / "inputs", SAMPLES_DIR / "labels",
+                                           args.work / "samples_pred", args.out, args.workers)
+        samples = {r["Name"].removesuffix(".nii.gz"): round(case_mean_dsc(r), 4) for r in sample_rows}
+        _log(f"sample cases, mean DSC: {samples}")
+    write_provenance(args, paths, argv, summarise(rows), len(rows), predict_seconds, samples)
+    write_readme(args, paths, summarise(rows), len(rows), samples)
 
 
 # --- provenance and README --------------------------------------------------------------------------
@@ -271,24 +303,28 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def write_provenance(args, paths, argv, summary, n_cases, predict_seconds) -> None:
+def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, samples) -> None:
     from inference.model import load_model
     train, heldout = case_lists(args)
     info_file = paths["trained"] / "train_info.json"
     train_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     net_params = sum(p.numel() for p in load_model(args.out, ["all"]).networks[0].parameters())
     prov = {
-        "command": "python -m training.default_model " + " ".join(argv),
+        "command": recipe_command(argv),
+        "step_seconds": json.loads((args.work / "step_seconds.json").read_text())
+        if (args.work / "step_seconds.json").is_file() else {},
         "trainer": TRAINER + " (training/trainer.py: nnUNetTrainer with a short schedule)",
         "training": train_info,
         "plans": _plans_summary(Path(args.out)),
         "network_parameters": int(net_params),
         "data": {
-            "generator": "phantoms.generate_case(seed, modality), grids from the generator's presets",
+            "generator": "phantoms.generate_case(seed, modality, **training.data.GEOMETRIES[family])",
             "train": {"cases": len(train), "modalities": args.train_modalities,
-                      "subject_seeds": [train[0].seed, train[-1].seed]},
+                      "grid_families": args.train_geometries, "subject_seeds": [train[0].seed, train[-1].seed]},
             "heldout": {"cases": len(heldout), "modalities": args.heldout_modalities,
+                        "grid_families": args.heldout_geometries,
                         "subject_seeds": [heldout[0].seed, heldout[-1].seed]},
+            "fixed_spacing": args.phantom_spacing,
         },
         "heldout_scores": {
             "cases": n_cases,
@@ -297,6 +333,7 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds) -> No
             "per_organ": {name: {"dsc_mean": round(dm, 4), "dsc_std": round(ds, 4), "nsd_mean": round(nm, 4),
                                  "nsd_std": round(ns, 4)} for name, dm, ds, nm, ns in summary},
         },
+        "sample_cases_mean_dsc": samples,
         "packages": package_versions(),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "processor": platform.processor() or platform.machine()},
@@ -308,56 +345,88 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds) -> No
     _log(f"wrote {path}")
 
 
-def write_readme(args, paths, summary, n_cases) -> None:
+def write_readme(args, paths, summary, n_cases, samples) -> None:
+    """weights/README.md: what the model is, how it was made, the held-out per-organ table."""
+    from training.data import GEOMETRIES
     prov = json.loads((Path(args.out) / "provenance.json").read_text())
-    p, t = prov["plans"], prov["training"]
+    p, t, d = prov["plans"], prov["training"], prov["data"]
     rows = "\n".join(f"| {name} | {100 * dm:.1f} ± {100 * ds:.1f} | {100 * nm:.1f} ± {100 * ns:.1f} |"
                      if name != "Average" else
-                     f"| **mean (per case over 13 organs)** | **{100 * dm:.1f} ± {100 * ds:.1f}** | "
+                     f"| **mean over organs** | **{100 * dm:.1f} ± {100 * ds:.1f}** | "
                      f"**{100 * nm:.1f} ± {100 * ns:.1f}** |"
                      for name, dm, ds, nm, ns in summary)
-    minutes = t.get("train_seconds", float("nan")) / 60
+    families = "; ".join(f"{k}: {v or 'the generator presets'}" for k, v in GEOMETRIES.items())
+    steps = prov.get("step_seconds", {})
+    total = sum(steps.values()) / 60 if steps else float("nan")
+    sample_text = ", ".join(f"{k} {100 * v:.1f}" for k, v in samples.items()) if samples else "not run"
     text = f"""# Default model
 
-A compact nnU-Net v2 `3d_fullres` model (`{p['network']}`, features {p['features_per_stage']},
+A compact nnU-Net v2 `3d_fullres` model (`PlainConvUNet`, features {p['features_per_stage']},
 {prov['network_parameters']:,} parameters) for the 13 FLARE organs, trained **only on synthetic
-phantoms** (`phantoms/`: MRI sequences {args.train_modalities.replace('ct,', '').replace(',ct', '')} plus CT). It makes the
-container segment out of the box and is a stand-in for a model trained on real FLARE data: expect it
-to fail on real MRI.
+phantoms** (`phantoms/`): MRI sequences and CT. It makes the container segment out of the box and
+stands in for a model trained on real FLARE data; do not expect it to work on real MRI.
 
-Layout: nnU-Net's trained-model folder (`dataset.json`, `plans.json`, `fold_all/checkpoint_final.pth`,
-training state stripped by `python -m inference.weights import`) plus `manifest.json` (sha256 of each
-file), `provenance.json` (command, seeds, package versions, timings, scores) and `heldout_scores.csv`
-(official FLARE CSV of the held-out cases).
+Files: nnU-Net's trained-model layout (`dataset.json`, `plans.json`, `fold_all/checkpoint_final.pth`,
+training state stripped by `python -m inference.weights import`), `manifest.json` (sha256 of each
+file, checked at load), `provenance.json` (command, seeds, package versions, timings, scores) and
+`heldout_scores.csv` (official FLARE CSV of the held-out cases).
 
 ## How it was made
 
     {prov['command']}
 
-(`training/default_model.py`; see `training/README.md`.) nnU-Net's own fingerprint extraction,
-ExperimentPlanner (target spacing {p['spacing_zyx_mm']} mm z, y, x; patch {p['patch_size']}; batch
-{p['batch_size']}), DefaultPreprocessor and nnUNetTrainer (subclass `{TRAINER}`: {t.get('epochs')} epochs x
-{t.get('iterations_per_epoch')} iterations instead of 1000 x 250, CPU, fp32); only the feature widths of the
-planned network were narrowed. {prov['data']['train']['cases']} training phantoms (subject seeds
-{prov['data']['train']['subject_seeds'][0]}-{prov['data']['train']['subject_seeds'][1]}); training took
-{minutes:.0f} min on {prov['machine']['cpu_count']} CPU cores (shared with other work).
+`training/default_model.py` (see `training/README.md`) runs nnU-Net's own fingerprint extraction,
+ExperimentPlanner (target spacing {p['spacing_zyx_mm']} mm as z, y, x; patch {p['patch_size']}; batch
+{p['batch_size']}), DefaultPreprocessor and nnUNetTrainer (subclass `{TRAINER}`: {t.get('epochs')} epochs
+x {t.get('iterations_per_epoch')} iterations instead of 1000 x 250; CPU, fp32). Only the feature widths
+of the planned network were narrowed. Training data: {d['train']['cases']} phantoms ({d['train']['modalities']}),
+subject seeds {d['train']['subject_seeds'][0]}-{d['train']['subject_seeds'][1]}, grid families {d['train']['grid_families']}
+({families}). Wall time on {prov['machine']['cpu_count']} CPU cores shared with other work: training
+{t.get('train_seconds', float('nan')) / 60:.0f} min, all steps {total:.0f} min.
 
 ## Held-out phantoms
 
-{n_cases} MRI phantoms ({args.heldout_modalities}; subject seeds {prov['data']['heldout']['subject_seeds'][0]}-{prov['data']['heldout']['subject_seeds'][1]},
-never used in training; grids drawn from the generator's presets: varied spacing, orientation and
-field of view), predicted with `python -m inference` (no TTA) and scored with `python -m evaluation`
-(official FLARE 2024 Task 3 DSC / NSD rules). Mean ± std over cases, %:
+{n_cases} MRI phantoms ({d['heldout']['modalities']}; subject seeds {d['heldout']['subject_seeds'][0]}-{d['heldout']['subject_seeds'][1]},
+never used in training; grid family {d['heldout']['grid_families']}, with drawn spacing, orientation
+(axial, flipped or oblique), field of view and motion), predicted with our predictor
+(`python -m inference`, no TTA, CPU) and scored with `python -m evaluation` (official FLARE 2024 Task 3
+DSC / NSD rules). Mean ± std over cases, %:
 
 | organ | DSC | NSD |
 |---|---|---|
 {rows}
+
+Sample cases (`samples/`, mean DSC over 13 organs, %): {sample_text}.
 """
     (Path(args.out) / "README.md").write_text(text)
     _log(f"wrote {Path(args.out) / 'README.md'}")
 
 
 # --- main -------------------------------------------------------------------------------------------
+
+def record_step_time(work: Path, step: str, seconds: float) -> None:
+    """Keep the latest wall time of each step in <work>/step_seconds.json (steps may run in separate
+    invocations; provenance reports them all)."""
+    path = work / "step_seconds.json"
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    times[step] = round(seconds, 1)
+    path.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def recipe_command(argv: list[str]) -> str:
+    """The command line that makes this model: argv without --steps (all steps) and --continue."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--steps":
+            skip = True
+            continue
+        if a.startswith("--steps=") or a == "--continue":
+            continue
+        out.append(a)
+    return " ".join(["python -m training.default_model"] + out)
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -381,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             globals()[f"step_{step}"](args, paths)
         _log(f"== {step} done in {(time.time() - ts) / 60:.1f} min")
+        record_step_time(args.work, step, time.time() - ts)
     _log(f"all done in {(time.time() - t0) / 60:.1f} min")
     return 0
 
