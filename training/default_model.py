@@ -8,7 +8,8 @@ Steps (each can be run alone with --steps; later steps reuse what earlier ones l
   plan        nnU-Net's fingerprint extraction and ExperimentPlanner (target spacing --spacing, patch
               size from --plan-gb), then the 3d_fullres U-Net narrowed to --features/--max-features
   preprocess  nnU-Net's DefaultPreprocessor for the compact plans
-  train       nnUNetTrainerCPUShort (nnUNetTrainer, short schedule) on fold "all", CPU, fp32
+  train       nnUNetTrainerCPUShort (nnU-Net's nnUNetTrainerAdam, lr 3e-3, short schedule) on fold
+              "all", CPU, fp32
   export      `inference.weights import` of the trained folder into --out (training state stripped)
   evaluate    our predictor on the held-out images, FLARE DSC/NSD with `evaluation`, then
               --out/provenance.json and --out/README.md with the per-organ table
@@ -202,7 +203,9 @@ def step_train(args, paths) -> dict:
     trainer.run_training()
     seconds = time.time() - t0
     _log(f"training done in {seconds / 60:.1f} min")
-    info = {"train_seconds": round(seconds, 1), "epochs": args.epochs, "iterations_per_epoch": args.iterations,
+    info = {"train_seconds": round(seconds, 1), "optimizer": type(trainer.optimizer).__name__,
+            "initial_lr": trainer.initial_lr, "weight_decay": trainer.weight_decay,
+            "epochs": args.epochs, "iterations_per_epoch": args.iterations,
             "val_iterations_per_epoch": args.val_iterations, "seed": args.seed,
             "torch_threads": torch.get_num_threads(), "da_processes": args.da_processes,
             "final_ema_pseudo_dice": _float(trainer.logger.get_value("ema_fg_dice", step=-1)),
@@ -313,7 +316,7 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, sampl
         "command": recipe_command(argv),
         "step_seconds": json.loads((args.work / "step_seconds.json").read_text())
         if (args.work / "step_seconds.json").is_file() else {},
-        "trainer": TRAINER + " (training/trainer.py: nnUNetTrainer with a short schedule)",
+        "trainer": TRAINER + " (training/trainer.py: nnU-Net's nnUNetTrainerAdam, short schedule)",
         "training": train_info,
         "plans": _plans_summary(Path(args.out)),
         "network_parameters": int(net_params),
@@ -377,9 +380,10 @@ file, checked at load), `provenance.json` (command, seeds, package versions, tim
 
 `training/default_model.py` (see `training/README.md`) runs nnU-Net's own fingerprint extraction,
 ExperimentPlanner (target spacing {p['spacing_zyx_mm']} mm as z, y, x; patch {p['patch_size']}; batch
-{p['batch_size']}), DefaultPreprocessor and nnUNetTrainer (subclass `{TRAINER}`: {t.get('epochs')} epochs
-x {t.get('iterations_per_epoch')} iterations instead of 1000 x 250; CPU, fp32). Only the feature widths
-of the planned network were narrowed. Training data: {d['train']['cases']} phantoms ({d['train']['modalities']}),
+{p['batch_size']}), DefaultPreprocessor and trainer (`{TRAINER}`, a subclass of nnU-Net's
+`nnUNetTrainerAdam`: AdamW at lr {t.get('initial_lr')}, {t.get('epochs')} epochs x {t.get('iterations_per_epoch')}
+iterations instead of 1000 x 250; CPU, fp32). Only the feature widths of the planned network were
+narrowed. Training data: {d['train']['cases']} phantoms ({d['train']['modalities']}),
 subject seeds {d['train']['subject_seeds'][0]}-{d['train']['subject_seeds'][1]}, grid families {d['train']['grid_families']}
 ({families}). Wall time on {prov['machine']['cpu_count']} CPU cores shared with other work: training
 {t.get('train_seconds', float('nan')) / 60:.0f} min, all steps {total:.0f} min.
