@@ -76,7 +76,7 @@ COPY labeltransfer/__init__.py labeltransfer/mind.py labeltransfer/
 COPY weights/ weights/
 COPY docker/selfcheck.py /tmp/selfcheck.py
 RUN /opt/venv/bin/python -B /tmp/selfcheck.py --drop-unused-mind /workspace; \
-    /opt/venv/bin/python -m compileall -q inference; \
+    /opt/venv/bin/python -m compileall -q /workspace; \
     chmod -R a+rX /workspace
 
 FROM ${BASE_IMAGE}

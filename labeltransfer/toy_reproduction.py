@@ -214,23 +214,32 @@ def _bin(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def model_dir(w: Path, dataset_id: int) -> Path:
-    return w / "results_nnunet" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / f"{TRAINER}__nnUNetPlans__3d_fullres"
+def plans_name(a: argparse.Namespace) -> str:
+    """nnU-Net's default plans, or plans for a smaller GPU-memory target (smaller patch, faster on CPU)."""
+    return "nnUNetPlans" if a.gpu_memory_target is None else f"nnUNetPlans_{a.gpu_memory_target:g}GB"
+
+
+def model_dir(w: Path, dataset_id: int, a: argparse.Namespace) -> Path:
+    return (w / "results_nnunet" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}"
+            / f"{TRAINER}__{plans_name(a)}__3d_fullres")
 
 
 def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Path:
     """Plan, preprocess and train fold 'all' with nnU-Net's own tools (subprocesses); returns the model folder."""
-    out = model_dir(w, dataset_id)
+    out = model_dir(w, dataset_id, a)
     if (out / "fold_all" / "checkpoint_final.pth").exists():
         return out
     env = nnunet_env(w)
     env.update(LT_TOY_EPOCHS=str(a.epochs), LT_TOY_ITERS=str(a.iters), LT_TOY_VAL_ITERS="2")
     t0 = time.perf_counter()
-    if not (w / "preprocessed" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / "nnUNetPlans.json").exists():
+    plans = plans_name(a)
+    if not (w / "preprocessed" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / f"{plans}.json").exists():
+        extra = [] if a.gpu_memory_target is None else ["-gpu_memory_target", f"{a.gpu_memory_target:g}",
+                                                        "-overwrite_plans_name", plans]
         subprocess.run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres",
-                        "--verify_dataset_integrity", "-np", "1"], env=env, check=True)
+                        "--verify_dataset_integrity", "-np", "1", *extra], env=env, check=True)
     t1 = time.perf_counter()
-    subprocess.run([_bin("nnUNetv2_train"), str(dataset_id), "3d_fullres", "all", "-tr", TRAINER,
+    subprocess.run([_bin("nnUNetv2_train"), str(dataset_id), "3d_fullres", "all", "-tr", TRAINER, "-p", plans,
                     "-device", a.device], env=env, check=True)
     timings[f"Dataset{dataset_id:03d}"] = {"plan_preprocess_s": round(t1 - t0, 1),
                                            "train_s": round(time.perf_counter() - t1, 1),
@@ -297,7 +306,7 @@ def step_round0(w: Path, a: argparse.Namespace, timings: dict) -> None:
         _score_test(w, name, pred, scores)
     # the MIND model pseudo-labels the T1 pool (paper step 2)
     t1_pool = sorted(c for c in io.list_image_cases(w / "pool" / "images") if c.endswith("_T1"))
-    predict(model_dir(w, CT_MIND_ID), w / "pool" / "images", w / "pred" / "pool_round0", a, t1_pool)
+    predict(model_dir(w, CT_MIND_ID, a), w / "pool" / "images", w / "pred" / "pool_round0", a, t1_pool)
 
 
 def step_round1(w: Path, a: argparse.Namespace, timings: dict) -> None:
@@ -381,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20, help="epochs per training (nnUNetTrainerToy)")
     p.add_argument("--iters", type=int, default=25, help="iterations per epoch")
     p.add_argument("--device", default="cpu", help="training/prediction device: cpu or cuda")
+    p.add_argument("--gpu-memory-target", type=float, default=None,
+                   help="GB for nnU-Net's planner (default: nnU-Net's 8): smaller gives smaller patches, "
+                        "faster CPU iterations")
     p.add_argument("--min-kept", type=int, default=2, help="fewest filtered T1 pseudo-labels to go on with")
     a = p.parse_args(argv)
     steps = a.steps.split(",")

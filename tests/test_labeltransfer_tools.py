@@ -281,11 +281,15 @@ def test_propagate_affine_recovers_motion():
     d_affine = dice(sitk.GetArrayFromImage(affine), truth)
     print(f"synthetic propagation Dice: plain {d_plain:.3f}, affine {d_affine:.3f}, true motion {oracle:.3f}")
     assert info0.transform == "none" and info.transform == "affine" and not info.fallback
-    assert d_affine >= oracle - 0.015
+    assert d_affine >= oracle - 0.02
     assert d_plain < oracle - 0.1
     assert info.metric_final < info.metric_identity
     assert affine.GetSize() == t2.GetSize() and affine.GetSpacing() == t2.GetSpacing()
     assert affine.GetPixelID() == l1.GetPixelID()
+    # reproducible: one thread and a fixed seed give identical transforms
+    ta, _ = propagate.register(t2, t1, "affine", threads=1)
+    tb, _ = propagate.register(t2, t1, "affine", threads=1)
+    assert ta.GetParameters() == tb.GetParameters()
     # at the organ centres (points of the target image), the estimate is within 1 mm of the true motion
     t, _ = propagate.register(t2, t1, "affine")
     for _, centre, _ in ORGANS_XYZ:

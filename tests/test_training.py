@@ -1,0 +1,170 @@
+"""training/: plans narrowing, phantom case plans, and one tiny end-to-end run of the default-model
+recipe (nnU-Net planning, preprocessing, trainer, export, evaluation) on a few coarse phantoms."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.data import GEOMETRIES, PhantomCase, check_disjoint, plan_cases, sample_seeds
+from training.default_model import build_parser, case_lists, recipe_command
+from training.plans import compact_plans, narrow_features
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- plans ------------------------------------------------------------------------------------------
+
+def test_narrow_features_doubles_then_caps():
+    assert narrow_features(5, 8, 64) == [8, 16, 32, 64, 64]
+    assert narrow_features(6, 8, 64) == [8, 16, 32, 64, 64, 64]
+    assert narrow_features(3, 4, 4) == [4, 4, 4]
+    with pytest.raises(ValueError):
+        narrow_features(4, 16, 8)
+    with pytest.raises(ValueError):
+        narrow_features(0, 8, 64)
+
+
+def _planned() -> dict:
+    arch = {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {"n_stages": 5, "features_per_stage": [32, 64, 128, 256, 320],
+                            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]}}
+    return {"dataset_name": "Dataset901_X", "plans_name": "nnUNetPlans",
+            "configurations": {"2d": {"data_identifier": "nnUNetPlans_2d", "batch_size": 12},
+                               "3d_fullres": {"data_identifier": "nnUNetPlans_3d_fullres", "batch_size": 2,
+                                              "patch_size": [40, 128, 128], "architecture": arch}}}
+
+
+def test_compact_plans_narrows_only_3d_fullres():
+    planned = _planned()
+    before = copy.deepcopy(planned)
+    out = compact_plans(planned, "nnUNetPlansCompact", base_features=8, max_features=64, batch_size=3)
+    assert planned == before                                    # input untouched
+    assert list(out["configurations"]) == ["3d_fullres"]
+    cfg = out["configurations"]["3d_fullres"]
+    assert cfg["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64, 64]
+    assert cfg["architecture"]["arch_kwargs"]["strides"] == before["configurations"]["3d_fullres"][
+        "architecture"]["arch_kwargs"]["strides"]
+    assert cfg["patch_size"] == [40, 128, 128]
+    assert cfg["batch_size"] == 3
+    assert cfg["data_identifier"] == "nnUNetPlansCompact_3d_fullres"
+    assert out["plans_name"] == "nnUNetPlansCompact"
+    assert out["dataset_name"] == "Dataset901_X"
+    assert compact_plans(planned, "P")["configurations"]["3d_fullres"]["batch_size"] == 2
+
+
+def test_compact_plans_errors():
+    planned = _planned()
+    del planned["configurations"]["3d_fullres"]
+    with pytest.raises(KeyError, match="3d_fullres"):
+        compact_plans(planned, "P")
+    planned = _planned()
+    del planned["configurations"]["3d_fullres"]["architecture"]
+    with pytest.raises(KeyError, match="architecture"):
+        compact_plans(planned, "P")
+    with pytest.raises(ValueError, match="batch_size"):
+        compact_plans(_planned(), "P", batch_size=0)
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+def test_plan_cases_cycles_modalities_over_consecutive_seeds():
+    cases = plan_cases(5, 1000, "t1,t2,ct", "phantom")
+    assert cases == [PhantomCase("phantom_01000_t1", 1000, "t1"), PhantomCase("phantom_01001_t2", 1001, "t2"),
+                     PhantomCase("phantom_01002_ct", 1002, "ct"), PhantomCase("phantom_01003_t1", 1003, "t1"),
+                     PhantomCase("phantom_01004_t2", 1004, "t2")]
+    assert plan_cases(2, 7, ["DWI"], "h") == [PhantomCase("h_00007_dwi", 7, "dwi"),
+                                              PhantomCase("h_00008_dwi", 8, "dwi")]
+    with pytest.raises(ValueError):
+        plan_cases(0, 1, "t1", "p")
+    with pytest.raises(ValueError):
+        plan_cases(3, 1, ",", "p")
+
+
+def test_plan_cases_cycles_grid_families():
+    cases = plan_cases(4, 10, "t1,t2,t1c", "p", geometries="preset,coarse")
+    assert [(c.modality, c.geometry) for c in cases] == [("t1", "preset"), ("t2", "coarse"), ("t1c", "preset"),
+                                                         ("t1", "coarse")]
+    assert GEOMETRIES["coarse"] == {"inplane_range": (1.8, 3.0), "slice_range": (3.5, 6.5)}
+    with pytest.raises(ValueError, match="fine"):
+        plan_cases(2, 1, "t1", "p", geometries="preset,fine")
+
+
+def test_check_disjoint_refuses_shared_subjects():
+    check_disjoint(plan_cases(10, 1000, "t1", "a"), plan_cases(5, 1010, "t2", "b"))
+    with pytest.raises(ValueError, match=r"\[1009\]"):
+        check_disjoint(plan_cases(10, 1000, "t1", "a"), plan_cases(5, 1009, "t2", "b"))
+    with pytest.raises(ValueError, match=r"\[1001, 1002\]"):
+        check_disjoint(plan_cases(10, 1000, "t1", "a"), {1001, 1002})
+
+
+def test_default_sets_are_disjoint_from_each_other_and_the_samples():
+    args = build_parser().parse_args(["--work", "w"])
+    train, heldout = case_lists(args)
+    assert len(train) == 70 and len(heldout) == 24
+    assert {c.modality for c in heldout} == {"t1", "t2", "t1c", "dwi"}
+    assert {c.modality for c in train} == {"t1", "t2", "t1c", "dwi", "ct"}
+    seeds = {c.seed for c in train}
+    assert not seeds & {c.seed for c in heldout} and not seeds & sample_seeds()
+    # a training range over the sample subjects is refused
+    with pytest.raises(ValueError, match="both sets"):
+        case_lists(build_parser().parse_args(["--work", "w", "--train-seed", str(min(sample_seeds()))]))
+
+
+def test_recipe_command_drops_step_selection():
+    assert recipe_command(["--work", "w", "--steps", "train", "--epochs", "3", "--continue"]) == \
+        "python -m training.default_model --work w --epochs 3"
+    assert recipe_command(["--steps=export", "--out", "o"]) == "python -m training.default_model --out o"
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+def test_default_model_recipe_end_to_end(tmp_path):
+    """Three coarse phantoms, one epoch of one iteration: every step runs, and the exported folder is
+    the stripped nnU-Net layout the predictor loads."""
+    work, out = tmp_path / "work", tmp_path / "weights"
+    cmd = [sys.executable, "-m", "training.default_model", "--work", str(work), "--out", str(out),
+           "--train-cases", "3", "--heldout-cases", "1", "--heldout-seed", "5000",
+           "--phantom-spacing", "10", "10", "15", "--spacing", "15", "10", "10",
+           "--epochs", "1", "--iterations", "1", "--val-iterations", "1", "--workers", "1", "--threads", "1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # nnU-Net's own folders were used
+    pre = work / "nnUNet_preprocessed" / "Dataset901_FLAREPhantoms"
+    plans = json.loads((pre / "nnUNetPlansCompact.json").read_text())
+    assert list(plans["configurations"]) == ["3d_fullres"]
+    assert plans["configurations"]["3d_fullres"]["spacing"] == [15.0, 10.0, 10.0]
+    assert (pre / "nnUNetPlansCompact_3d_fullres").is_dir()
+    trained = work / "nnUNet_results" / "Dataset901_FLAREPhantoms" / \
+        "nnUNetTrainerCPUShort__nnUNetPlansCompact__3d_fullres"
+    assert (trained / "fold_all" / "checkpoint_final.pth").is_file()
+
+    # exported folder: stripped checkpoint, narrowed network, provenance and README
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["README.md", "dataset.json", "fold_all/checkpoint_final.pth", "heldout_scores.csv",
+                     "manifest.json", "plans.json", "provenance.json"]
+    ckpt = torch.load(out / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert sorted(ckpt) == ["inference_allowed_mirroring_axes", "init_args", "network_weights", "trainer_name"]
+    assert ckpt["init_args"] == {"configuration": "3d_fullres"}
+    assert ckpt["trainer_name"] == "nnUNetTrainerCPUShort"
+    features = json.loads((out / "plans.json").read_text())["configurations"]["3d_fullres"][
+        "architecture"]["arch_kwargs"]["features_per_stage"]
+    assert features == narrow_features(len(features), 8, 64)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["data"]["train"]["subject_seeds"] == [100000, 100002]
+    assert prov["data"]["heldout"]["subject_seeds"] == [5000, 5000]
+    assert prov["training"]["epochs"] == 1 and prov["training"]["iterations_per_epoch"] == 1
+    assert prov["heldout_scores"]["cases"] == 1
+    assert set(prov["heldout_scores"]["per_organ"]) >= {"Liver", "Left kidney", "Average"}
+    assert prov["packages"]["nnunetv2"]
+    assert "| organ | DSC | NSD |" in (out / "README.md").read_text()
+    header = (out / "heldout_scores.csv").read_text().splitlines()[0]
+    assert header.startswith("Name,Liver_DSC,RK_DSC")
