@@ -156,7 +156,11 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        if hasattr(torch.serialization, "safe_globals"):
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # torch < 2.5 (the GPU image pins 2.4.1): only the process-wide allowlist exists
+            torch.serialization.add_safe_globals(_numpy_scalar_globals())
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... depending on damage
         raise InferenceError(f"{path}: cannot be loaded as a weights-only checkpoint ({type(e).__name__}: "

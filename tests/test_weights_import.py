@@ -113,3 +113,9 @@ def test_destination_is_replaced_only_with_force(trained, tmp_path, capsys):
     assert not (dest / "README.md").exists()
     assert load_model(dest).folds == ["1"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".weights")]
+
+
+def test_training_checkpoint_loads_without_scoped_safe_globals(trained, monkeypatch):
+    """torch 2.4 (the GPU image) has add_safe_globals but not the safe_globals context manager."""
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    assert load_model(trained).folds == ["0", "1"]
