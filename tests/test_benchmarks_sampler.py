@@ -25,9 +25,9 @@ GROW_MIB = 160
 # says 'grown', waits, exits.
 CHILD = f"""
 import sys, time
-print('base', flush=True); time.sleep(0.8)
+print('base', flush=True); time.sleep(1.5)
 b = bytearray({GROW_MIB} * 1024 * 1024)
-print('grown', flush=True); time.sleep(0.8)
+print('grown', flush=True); time.sleep(1.5)
 """
 
 
@@ -41,15 +41,17 @@ def test_cpu_sampler_sees_known_growth_of_a_child():
     for line in proc.stdout:
         marks[line.strip()] = time.time()
     proc.wait()
+    ended = time.time()
     time.sleep(0.2)  # and after it
     res = s.stop()
     assert proc.returncode == 0
     t, m = res["timestamps"], res["memory"]
     assert res["source"] == "rss-tree" and len(t) == len(m) == len(res["cpu"]) == len(res["ram"])
     assert m[0] == 0.0 and m[-1] == 0.0  # sampling began before the run and ended after it
-    base = [v for tt, v in zip(t, m) if marks["base"] + 0.2 < tt < marks["base"] + 0.7]
-    grown = [v for tt, v in zip(t, m) if marks["grown"] + 0.2 < tt < marks["grown"] + 0.7]
-    assert len(base) >= 5 and len(grown) >= 5
+    # Windows well inside each phase; generous so that a loaded machine still samples in them.
+    base = [v for tt, v in zip(t, m) if marks["base"] + 0.2 < tt < marks["base"] + 1.3]
+    grown = [v for tt, v in zip(t, m) if marks["grown"] + 0.2 < tt < ended - 0.1]
+    assert len(base) >= 3 and len(grown) >= 3
     assert statistics.median(grown) - statistics.median(base) == pytest.approx(GROW_MIB, abs=3)
     assert all(0 <= c[0] <= 100 and abs(sum(c) - 100) < 1e-6 for c in res["cpu"])
     periods = [b - a for a, b in itertools.pairwise(t)]
