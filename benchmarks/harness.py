@@ -115,8 +115,9 @@ def _fresh_dir(d: Path) -> Path:
 
 
 def _run_sampled(argv: Sequence[str], sampler: Sampler, log_path: Path, env: dict | None,
-                 attach: bool) -> tuple[float, float, int]:
-    """Run argv with stdout/stderr to log_path.
+                 attach: bool, on_interrupt: Callable[[], None] | None = None) -> tuple[float, float, int]:
+    """Run argv with stdout/stderr to log_path. On Ctrl-C the child's process group gets SIGTERM and
+    `on_interrupt` runs (docker mode: remove the container, which the client's exit does not stop).
 
     Returns (start time as time.time(), seconds from just before the start to the exit, return code).
     """
@@ -137,6 +138,8 @@ def _run_sampled(argv: Sequence[str], sampler: Sampler, log_path: Path, env: dic
         except KeyboardInterrupt:
             os.killpg(proc.pid, signal.SIGTERM)  # our own child's process group only
             proc.wait()
+            if on_interrupt is not None:
+                on_interrupt()
             raise
         return t0, time.time() - t0, rc
 
@@ -155,7 +158,8 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     try:
         time.sleep(settle_s)  # a few samples before the run, as the official loop has
         run_start, elapsed, rc = _run_sampled(argv, sampler, results / "logs" / f"{case}.log", env,
-                                              attach=spec.kind == "rss-tree")
+                                              attach=spec.kind == "rss-tree",
+                                              on_interrupt=getattr(argv_for, "on_interrupt", None))
         time.sleep(min(settle_s, 0.2))
     finally:
         samples = sampler.stop()
@@ -202,9 +206,17 @@ def direct_argv(template: str, model: str | None, extra: Sequence[str] = ()) -> 
 
 
 def docker_argv(image: str, name: str, gpu: int | None) -> Callable[[Path, Path], list[str]]:
-    """argv builder for --docker: the organisers' command from flare.contract."""
+    """argv builder for --docker: the organisers' command from flare.contract. Its `on_interrupt`
+    removes the container: PID 1 in it (bash) ignores the SIGTERM the docker client forwards, so after a
+    Ctrl-C the container would otherwise keep running, holding the GPU and the name."""
     def build(inputs: Path, outputs: Path) -> list[str]:
         return docker_run_command(image, name, str(inputs.resolve()), str(outputs.resolve()), gpu=gpu)
+
+    def remove_container() -> None:
+        print(f"interrupted: removing container {name}", file=sys.stderr)
+        subprocess.run(["docker", "container", "rm", "--force", name], capture_output=True, timeout=60)
+
+    build.on_interrupt = remove_container
     return build
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -15,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from benchmarks.harness import (
+    _run_sampled,
     check_output,
     direct_argv,
     docker_argv,
@@ -102,6 +106,28 @@ def test_failing_command_is_recorded_not_fatal(tmp_path):
     assert js["returncode"] == 3 and js["output"] == "missing"
 
 
+def _interrupt_after(seconds: float) -> threading.Timer:
+    """Ctrl-C for this process after `seconds` (KeyboardInterrupt in the main thread)."""
+    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    return t
+
+
+def test_ctrl_c_stops_the_child_and_runs_the_cleanup(tmp_path):
+    marker = tmp_path / "child.pid"
+    argv = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+            "time.sleep(60)"]
+    cleaned = []
+    _interrupt_after(1.0)
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        _run_sampled(argv, None, tmp_path / "log.txt", None, attach=False,
+                     on_interrupt=lambda: cleaned.append(True))
+    assert time.time() - t0 < 30 and cleaned == [True]
+    with pytest.raises(ProcessLookupError):          # the child is gone
+        os.kill(int(marker.read_text()), 0)
+
+
 def test_find_cases_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="input folder does not exist"):
         find_cases(tmp_path / "nope")
@@ -180,5 +206,17 @@ def test_docker_mode_end_to_end(tmp_path):
         js = json.loads((res / "amos_0001.json").read_text())
         assert js["command"].startswith("docker container run --shm-size=28gb -m 28G")
         assert js["returncode"] == 0 and js["time"] > 0
+
+        # Ctrl-C during a docker case removes the container (the client's exit alone leaves it running)
+        (inp / "amos_0001_0000.nii.gz").unlink()
+        name = f"{tag}slow"
+        slow = docker_argv(tag, name, None)
+        argv = slow(inp, res)[:-1] + ["sleep 120"]
+        _interrupt_after(3.0)
+        with pytest.raises(KeyboardInterrupt):
+            _run_sampled(argv, None, tmp_path / "slow.log", None, attach=False, on_interrupt=slow.on_interrupt)
+        left = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"name=^{name}$"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert left == ""
     finally:
         subprocess.run(["docker", "image", "rm", "-f", f"{tag}:latest"], check=False, capture_output=True)

@@ -15,6 +15,7 @@ import torch
 from training.data import GEOMETRIES, PhantomCase, check_disjoint, plan_cases, sample_seeds
 from training.default_model import build_parser, case_lists, recipe_command
 from training.plans import compact_plans, narrow_features
+from training.trainer import CPUAutocast, cpu_bf16_supported
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,6 +124,49 @@ def test_recipe_command_drops_step_selection():
     assert recipe_command(["--steps=export", "--out", "o"]) == "python -m training.default_model --out o"
 
 
+# --- CPU bf16 autocast of the trainer ----------------------------------------------------------------
+
+class _TwoHeads(torch.nn.Module):
+    """A conv and a deep-supervision-like list output, like nnU-Net's U-Net returns while training."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [y, y[:, :, ::2, ::2, ::2]]
+
+
+def test_cpu_autocast_runs_forward_in_bf16_and_returns_float32():
+    torch.manual_seed(0)
+    net, x = _TwoHeads(), torch.randn(2, 1, 6, 8, 8)
+    reference = net(x)
+    inner = []
+    net.conv.register_forward_hook(lambda m, a, out: inner.append(out.dtype))
+    keys = sorted(net.state_dict())
+    hooks = CPUAutocast(net)
+    out = net(x)
+    assert inner[-1] == torch.bfloat16                      # the convolution ran in bf16
+    assert [o.dtype for o in out] == [torch.float32, torch.float32]
+    assert isinstance(out, list) and [o.shape for o in out] == [r.shape for r in reference]
+    assert torch.allclose(out[0], reference[0], atol=0.05, rtol=0.05)    # bf16 rounding only
+    out[0].sum().backward()                                 # gradients reach the fp32 weights
+    assert net.conv.weight.grad is not None and net.conv.weight.grad.dtype == torch.float32
+    assert sorted(net.state_dict()) == keys                 # checkpoint layout unchanged
+    assert not torch.is_autocast_enabled("cpu")            # the context closed after the forward pass
+    hooks.remove()
+    assert net(x)[0].dtype == torch.float32 and inner[-1] == torch.float32
+
+
+def test_cpu_autocast_leaves_autocast_off_after_an_error():
+    net = _TwoHeads()
+    CPUAutocast(net)
+    with pytest.raises(RuntimeError):
+        net(torch.randn(2, 2, 6, 8, 8))                     # wrong channel count
+    assert not torch.is_autocast_enabled("cpu")
+
+
 # --- end to end -------------------------------------------------------------------------------------
 
 def test_default_model_recipe_end_to_end(tmp_path):
@@ -157,11 +201,12 @@ def test_default_model_recipe_end_to_end(tmp_path):
     assert ckpt["trainer_name"] == "nnUNetTrainerCPUShort"
     features = json.loads((out / "plans.json").read_text())["configurations"]["3d_fullres"][
         "architecture"]["arch_kwargs"]["features_per_stage"]
-    assert features == narrow_features(len(features), 8, 64)
+    assert features == narrow_features(len(features), 16, 64)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["data"]["train"]["subject_seeds"] == [100000, 100002]
     assert prov["data"]["heldout"]["subject_seeds"] == [5000, 5000]
     assert prov["training"]["epochs"] == 1 and prov["training"]["iterations_per_epoch"] == 1
+    assert prov["training"]["precision"] == ("bf16 autocast (forward pass)" if cpu_bf16_supported() else "fp32")
     assert prov["heldout_scores"]["cases"] == 1
     assert set(prov["heldout_scores"]["per_organ"]) >= {"Liver", "Left kidney", "Average"}
     assert prov["packages"]["nnunetv2"]

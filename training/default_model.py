@@ -63,20 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed phantom grid spacing in mm (x, y, z) instead of the presets' random "
                         "spacing; for quick trials and tests")
     g = ap.add_argument_group("plans")
-    g.add_argument("--spacing", type=float, nargs=3, default=[5.0, 2.5, 2.5], metavar=("Z", "Y", "X"),
-                   help="target spacing in mm, nnU-Net's (z, y, x) order (default 5 2.5 2.5)")
+    g.add_argument("--spacing", type=float, nargs=3, default=[6.0, 3.0, 3.0], metavar=("Z", "Y", "X"),
+                   help="target spacing in mm, nnU-Net's (z, y, x) order (default 6 3 3)")
     g.add_argument("--plan-gb", type=float, default=1.0,
                    help="ExperimentPlanner's GPU memory target in GB; it sets the patch size, smaller gives a "
                         "smaller patch (default 1: patch 32 x 80 x 96 at the default spacing)")
-    g.add_argument("--features", type=int, default=8, help="features of the first stage (default 8)")
+    g.add_argument("--features", type=int, default=16, help="features of the first stage (default 16)")
     g.add_argument("--max-features", type=int, default=64, help="feature cap per stage (default 64)")
     g.add_argument("--batch-size", type=int, default=2, help="batch size (default 2)")
     g = ap.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=70, help="epochs (default 70)")
-    g.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default 25)")
+    g.add_argument("--epochs", type=int, default=140, help="epochs (default 140)")
+    g.add_argument("--iterations", type=int, default=40, help="training iterations per epoch (default 40)")
     g.add_argument("--val-iterations", type=int, default=2, help="validation iterations per epoch (default 2)")
     g.add_argument("--seed", type=int, default=12345, help="seed of python/numpy/torch before training")
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: the network's forward pass under bfloat16 autocast on a CPU with native bf16 "
+                        "(AVX512-BF16/AMX; about 2x faster), else fp32 (default auto)")
     g.add_argument("--da-processes", type=int, default=1,
                    help="data augmentation worker processes, nnUNet_n_proc_DA (default 1)")
     g.add_argument("--continue", dest="continue_training", action="store_true",
@@ -191,6 +194,7 @@ def step_train(args, paths) -> dict:
     trainer = nnUNetTrainerCPUShort(plans, CONFIGURATION, "all", load_json(str(pre / "dataset.json")),
                                     torch.device("cpu"))
     trainer.set_schedule(args.epochs, args.iterations, args.val_iterations)
+    trainer.set_precision(args.precision)
     if args.continue_training:
         latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
         if not latest.is_file():
@@ -198,7 +202,8 @@ def step_train(args, paths) -> dict:
         trainer.load_checkpoint(str(latest))
     _log(f"training {TRAINER}: {args.epochs} epochs x {args.iterations} iterations, batch "
          f"{trainer.configuration_manager.batch_size}, patch {trainer.configuration_manager.patch_size}, "
-         f"{torch.get_num_threads()} torch threads, {args.da_processes} augmentation process(es)")
+         f"{torch.get_num_threads()} torch threads, {args.da_processes} augmentation process(es), "
+         f"{'bf16 autocast' if trainer.uses_cpu_bf16 else 'fp32'}")
     t0 = time.time()
     trainer.run_training()
     seconds = time.time() - t0
@@ -208,6 +213,7 @@ def step_train(args, paths) -> dict:
             "epochs": args.epochs, "iterations_per_epoch": args.iterations,
             "val_iterations_per_epoch": args.val_iterations, "seed": args.seed,
             "torch_threads": torch.get_num_threads(), "da_processes": args.da_processes,
+            "precision": "bf16 autocast (forward pass)" if trainer.uses_cpu_bf16 else "fp32",
             "final_ema_pseudo_dice": _float(trainer.logger.get_value("ema_fg_dice", step=-1)),
             "continued": args.continue_training}
     (paths["trained"] / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
