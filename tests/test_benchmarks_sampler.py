@@ -105,3 +105,36 @@ def test_parse_docker_mem(text, mib):
 def test_parse_docker_mem_rejects_garbage():
     with pytest.raises(ValueError, match="cannot parse docker memory usage"):
         parse_docker_mem("--")
+
+
+@pytest.mark.parametrize("mode", ["container-rss", "container-stats"])
+def test_container_memory_of_a_real_container(mode):
+    """Docker mode's CPU fallback on a real container holding a known 96 MiB: through the process tree
+    the engine reports, and through `docker stats` (used where that tree is not visible)."""
+    import uuid
+
+    from benchmarks.harness import docker_engine_available
+    from benchmarks.sampler import _ContainerSource
+    ok, why = docker_engine_available()
+    if not ok:
+        pytest.skip(f"no Docker engine: {why}")
+    base = "flare-base:bookworm"
+    if subprocess.run(["docker", "image", "inspect", base], capture_output=True).returncode != 0:
+        pytest.skip(f"no local {base} image (docker/base_image.sh builds it)")
+    name = f"flaresampler{uuid.uuid4().hex[:8]}"
+    source = _ContainerSource(name)
+    assert source.read() == 0.0                       # no container yet
+    subprocess.run(["docker", "container", "run", "-d", "--rm", "--network", "none", "--name", name, base,
+                    "python3", "-c", "import time; b = bytearray(96 * 2**20); time.sleep(60)"],
+                   check=True, capture_output=True)
+    try:
+        if mode == "container-stats":
+            source._mode = mode                       # as when the engine's pids are not visible here
+        deadline, mib = time.time() + 20, 0.0
+        while time.time() < deadline and mib < 96:
+            mib = source.read()
+            time.sleep(0.2)
+        assert source.name == mode
+        assert 96 <= mib < 400
+    finally:
+        subprocess.run(["docker", "container", "rm", "-f", name], capture_output=True)
