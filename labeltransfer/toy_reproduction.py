@@ -224,6 +224,16 @@ def model_dir(w: Path, dataset_id: int, a: argparse.Namespace) -> Path:
             / f"{TRAINER}__{plans_name(a)}__3d_fullres")
 
 
+def narrow_plans(plans_file: Path, base_features: int, max_features: int = 64) -> None:
+    """Narrow the 3d_fullres U-Net of a plans file in place (training.plans.narrow_features). The
+    preprocessed data does not depend on the widths, so it stays valid."""
+    from training.plans import narrow_features
+    plans = json.loads(plans_file.read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = narrow_features(len(arch["features_per_stage"]), base_features, max_features)
+    io.write_json_atomic(plans, plans_file)
+
+
 def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Path:
     """Plan, preprocess and train fold 'all' with nnU-Net's own tools (subprocesses); returns the model folder."""
     out = model_dir(w, dataset_id, a)
@@ -238,6 +248,9 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
                                                         "-overwrite_plans_name", plans]
         subprocess.run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres",
                         "--verify_dataset_integrity", "-np", "1", *extra], env=env, check=True)
+        if a.features:
+            narrow_plans(w / "preprocessed" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / f"{plans}.json",
+                         a.features)
     t1 = time.perf_counter()
     subprocess.run([_bin("nnUNetv2_train"), str(dataset_id), "3d_fullres", "all", "-tr", TRAINER, "-p", plans,
                     "-device", a.device], env=env, check=True)
@@ -393,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory-target", type=float, default=None,
                    help="GB for nnU-Net's planner (default: nnU-Net's 8): smaller gives smaller patches, "
                         "faster CPU iterations")
+    p.add_argument("--features", type=int, default=16,
+                   help="first-stage features of the planned U-Net, doubled per stage up to 64 (as the default "
+                        "model; 0 keeps nnU-Net's 32..320)")
     p.add_argument("--min-kept", type=int, default=2, help="fewest filtered T1 pseudo-labels to go on with")
     a = p.parse_args(argv)
     steps = a.steps.split(",")

@@ -29,3 +29,18 @@ def test_cheap_steps_on_one_phantom_subject(tmp_path):
     assert res["affine"]["foreground_dice"] > res["ceiling"]["foreground_dice"] - 0.02
     assert "| **mean** |" in (tmp_path / "results" / "propagation.md").read_text()
     assert (tmp_path / "raw" / "Dataset901_ToyCT" / "dataset.json").exists()
+
+
+def test_narrow_plans_rewrites_only_the_feature_widths(tmp_path):
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
+        "data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [56, 128, 160],
+        "architecture": {"arch_kwargs": {"n_stages": 6, "features_per_stage": [32, 64, 128, 256, 320, 320]}}}}}
+    f = tmp_path / "nnUNetPlans.json"
+    f.write_text(json.dumps(plans))
+    toy.narrow_plans(f, 16)
+    out = json.loads(f.read_text())
+    assert out["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == \
+        [16, 32, 64, 64, 64, 64]
+    out["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = \
+        plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"]
+    assert out == plans                      # nothing else changed (data identifier, patch)
