@@ -29,13 +29,28 @@ from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / "weights"
 
 
+def _compact_copies(weights: dict, half: bool) -> dict:
+    """Own, dense copies of the tensors (fp16 if `half`) that keep the source's aliasing.
+
+    dynamic_network_architectures registers every convolution twice (`...conv.weight` and
+    `...all_modules.0.weight` are one parameter); torch.save writes a shared storage once, so copying
+    each key separately would double the file.
+    """
+    copies, out = {}, {}
+    for k, v in weights.items():
+        alias = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if alias not in copies:
+            c = v.half() if half and v.is_floating_point() else v
+            copies[alias] = c.contiguous().clone()
+        out[k] = copies[alias]
+    return out
+
+
 def _stripped_checkpoint(source: dict, half: bool) -> dict:
     weights = strip_wrapper_prefixes(source["network_weights"])
-    if half:
-        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     mirror = source.get("inference_allowed_mirroring_axes")
     return {
-        "network_weights": {k: v.contiguous().clone() for k, v in weights.items()},
+        "network_weights": _compact_copies(weights, half),
         "init_args": {"configuration": source.get("init_args", {}).get("configuration")},
         "trainer_name": source.get("trainer_name", "nnUNetTrainer"),
         "inference_allowed_mirroring_axes": tuple(int(a) for a in mirror) if mirror is not None else None,

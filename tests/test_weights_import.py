@@ -45,13 +45,32 @@ def test_import_strips_validates_and_predicts_the_same(trained, tmp_path):
     assert np.array_equal(ours, source)
 
 
+@pytest.mark.parametrize("half", [False, True])
+def test_import_keeps_shared_parameters_shared(trained, tmp_path, half):
+    """dynamic_network_architectures registers each conv twice (conv.weight, all_modules.0.weight): the
+    imported file stores such a parameter once, not twice, and is no larger than the source weights."""
+    dest = import_model(trained, tmp_path / "w", half=half)
+    weights = torch.load(dest / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    pairs = [(k, k.replace(".conv.weight", ".all_modules.0.weight")) for k in weights if k.endswith(".conv.weight")]
+    assert pairs and all(k2 in weights for _, k2 in pairs)
+    assert all(weights[a].data_ptr() == weights[b].data_ptr() for a, b in pairs)
+    unique_bytes = sum({v.data_ptr(): v.numel() * v.element_size() for v in weights.values()}.values())
+    stored = (dest / "fold_0" / "checkpoint_final.pth").stat().st_size
+    assert stored < unique_bytes + 200_000            # tensors once plus pickle overhead
+    source = torch.load(trained / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    assert sum(v.numel() for v in weights.values()) == sum(v.numel() for v in source.values())
+
+
 def test_half_precision_storage(trained, tmp_path):
     full = import_model(trained, tmp_path / "full")
     half = import_model(trained, tmp_path / "half", half=True)
     weights = torch.load(half / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
     size = lambda d: sum(p.stat().st_size for p in d.rglob("*.pth"))  # noqa: E731
-    assert size(half) < 0.6 * size(full)
+    full_weights = torch.load(full / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    tensor_bytes = 2 * sum({v.data_ptr(): v.numel() * 4 for v in full_weights.values()
+                            if v.is_floating_point()}.values())            # both folds, fp32
+    assert size(full) - size(half) > 0.45 * tensor_bytes                    # fp16 halves the tensors
     image = blob_volume((12, 40, 40))[None]
     a = segment_array(image, (3.0, 1.5, 1.5), load_model(full))
     b = segment_array(image, (3.0, 1.5, 1.5), load_model(half))

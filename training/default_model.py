@@ -388,10 +388,10 @@ file, checked at load), `provenance.json` (command, seeds, package versions, tim
 ExperimentPlanner (target spacing {p['spacing_zyx_mm']} mm as z, y, x; patch {p['patch_size']}; batch
 {p['batch_size']}), DefaultPreprocessor and trainer (`{TRAINER}`, a subclass of nnU-Net's
 `nnUNetTrainerAdam`: AdamW at lr {t.get('initial_lr')}, {t.get('epochs')} epochs x {t.get('iterations_per_epoch')}
-iterations instead of 1000 x 250; CPU, fp32). Only the feature widths of the planned network were
+iterations instead of 1000 x 250; CPU, {t.get('precision', 'fp32')}). Only the feature widths of the planned network were
 narrowed. Training data: {d['train']['cases']} phantoms ({d['train']['modalities']}),
 subject seeds {d['train']['subject_seeds'][0]}-{d['train']['subject_seeds'][1]}, grid families {d['train']['grid_families']}
-({families}). Wall time on {prov['machine']['cpu_count']} CPU cores shared with other work: training
+({families}). Wall time on {prov['machine']['cpu_count']} CPU cores: training
 {t.get('train_seconds', float('nan')) / 60:.0f} min, all steps {total:.0f} min.
 
 ## Held-out phantoms
