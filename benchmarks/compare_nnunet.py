@@ -21,7 +21,11 @@ agreement. For ours also the start-up (imports + model load) and per-stage secon
 Checks the targets of issue #2 (on a 2-core CPU): ours <= 1/3 of nnU-Net's time without TTA;
 start-up <= 3 s; read + preprocess + export + write <= 1.5 s.
 
-Case: an MRI-like volume of 320x290x72 voxels at 1.25x1.25x3.47 mm (Table 6's amos_0507 grid).
+Case: a T1 phantom (phantoms.generate_case, subject seed 910000, used by no training or held-out set)
+on a 320x290x72 grid at 1.25x1.25x3.47 mm (Table 6's amos_0507 grid); with a trained model the report
+adds each run's mean Dice against the phantom's true labels. nnU-Net finds the trainer class a
+checkpoint names (e.g. the default model's nnUNetTrainerCPUShort) through nnUNet_extTrainer, set to
+the repository's training/ unless already set.
 Model: -m MODEL_DIR; default the repository's weights/ when it holds a model, else a random-weight
 `small_coarse` model folder (benchmarks.model_folder) built on the fly. Prints a markdown table and saves it
 (and the raw numbers as JSON) under benchmarks/results/.
@@ -45,13 +49,13 @@ import numpy as np
 
 from .model_folder import RESAMPLING, write_preset
 from .sampler import Sampler, SourceSpec, cpu_description
-from .volumes import write_case
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 CASE = "amos_0507"
 CASE_SIZE = (320, 290, 72)
 CASE_SPACING = (1.25, 1.25, 3.47)
+CASE_SEED = 910000
 TARGET_RATIO = 1 / 3
 TARGET_STARTUP_S = 3.0
 TARGET_AROUND_S = 1.5
@@ -139,6 +143,23 @@ def timed_run(label: str, argv: list[str], out_file: Path, log_file: Path, env: 
     return RunStats(label, argv, rc, t_exit - t0, to_file, max(res["memory"], default=0.0), str(log_file))
 
 
+def write_phantom_case(inputs: Path, truth: Path) -> None:
+    """The T1 phantom image as inputs/<CASE>_0000.nii.gz and its labels as truth/<CASE>.nii.gz (kept
+    when both exist: the generator is deterministic)."""
+    import SimpleITK as sitk
+    from phantoms import generate_case
+    img_path, lab_path = inputs / f"{CASE}_0000.nii.gz", truth / f"{CASE}.nii.gz"
+    if img_path.is_file() and lab_path.is_file():
+        return
+    img, lab = generate_case(CASE_SEED, "t1", spacing=CASE_SPACING, size=CASE_SIZE, direction="axial")
+    for image, path in ((img, img_path), (lab, lab_path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
+        os.close(fd)
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+
+
 def read_labels(path: Path) -> np.ndarray:
     import SimpleITK as sitk
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
@@ -162,18 +183,20 @@ def _fmt(x, nd=2) -> str:
 
 def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label_names: dict[int, str],
            device: str, model_desc: str, threads: int, load: str = "",
-           counts: dict[int, int] | None = None) -> str:
+           counts: dict[int, int] | None = None, truth_dice: dict[str, float] | None = None) -> str:
     """The markdown report: runs table, ours' stage breakdown and targets, Dice agreement table."""
     by = {r.label: r for r in runs}
     lines = [(f"### Ours vs nnU-Net's predictor ({CASE_SIZE[0]}x{CASE_SIZE[1]}x{CASE_SIZE[2]} at "
              f"{'x'.join(str(s) for s in CASE_SPACING)} mm, CPU)"), "",
              f"Device: {device}; torch threads {threads}. Model: {model_desc}." +
              (f" Load average (1 min) before/after: {load}." if load else ""), "",
-             "| Run | Wall to file written (s) | Wall to exit (s) | Peak RSS, process tree (MB) | rc |",
-             "|---|---:|---:|---:|---:|"]
+             "| Run | Wall to file written (s) | Wall to exit (s) | Peak RSS, process tree (MB) | rc | "
+             "mean Dice vs truth |",
+             "|---|---:|---:|---:|---:|---:|"]
+    truth_dice = truth_dice or {}
     for r in runs:
         lines.append(f"| {r.label} | {_fmt(r.to_file_s)} | {_fmt(r.to_exit_s)} | {r.peak_rss_mib:,.0f} | "
-                     f"{r.returncode} |")
+                     f"{r.returncode} | {_fmt(truth_dice.get(r.label), 4)} |")
     ours = by.get("ours")
     if ours and ours.timings:
         st, sec = ours.timings.get("startup", {}), ours.timings.get("seconds", {})
@@ -244,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = a.work
     (work / "logs").mkdir(parents=True, exist_ok=True)
     inputs = work / "inputs"
-    write_case(inputs, CASE, CASE_SIZE, CASE_SPACING, seed=0)
+    write_phantom_case(inputs, work / "truth")
     model = a.model or default_model_dir()
     if model is None:
         model = work / "model_small_coarse"
@@ -260,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                       os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):  # silences nnU-Net's warnings
         env.setdefault(k, str(work / k))
+    env.setdefault("nnUNet_extTrainer", str(REPO / "training"))
     runs: list[RunStats] = []
     load_before = os.getloadavg()[0]
     plan = [("ours", False, "ours")] + ([("ours + TTA", True, "ours_tta")] if a.ours_tta else [])
@@ -301,6 +325,16 @@ def _finish(a, runs: list[RunStats], model: Path, model_desc: str, threads: int,
     label_names = {int(v): k for k, v in ds["labels"].items() if isinstance(v, int)}
     dice: dict[str, dict] = {}
     counts: dict[int, int] = {}
+    organs = sorted(lab for lab in label_names if lab)
+    truth_dice: dict[str, float] = {}
+    truth_file = a.work / "truth" / f"{CASE}.nii.gz"
+    if truth_file.is_file():
+        truth = read_labels(truth_file)
+        for r in runs:
+            f = Path(r.command[r.command.index("-o") + 1]) / f"{CASE}.nii.gz"
+            if f.is_file():
+                per_label = [v for v in dice_per_label(truth, read_labels(f), organs).values() if v is not None]
+                truth_dice[r.label] = float(np.mean(per_label)) if per_label else 0.0
     ours_out = a.work / "out_ours" / f"{CASE}.nii.gz"
     if ours_out.is_file():
         ref = read_labels(ours_out)
@@ -309,13 +343,14 @@ def _finish(a, runs: list[RunStats], model: Path, model_desc: str, threads: int,
             f = Path(r.command[r.command.index("-o") + 1]) / f"{CASE}.nii.gz"
             if r.label != "ours" and f.is_file():
                 dice[r.label] = dice_per_label(ref, read_labels(f), sorted(l for l in label_names if l))
-    text = report(runs, dice, label_names, device, model_desc, threads, load, counts)
+    text = report(runs, dice, label_names, device, model_desc, threads, load, counts, truth_dice)
     print()
     print(text)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"device": device, "torch_threads": threads, "load_average_1min": load, "model": model_desc,
                "model_dir": str(model), "runs": [asdict(r) for r in runs], "label_voxels_ours": counts,
-               "dice": {k: {str(lab): v for lab, v in d.items()} for k, d in dice.items()}}
+               "dice": {k: {str(lab): v for lab, v in d.items()} for k, d in dice.items()},
+               "mean_dice_vs_truth": truth_dice}
     for path, content in ((Path(f"{stem}.md"), text), (Path(f"{stem}.json"), json.dumps(payload, indent=2))):
         fd, tmp = tempfile.mkstemp(dir=a.out_dir, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
