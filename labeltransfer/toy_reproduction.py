@@ -206,6 +206,9 @@ def nnunet_env(w: Path) -> dict:
     env.update(nnUNet_raw=str(w / "raw"), nnUNet_preprocessed=str(w / "preprocessed"),
                nnUNet_results=str(w / "results_nnunet"), nnUNet_extTrainer=str(TRAINER_DIR),
                nnUNet_n_proc_DA=os.environ.get("nnUNet_n_proc_DA", "2"), nnUNet_compile="false")
+    # the toy trainer derives from training.trainer: importable in nnU-Net's subprocesses without an install
+    repo = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
