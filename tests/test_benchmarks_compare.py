@@ -59,3 +59,12 @@ def test_report_checks_targets():
     assert "| read + preprocess + export + write (s) | 1.30 | <= 1.5 | yes |" in text
     assert "| 1 liver | - | 0.5000 |" in text and "| 2 spleen | - | - |" in text
     assert "Load average (1 min) before/after: 1.0 / 2.0" in text
+
+
+def test_report_shows_dice_against_truth_per_run():
+    ours = RunStats("ours", ["x"], 0, 5.0, 4.8, 1200.0, "l")
+    nn = RunStats("nnU-Net", ["y"], 1, 6.0, None, 900.0, "l")
+    text = report([ours, nn], {}, {0: "background", 1: "liver"}, "CPU: test", "m", 2,
+                  truth_dice={"ours": 0.87814})
+    assert "| ours | 4.80 | 5.00 | 1,200 | 0 | 0.8781 |" in text
+    assert "| nnU-Net | - | 6.00 | 900 | 1 | - |" in text          # no output: no Dice

@@ -44,3 +44,14 @@ def test_narrow_plans_rewrites_only_the_feature_widths(tmp_path):
     out["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = \
         plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"]
     assert out == plans                      # nothing else changed (data identifier, patch)
+
+
+def test_nnunet_subprocesses_can_import_the_project(tmp_path, monkeypatch):
+    """nnU-Net's trainer subprocesses import training.trainer (the toy trainer's base) without an install."""
+    import os
+    from pathlib import Path
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = toy.nnunet_env(tmp_path)
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    assert paths[0] == str(Path(toy.__file__).resolve().parent.parent) and "/elsewhere" in paths
+    assert env["nnUNet_extTrainer"] == str(toy.TRAINER_DIR)

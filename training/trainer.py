@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
-DEFAULT_EPOCHS = 70
-DEFAULT_ITERATIONS = 25
+DEFAULT_EPOCHS = 140
+DEFAULT_ITERATIONS = 40
 DEFAULT_VAL_ITERATIONS = 2
 INITIAL_LR = 3e-3
 PRECISIONS = ("auto", "bf16", "fp32")
