@@ -15,7 +15,8 @@ import torch
 from training.data import GEOMETRIES, PhantomCase, check_disjoint, plan_cases, sample_seeds
 from training.default_model import build_parser, case_lists, recipe_command
 from training.plans import compact_plans, narrow_features
-from training.trainer import CPUAutocast, cpu_bf16_supported
+import training.trainer as trainer_module
+from training.trainer import CPUAutocast, cpu_bf16_supported, nnUNetTrainerCPUShort
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,6 +166,42 @@ def test_cpu_autocast_leaves_autocast_off_after_an_error():
     with pytest.raises(RuntimeError):
         net(torch.randn(2, 2, 6, 8, 8))                     # wrong channel count
     assert not torch.is_autocast_enabled("cpu")
+
+
+def _bare_trainer(device: str) -> nnUNetTrainerCPUShort:
+    """The trainer's own set_precision/uses_cpu_bf16 on an instance without nnU-Net's set-up (which
+    needs a preprocessed dataset): only the attributes those two read are set."""
+    t = object.__new__(nnUNetTrainerCPUShort)
+    t.was_initialized, t.device, t.precision = False, torch.device(device), "auto"
+    return t
+
+
+def test_set_precision_names_and_cpu_support(monkeypatch):
+    t = _bare_trainer("cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        t.set_precision("fp16")
+    assert t.precision == "auto"                            # a refused value changes nothing
+    monkeypatch.setattr(trainer_module, "cpu_bf16_supported", lambda: False)
+    with pytest.raises(ValueError, match="native bfloat16"):
+        t.set_precision("bf16")
+    assert not t.uses_cpu_bf16                              # auto falls back to fp32 on such a CPU
+    monkeypatch.setattr(trainer_module, "cpu_bf16_supported", lambda: True)
+    assert t.uses_cpu_bf16                                  # ... and uses bf16 where the CPU has it
+    t.set_precision("fp32")
+    assert t.precision == "fp32" and not t.uses_cpu_bf16
+    t.set_precision("bf16")
+    assert t.uses_cpu_bf16
+
+
+def test_set_precision_refuses_bf16_on_cuda_and_after_initialize(monkeypatch):
+    monkeypatch.setattr(trainer_module, "cpu_bf16_supported", lambda: True)
+    t = _bare_trainer("cuda")
+    with pytest.raises(ValueError, match="CPU device"):
+        t.set_precision("bf16")
+    assert not t.uses_cpu_bf16                              # CUDA keeps nnU-Net's own fp16 AMP
+    t.was_initialized = True
+    with pytest.raises(RuntimeError, match="before initialize"):
+        t.set_precision("fp32")
 
 
 # --- end to end -------------------------------------------------------------------------------------
