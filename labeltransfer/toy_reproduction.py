@@ -364,10 +364,14 @@ def step_round2(w: Path, a: argparse.Namespace, timings: dict) -> None:
     if not (final / "dataset.json").exists():
         asm.assemble(final, [asm.Source(w / "pool" / "images", labels, name="MRI T1+T2"),
                              asm.Source(ct / "imagesTr", ct / "labelsTr", name="CT")], link="copy", log=log)
-    model = train(w, FINAL_ID, a, timings)
+    final_a = argparse.Namespace(**{**vars(a), "epochs": a.final_epochs or a.epochs})
+    model = train(w, FINAL_ID, final_a, timings)
     pred = w / "pred" / f"test_{FINAL_ID}"
     predict(model, w / "test" / "images", pred, a)
-    _score_test(w, "round 2: final model (all MRI + CT)", pred, scores)
+    name = "round 2: final model (all MRI + CT)"
+    if final_a.epochs != a.epochs:  # a longer final schedule is reported as such, next to the rounds before
+        name += f", {final_a.epochs} x {a.iters} iterations"
+    _score_test(w, name, pred, scores)
 
 
 def step_report(w: Path, a: argparse.Namespace, timings: dict) -> str:
@@ -412,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=int, default=16,
                    help="first-stage features of the planned U-Net, doubled per stage up to 64 (as the default "
                         "model; 0 keeps nnU-Net's 32..320)")
+    p.add_argument("--final-epochs", type=int, default=None,
+                   help="epochs of the round-2 model (default: --epochs); it learns 13 organs from all MRI + CT, "
+                        "and at toy scale the small organs need more iterations than the rounds before")
     p.add_argument("--min-kept", type=int, default=2, help="fewest filtered T1 pseudo-labels to go on with")
     a = p.parse_args(argv)
     steps = a.steps.split(",")
