@@ -219,7 +219,7 @@ def _bin(name: str) -> str:
 
 def plans_name(a: argparse.Namespace) -> str:
     """nnU-Net's default plans, or plans for a smaller GPU-memory target (smaller patch, faster on CPU)."""
-    return "nnUNetPlans" if a.gpu_memory_target is None else f"nnUNetPlans_{a.gpu_memory_target:g}GB"
+    return "nnUNetPlans" if not a.gpu_memory_target else f"nnUNetPlans_{a.gpu_memory_target:g}GB"
 
 
 def model_dir(w: Path, dataset_id: int, a: argparse.Namespace) -> Path:
@@ -247,7 +247,7 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
     t0 = time.perf_counter()
     plans = plans_name(a)
     if not (w / "preprocessed" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / f"{plans}.json").exists():
-        extra = [] if a.gpu_memory_target is None else ["-gpu_memory_target", f"{a.gpu_memory_target:g}",
+        extra = [] if not a.gpu_memory_target else ["-gpu_memory_target", f"{a.gpu_memory_target:g}",
                                                         "-overwrite_plans_name", plans]
         subprocess.run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "3d_fullres",
                         "--verify_dataset_integrity", "-np", "1", *extra], env=env, check=True)
@@ -407,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-test", type=int, default=4, help="MRI test subjects, T1 + T2 each")
     p.add_argument("--phantom-geometry", default=DEFAULT_GEOMETRY,
                    help=f"JSON keyword arguments for phantoms.generate_case (default {DEFAULT_GEOMETRY})")
-    p.add_argument("--epochs", type=int, default=20, help="epochs per training (nnUNetTrainerToy)")
-    p.add_argument("--iters", type=int, default=25, help="iterations per epoch")
+    p.add_argument("--epochs", type=int, default=50, help="epochs per training (nnUNetTrainerToy; default 50)")
+    p.add_argument("--iters", type=int, default=40, help="iterations per epoch (default 40)")
     p.add_argument("--device", default="cpu", help="training/prediction device: cpu or cuda")
-    p.add_argument("--gpu-memory-target", type=float, default=None,
-                   help="GB for nnU-Net's planner (default: nnU-Net's 8): smaller gives smaller patches, "
-                        "faster CPU iterations")
+    p.add_argument("--gpu-memory-target", type=float, default=1.0,
+                   help="GB for nnU-Net's planner (default 1): smaller gives smaller patches, faster CPU iterations; 0 keeps "
+                        "nnU-Net's default plans (8 GB)")
     p.add_argument("--features", type=int, default=16,
                    help="first-stage features of the planned U-Net, doubled per stage up to 64 (as the default "
                         "model; 0 keeps nnU-Net's 32..320)")
