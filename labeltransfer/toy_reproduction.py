@@ -411,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=40, help="iterations per epoch (default 40)")
     p.add_argument("--device", default="cpu", help="training/prediction device: cpu or cuda")
     p.add_argument("--gpu-memory-target", type=float, default=1.0,
-                   help="GB for nnU-Net's planner (default 1): smaller gives smaller patches, faster CPU iterations; 0 keeps "
-                        "nnU-Net's default plans (8 GB)")
+                   help="GB for nnU-Net's planner (default 1): smaller gives smaller patches, faster CPU "
+                        "iterations; 0 keeps nnU-Net's default plans (8 GB)")
     p.add_argument("--features", type=int, default=16,
                    help="first-stage features of the planned U-Net, doubled per stage up to 64 (as the default "
                         "model; 0 keeps nnU-Net's 32..320)")
