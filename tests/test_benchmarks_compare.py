@@ -68,3 +68,21 @@ def test_report_shows_dice_against_truth_per_run():
                   truth_dice={"ours": 0.87814})
     assert "| ours | 4.80 | 5.00 | 1,200 | 0 | 0.8781 |" in text
     assert "| nnU-Net | - | 6.00 | 900 | 1 | - |" in text          # no output: no Dice
+
+
+def test_phantom_case_has_the_case_grid_and_its_truth(tmp_path, monkeypatch):
+    """The compared case is a T1 phantom on the benchmark's grid with its true labels beside it; an
+    existing pair is kept (the generator is deterministic, and nnU-Net reruns reuse the inputs)."""
+    import SimpleITK as sitk
+    from benchmarks import compare_nnunet as cmp
+    monkeypatch.setattr(cmp, "CASE_SIZE", (64, 58, 16))              # small, same spacing
+    cmp.write_phantom_case(tmp_path / "in", tmp_path / "truth")
+    img = sitk.ReadImage(str(tmp_path / "in" / f"{cmp.CASE}_0000.nii.gz"))
+    lab = sitk.ReadImage(str(tmp_path / "truth" / f"{cmp.CASE}.nii.gz"))
+    assert img.GetSize() == lab.GetSize() == (64, 58, 16)
+    assert np.allclose(img.GetSpacing(), cmp.CASE_SPACING) and np.allclose(lab.GetOrigin(), img.GetOrigin())
+    assert set(np.unique(sitk.GetArrayFromImage(lab))) >= {0, 1}      # background and at least the liver
+    assert not list((tmp_path / "in").glob(".*"))                     # no temporary file left behind
+    stamp = (tmp_path / "in" / f"{cmp.CASE}_0000.nii.gz").stat().st_mtime_ns
+    cmp.write_phantom_case(tmp_path / "in", tmp_path / "truth")
+    assert (tmp_path / "in" / f"{cmp.CASE}_0000.nii.gz").stat().st_mtime_ns == stamp

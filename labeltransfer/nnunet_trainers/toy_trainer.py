@@ -8,8 +8,8 @@ variable nnUNet_extTrainer=<this folder> (nnunetv2 >= 2.6), so nothing is instal
 
     nnUNet_extTrainer=$PWD/labeltransfer/nnunet_trainers nnUNetv2_train 901 3d_fullres all -tr nnUNetTrainerToy -device cpu
 
-The schedule comes from environment variables (defaults in brackets): LT_TOY_EPOCHS [20],
-LT_TOY_ITERS [25] iterations per epoch, LT_TOY_VAL_ITERS [3]. LT_TOY_SKIP_FINAL_VAL=1 [1] skips
+The schedule comes from environment variables (defaults in brackets): LT_TOY_EPOCHS [50],
+LT_TOY_ITERS [40] iterations per epoch, LT_TOY_VAL_ITERS [3]. LT_TOY_SKIP_FINAL_VAL=1 [1] skips
 nnU-Net's final sliding-window validation; the toy script scores its own held-out cases instead.
 nnU-Net imports this file by its name from that folder (the class name is what it looks for), so
 it imports torch and the project's training.trainer only (installed with the project).
@@ -27,8 +27,8 @@ class nnUNetTrainerToy(nnUNetTrainerCPUShort):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = int(os.environ.get("LT_TOY_EPOCHS", "20"))
-        self.num_iterations_per_epoch = int(os.environ.get("LT_TOY_ITERS", "25"))
+        self.num_epochs = int(os.environ.get("LT_TOY_EPOCHS", "50"))
+        self.num_iterations_per_epoch = int(os.environ.get("LT_TOY_ITERS", "40"))
         self.num_val_iterations_per_epoch = int(os.environ.get("LT_TOY_VAL_ITERS", "3"))
         self.save_every = max(1, self.num_epochs // 2)
 
