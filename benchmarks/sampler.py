@@ -1,23 +1,38 @@
-"""Memory sampler in a separate process, as the organisers' resource_eval.py runs it.
+"""Memory sampler in a separate process, as the organisers' Efficiency.py runs it.
 
-A child process polls one memory source, then sleeps `interval` seconds (0.1 s by default: read,
-then sleep, so the real period is a bit longer than the nominal one, exactly as in the official loop),
-from `start()` (before the run) until `stop()` (after it). Each poll records:
-  - a timestamp (time.time(), seconds),
+A child process polls, then sleeps `interval` seconds (0.1 s by default: read, then sleep, so the real
+period is the nominal one plus the time the reads take), from `start()` (before the run) until
+`stop()` (after it). Two timings (docs/efficiency.md compares them sample by sample):
+
+  lean      (ours) one memory read, psutil.cpu_times(), psutil.virtual_memory(), then wait `interval`.
+  official  what the official loop does per sample: the GPU query of pynvml's smi wrapper
+            (`DeviceQuery("memory.free, memory.total")`: device count, then PCI info and memory info
+            of EVERY GPU), the CPU split with its `+ 0.1` in the denominator, used RAM, three appends
+            to multiprocessing.Manager lists (one round trip each to the manager process), then
+            time.sleep(interval). Its period is longer, so its plain-sum AUC is the smaller one: the
+            number to compare with what the organisers will compute.
+
+Each poll records, in both modes:
+  - a timestamp (time.time(), seconds, taken at the start of the poll),
   - memory in MiB from the source,
-  - system-wide CPU split [user %, system %, idle %] since the previous poll and used RAM (MiB), as
-    the official JSON's `cpu_list` and `RAM_list` ("for debug purpose").
+  - the CPU split [user %, system %, idle %] since the previous poll (`cpu_list`) and used RAM (MiB,
+    `RAM_list`), system-wide, as the official JSON. lean: exact shares of user + system + idle;
+    official: 100 * delta / (sum of deltas + 0.1), the official formula (shares then sum to less
+    than 100, by a lot on few cores).
 
 Memory sources:
   nvml            whole-device used framebuffer memory of GPU `index` via nvidia-ml-py (pynvml):
-                  int(total / 2**20) - int(free / 2**20) MiB, the number nvidia-smi shows and the
-                  organisers record (they read total - free through pynvml's smi wrapper).
+                  used / 2**20 MiB (a float). The official wrapper returns total / 2**20 and
+                  free = total / 2**20 - used / 2**20, and the loop records total - free: the same
+                  number.
   rss-tree        CPU fallback, direct mode: resident memory (RSS) of the run's process and all its
                   descendants, summed (MiB). 0 before the process is attached and after it ends.
   container-rss   CPU fallback, docker mode: RSS of the container's process tree, found through
                   `docker inspect` (only where the engine's processes are visible from here).
   container-stats CPU fallback, docker mode, where they are not: `docker stats` memory usage (slow:
                   each read takes about a second, so the samples are sparse).
+In official mode with a CPU source the GPU query is skipped (there is no GPU): the CPU, RAM and
+Manager parts of the official loop are still made.
 
 When no NVIDIA driver is present, `resolve_source("auto", ...)` says so and falls back to the CPU
 source, so every part of the harness runs and is tested without a GPU.
@@ -32,9 +47,13 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
+SAMPLER_MODES = ("lean", "official")
+# Denominator offset of the official CPU split (seconds of CPU time added to the sum of the deltas).
+OFFICIAL_CPU_OFFSET_S = 0.1
 
 
 class SamplerError(RuntimeError):
@@ -134,12 +153,31 @@ class _NvmlSource:
         self._h = pynvml.nvmlDeviceGetHandleByIndex(index)
 
     def read(self) -> float:
-        info = self._nv.nvmlDeviceGetMemoryInfo(self._h)
-        # MiB truncated separately, as pynvml.smi reports fb_memory_usage total and free.
-        return float(int(info.total / MIB) - int(info.free / MIB))
+        # The official number: pynvml.smi's fb_memory_usage total - free, i.e. used / 2**20 (float MiB).
+        return self._nv.nvmlDeviceGetMemoryInfo(self._h).used / MIB
 
     def close(self) -> None:
         self._nv.nvmlShutdown()
+
+
+class _NvmlAllGpusSource(_NvmlSource):
+    """Official timing: per read, the NVML calls pynvml.smi's DeviceQuery("memory.free, memory.total")
+    makes (device count; PCI info and memory info of every GPU), keeping GPU `index`'s used memory."""
+    name = "nvml"
+
+    def __init__(self, index: int):
+        super().__init__(index)
+        self._index = index
+        self._handles = [self._nv.nvmlDeviceGetHandleByIndex(i) for i in range(self._nv.nvmlDeviceGetCount())]
+
+    def read(self) -> float:
+        used = 0.0
+        for i in range(self._nv.nvmlDeviceGetCount()):
+            self._nv.nvmlDeviceGetPciInfo(self._handles[i])
+            info = self._nv.nvmlDeviceGetMemoryInfo(self._handles[i])
+            if i == self._index:
+                used = info.used / MIB
+        return used
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -237,9 +275,9 @@ class _ContainerSource:
         pass
 
 
-def _make_source(spec: SourceSpec, pid_value):
+def _make_source(spec: SourceSpec, pid_value, mode: str = "lean"):
     if spec.kind == "nvml":
-        return _NvmlSource(spec.gpu_index)
+        return _NvmlAllGpusSource(spec.gpu_index) if mode == "official" else _NvmlSource(spec.gpu_index)
     if spec.kind == "rss-tree":
         return _TreeSource(pid_value)
     if spec.kind == "container":
@@ -250,7 +288,7 @@ def _make_source(spec: SourceSpec, pid_value):
 # ------------------------------------------------------------------------------------ sampler process
 
 def _cpu_split(before, now) -> list[float]:
-    # Shares of user + system + idle only, as the official cpu_list (other states are not counted).
+    # lean: shares of user + system + idle only, as the official cpu_list (other states are not counted).
     du, ds, di = now.user - before.user, now.system - before.system, now.idle - before.idle
     total = du + ds + di
     if total <= 0:
@@ -258,11 +296,53 @@ def _cpu_split(before, now) -> list[float]:
     return [100.0 * du / total, 100.0 * ds / total, 100.0 * di / total]
 
 
-def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_queue) -> None:
-    """Body of the sampler process: poll until stop_event, then send everything back in one message."""
+def official_cpu_split(before, now) -> list[float]:
+    """The official loop's split: 100 * delta / (sum of the user, system, idle deltas + 0.1 s)."""
+    d = [now.user - before.user, now.system - before.system, now.idle - before.idle]
+    total = sum(d) + OFFICIAL_CPU_OFFSET_S
+    return [100.0 * x / total for x in d]
+
+
+def _poll_loop(source, interval: float, stop_event, mode: str, ts, mem, cpu, ram, shared=None) -> None:
+    """Append one sample per poll to ts/mem/cpu/ram until stop_event is set. `shared` (official mode):
+    three Manager list proxies, owned by the parent as in the official script."""
     import psutil
+    cpu_before = psutil.cpu_times()
+    if mode == "official":
+        while not stop_event.is_set():
+            t = time.time()
+            m = source.read()
+            now = psutil.cpu_times()
+            c = official_cpu_split(cpu_before, now)
+            cpu_before = now
+            r = psutil.virtual_memory().used / MIB
+            # Every append is a round trip to the manager process: part of the official period.
+            shared[0].append(m)
+            shared[1].append(r)
+            shared[2].append(c)
+            ts.append(t)
+            mem.append(m)
+            cpu.append(c)
+            ram.append(r)
+            time.sleep(interval)  # a plain sleep, as the official loop (stop is seen after it)
+        return
+    while not stop_event.is_set():
+        t = time.time()
+        m = source.read()
+        now = psutil.cpu_times()
+        cpu.append(_cpu_split(cpu_before, now))
+        cpu_before = now
+        ram.append(psutil.virtual_memory().used / MIB)
+        ts.append(t)
+        mem.append(m)
+        stop_event.wait(interval)
+
+
+def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_queue,
+                  mode: str = "lean", shared=None) -> None:
+    """Body of the sampler process: poll until stop_event, then send everything back in one message."""
     try:
-        source = _make_source(spec, pid_value)
+        source = _make_source(spec, pid_value, mode)
     except Exception as e:  # noqa: BLE001 -- any failure goes back to the parent as a message
         out_queue.put({"error": f"{type(e).__name__}: {e}"})
         return
@@ -271,19 +351,9 @@ def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_
     mem: list[float] = []
     cpu: list[list[float]] = []
     ram: list[float] = []
-    cpu_before = psutil.cpu_times()
     err = ""
     try:
-        while not stop_event.is_set():
-            t = time.time()
-            m = source.read()
-            now = psutil.cpu_times()
-            cpu.append(_cpu_split(cpu_before, now))
-            cpu_before = now
-            ram.append(psutil.virtual_memory().used / MIB)
-            ts.append(t)
-            mem.append(m)
-            stop_event.wait(interval)
+        _poll_loop(source, interval, stop_event, mode, ts, mem, cpu, ram, shared)
     except Exception as e:  # noqa: BLE001 -- keep the samples taken so far, report the error
         err = f"{type(e).__name__}: {e}"
     finally:
@@ -295,23 +365,35 @@ def _sampler_main(spec: SourceSpec, interval: float, pid_value, stop_event, out_
 class Sampler:
     """Start before the run, `attach(pid)` once it is started (rss-tree source), `stop()` after it.
 
-    stop() returns {timestamps (s, time.time()), memory (MiB), cpu, ram, source, device, interval}.
+    mode: lean | official (module docstring). stop() returns {timestamps (s, time.time()), memory (MiB),
+    cpu, ram, source, device, interval, sampler}.
     """
 
-    def __init__(self, spec: SourceSpec, interval: float = 0.1):
+    def __init__(self, spec: SourceSpec, interval: float = 0.1, mode: str = "lean"):
         if interval <= 0:
             raise ValueError(f"interval must be > 0 s, got {interval}")
+        if mode not in SAMPLER_MODES:
+            raise ValueError(f"sampler mode must be one of {', '.join(SAMPLER_MODES)}, got {mode!r}")
         self.spec = spec
         self.interval = interval
+        self.mode = mode
         self._ctx = mp.get_context("spawn")  # no fork of a parent that may hold CUDA or threads
         self._pid = self._ctx.Value("i", 0)
         self._stop = self._ctx.Event()
         self._q = self._ctx.Queue()
         self._proc = None
+        self._manager = None
+        self._shared = None
 
     def start(self, timeout: float = 60.0) -> Sampler:
+        shared = None
+        if self.mode == "official":
+            self._manager = self._ctx.Manager()  # the official script's Manager, in the parent as there
+            # Held here: the manager drops a list as soon as the parent's last proxy to it is gone.
+            self._shared = shared = [self._manager.list() for _ in range(3)]
         self._proc = self._ctx.Process(target=_sampler_main, name="memory-sampler", daemon=True,
-                                       args=(self.spec, self.interval, self._pid, self._stop, self._q))
+                                       args=(self.spec, self.interval, self._pid, self._stop, self._q,
+                                             self.mode, shared))
         self._proc.start()
         try:
             msg = self._q.get(timeout=timeout)
@@ -320,7 +402,8 @@ class Sampler:
             raise SamplerError(f"the sampler process did not start within {timeout:.0f} s") from None
         if "error" in msg:
             self._proc.join(5)
-            raise SamplerError(f"the {self.spec.kind} sampler could not start: {msg['error']}")
+            self._shutdown_manager()
+            raise SamplerError(f"the {self.spec.kind} sampler ({self.mode}) could not start: {msg['error']}")
         return self
 
     def attach(self, pid: int) -> None:
@@ -338,16 +421,24 @@ class Sampler:
             raise SamplerError("the sampler process returned no samples") from None
         self._proc.join(10)
         self._proc = None
+        self._shutdown_manager()
         if res.get("error"):
             print(f"[sampler] warning: sampling ended early: {res['error']}", file=sys.stderr)
-        res.update(device=self.spec.device, interval=self.interval)
+        res.update(device=self.spec.device, interval=self.interval, sampler=self.mode)
         return res
+
+    def _shutdown_manager(self) -> None:
+        if self._manager is not None:
+            self._shared = None
+            self._manager.shutdown()
+            self._manager = None
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
             self._proc.join(5)
         self._proc = None
+        self._shutdown_manager()
 
     def __enter__(self) -> Sampler:
         return self.start()
@@ -356,3 +447,33 @@ class Sampler:
         if self._proc is not None:
             self._stop.set()
             self._kill()
+
+
+class SamplerSet:
+    """Several samplers (one process per mode) over the same run, started and stopped together, so that
+    one run yields a trace for each timing. stop() returns {mode: Sampler.stop() result}."""
+
+    def __init__(self, spec: SourceSpec, interval: float = 0.1, modes: Sequence[str] = ("official", "lean")):
+        if not modes or len(set(modes)) != len(modes):
+            raise ValueError(f"sampler modes must be distinct and at least one, got {list(modes)}")
+        self.samplers = [Sampler(spec, interval, m) for m in modes]
+
+    def start(self, timeout: float = 60.0) -> SamplerSet:
+        started = []
+        try:
+            for s in self.samplers:
+                started.append(s.start(timeout))
+        except SamplerError:
+            for s in started:
+                s.__exit__(None, None, None)
+            raise
+        return self
+
+    def attach(self, pid: int) -> None:
+        for s in self.samplers:
+            s.attach(pid)
+
+    def stop(self, timeout: float = 60.0) -> dict[str, dict]:
+        for s in self.samplers:       # all stop together, then each hands back its samples
+            s._stop.set()
+        return {s.mode: s.stop(timeout) for s in self.samplers}

@@ -4,7 +4,9 @@ Input: one JSON per case as written by benchmarks.sampler / benchmarks.harness (
 resource_eval.py: the keys `gpu_memory` (MiB samples, one per poll) and `time` (s) are all that the
 official numbers need).
 
-Official numbers (FLARE.md section 3), per case:
+Official numbers (the organisers' load_json.py; docs/efficiency.md), per case:
+    Name         = the JSON file's name up to its first dot + ".nii.gz"   (amos_0540.json -> amos_0540.nii.gz,
+                                                                   the name the accuracy scorer writes)
     Time         = round(time, 2)                                  seconds
     MaxGPU_Mem   = round(max(samples))                             MiB
     AUC_GPU_Time = round(sum(samples) * 0.1)                       MiB*s, a plain sum times the
@@ -17,6 +19,12 @@ Beside them (not official): the tolerance-adjusted values used at ranking time
     AUC_GPU_tol  = sum(max(0, m - T_gpu)) * 0.1                    (T_gpu = 4096 MiB for Task 3)
 and the trapezoid integral of the samples over their real timestamps (the real poll period is a bit
 longer than 0.1 s, so the official AUC under-counts; this column says by how much).
+
+Sampler timings (benchmarks.sampler): the official keys hold the trace of the JSON's `sampler`
+(`lean` when absent: files written before the official timing existed); a JSON may hold the other
+timing's trace of the same run under `traces`. Each timing gets its own MaxGPU_Mem_<mode>,
+AUC_GPU_Time_<mode> and Period_<mode>_s columns ('' when the run did not record it).
+CSV rows written before Name carried the ending (`amos_0540`) still match: `case_id()` accepts both.
 """
 from __future__ import annotations
 
@@ -35,10 +43,23 @@ NOMINAL_INTERVAL_S = 0.1
 TIME_TOLERANCE_S = 15.0      # FLARE 2024 Task 3 (method paper)
 GPU_TOLERANCE_MIB = 4096.0   # FLARE 2024 Task 3 (method paper): 4 GB
 
+NAME_SUFFIX = ".nii.gz"      # load_json.py appends it to the JSON's stem
+SAMPLER_TIMINGS = ("official", "lean")
 OFFICIAL_COLUMNS = ["Name", "Time", "MaxGPU_Mem", "AUC_GPU_Time", "MaxCPU_Utilization", "AUC_CPU_Time",
                     "MaxRAM", "AUC_RAM_Time"]
-EXTRA_COLUMNS = ["Time_tol", "AUC_GPU_Time_tol", "AUC_GPU_Time_trapz", "Samples", "Mean_period_s",
+EXTRA_COLUMNS = ["Time_tol", "AUC_GPU_Time_tol", "AUC_GPU_Time_trapz", "Samples", "Mean_period_s", "Sampler",
+                 *[c for m in SAMPLER_TIMINGS for c in (f"MaxGPU_Mem_{m}", f"AUC_GPU_Time_{m}", f"Period_{m}_s")],
                  "Memory_source", "Device", "Output", "Image_size"]
+
+
+def official_name(json_path: str | os.PathLike) -> str:
+    """load_json.py's Name for a case JSON: the file name up to its first dot, plus '.nii.gz'."""
+    return Path(json_path).name.split(".")[0] + NAME_SUFFIX
+
+
+def case_id(name: str) -> str:
+    """Case id from a Name, with or without the ending ('amos_0540.nii.gz' and 'amos_0540' -> 'amos_0540')."""
+    return name[: -len(NAME_SUFFIX)] if name.endswith(NAME_SUFFIX) else name
 
 
 @dataclass
@@ -55,6 +76,8 @@ class CaseTrace:
     output: str = ""                            # ok | missing | geometry mismatch: ... ('' = unknown)
     image_size: str = ""
     run_start_s: float | None = None            # on the timestamps' clock
+    sampler: str = "lean"                       # timing of the trace above (benchmarks.sampler)
+    other_traces: dict = field(default_factory=dict)  # {timing: {"gpu_memory": [...], "timestamps": [...]}}
     meta: dict = field(default_factory=dict)
 
 
@@ -98,7 +121,8 @@ def trapezoid_auc(timestamps_s: Sequence[float], samples: Sequence[float]) -> fl
 
 
 def load_case(path: str | os.PathLike) -> CaseTrace:
-    """Read one case JSON (ours or the official harness's). The name is the file name up to the first dot."""
+    """Read one case JSON (ours or the official harness's). `name` is the case id: the file name up to the
+    first dot (the row's Name adds '.nii.gz', as load_json.py does)."""
     path = Path(path)
     try:
         js = json.loads(path.read_text())
@@ -118,7 +142,10 @@ def load_case(path: str | os.PathLike) -> CaseTrace:
         output=js.get("output", ""),
         image_size=js.get("image_size", ""),
         run_start_s=js.get("run_start"),
-        meta={k: v for k, v in js.items() if k not in {"gpu_memory", "timestamps", "cpu_list", "RAM_list"}},
+        sampler=js.get("sampler", "lean"),  # every JSON written before `sampler` existed was lean-timed
+        other_traces=js.get("traces", {}),
+        meta={k: v for k, v in js.items()
+              if k not in {"gpu_memory", "timestamps", "cpu_list", "RAM_list", "traces"}},
     )
 
 
@@ -129,7 +156,7 @@ def summarise(trace: CaseTrace, interval_s: float = NOMINAL_INTERVAL_S,
     mem = trace.memory_mib
     # load_json.py: a JSON without 'time' gets time = interval * number of samples.
     time_s = trace.time_s if trace.time_s is not None else interval_s * len(mem)
-    row: dict = {"Name": trace.name, "Time": official_time(time_s),
+    row: dict = {"Name": case_id(trace.name) + NAME_SUFFIX, "Time": official_time(time_s),
                  "MaxGPU_Mem": official_max(mem), "AUC_GPU_Time": official_auc(mem, interval_s)}
     if trace.cpu_list:
         used = [100.0 - c[2] for c in trace.cpu_list]
@@ -147,12 +174,49 @@ def summarise(trace: CaseTrace, interval_s: float = NOMINAL_INTERVAL_S,
     ts = trace.timestamps_s
     row["AUC_GPU_Time_trapz"] = round(trapezoid_auc(ts, mem), 1) if ts else ""
     row["Samples"] = len(mem)
-    row["Mean_period_s"] = round(float(np.mean(np.diff(ts))), 4) if ts and len(ts) > 1 else ""
+    row["Mean_period_s"] = _mean_period(ts)
+    row["Sampler"] = trace.sampler
+    by_timing = {trace.sampler: (mem, ts)}
+    for timing, tr in trace.other_traces.items():
+        by_timing.setdefault(timing, (tr.get("gpu_memory") or [], tr.get("timestamps")))
+    for timing in SAMPLER_TIMINGS:
+        m, t = by_timing.get(timing, ([], None))
+        row[f"MaxGPU_Mem_{timing}"] = official_max(m) if m else ""
+        row[f"AUC_GPU_Time_{timing}"] = official_auc(m, interval_s) if m else ""
+        row[f"Period_{timing}_s"] = _mean_period(t)
     row["Memory_source"] = trace.source
     row["Device"] = trace.device
     row["Output"] = trace.output
     row["Image_size"] = trace.image_size
     return row
+
+
+def _mean_period(ts) -> float | str:
+    """Mean time between polls (s, 4 decimals), '' without at least two timestamps."""
+    return round(float(np.mean(np.diff(ts))), 4) if ts and len(ts) > 1 else ""
+
+
+def read_efficiency_csv(path: str | os.PathLike) -> dict[str, dict]:
+    """{case id: row} from an efficiency CSV: ours (any age: Name with or without '.nii.gz') or the
+    organisers'. Numbers become floats; text stays text."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read efficiency CSV ({e})") from None
+    if rows and "Name" not in rows[0]:
+        raise ValueError(f"{path}: no 'Name' column; is this an efficiency CSV?")
+    out = {}
+    for r in rows:
+        conv = {}
+        for k, v in r.items():
+            try:
+                conv[k] = float(v) if k != "Name" and v != "" else v
+            except ValueError:
+                conv[k] = v
+        out[case_id(r["Name"])] = conv
+    return out
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -204,25 +268,37 @@ def markdown_table(rows: Sequence[dict], title: str = "", device: str = "",
     if not gpu:
         lines += [(f"Memory is the CPU fallback ({', '.join(s for s in sources if s)}: resident memory, "
                   "not GPU memory), summed like the official GPU numbers."), ""]
-    lines += [f"| Case | Image size | Running time (s) | Max {what} (MB) | Total {what} (MB·s) |",
-              "|---|---|---:|---:|---:|"]
+    lines += [f"| Case | Image size | Running time (s) | Max {what} (MB) | Total {what} (MB·s), "
+              f"official-timed sampler | Total {what} (MB·s), lean sampler |",
+              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         flag = "" if r.get("Output") in ("", "ok") else f" ({r['Output']})"
         lines.append(f"| {r['Name']}{flag} | {r.get('Image_size', '')} | {_fmt(r['Time'], 2)} | "
-                     f"{_fmt(r['MaxGPU_Mem'], 0)} | {_fmt(r['AUC_GPU_Time'], 0)} |")
+                     f"{_fmt(r['MaxGPU_Mem'], 0)} | {_fmt(r.get('AUC_GPU_Time_official'), 0)} | "
+                     f"{_fmt(r.get('AUC_GPU_Time_lean'), 0)} |")
     lines.append(f"| **mean** | | {_fmt(_mean(r['Time'] for r in rows), 2)} | "
                  f"{_fmt(_mean(r['MaxGPU_Mem'] for r in rows), 0)} | "
-                 f"{_fmt(_mean(r['AUC_GPU_Time'] for r in rows), 0)} |")
+                 f"{_fmt(_mean(r.get('AUC_GPU_Time_official') for r in rows), 0)} | "
+                 f"{_fmt(_mean(r.get('AUC_GPU_Time_lean') for r in rows), 0)} |")
+    timings = sorted({r.get("Sampler", "lean") for r in rows})
+    lines += ["", (f"Max and the CSV's AUC_GPU_Time come from the {'/'.join(timings)} sampler's trace. "
+                   "Official-timed: the organisers' per-sample queries then sleep 0.1 s, so its plain sum "
+                   "x 0.1 estimates what they will compute; lean: our loop, denser, the better picture of "
+                   "the curve (docs/efficiency.md). '-': not recorded in this run.")]
     lines += ["", (f"Tolerance-adjusted (time - {time_tolerance_s:g} s, memory - {gpu_tolerance_mib:g} MB per "
               f"sample, floored at 0) and the trapezoid over real timestamps:"), "",
-              "| Case | Time - tol. (s) | Total - tol. (MB·s) | Total, trapezoid (MB·s) | Samples | Mean period (s) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              ("| Case | Time - tol. (s) | Total - tol. (MB·s) | Total, trapezoid (MB·s) | Samples | "
+               "Period, official-timed (s) | Period, lean (s) |"),
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['Name']} | {_fmt(r['Time_tol'], 2)} | {_fmt(r['AUC_GPU_Time_tol'], 0)} | "
-                     f"{_fmt(r['AUC_GPU_Time_trapz'], 0)} | {r['Samples']} | {_fmt(r['Mean_period_s'], 3)} |")
+                     f"{_fmt(r['AUC_GPU_Time_trapz'], 0)} | {r['Samples']} | "
+                     f"{_fmt(r.get('Period_official_s'), 4)} | {_fmt(r.get('Period_lean_s'), 4)} |")
     lines.append(f"| **mean** | {_fmt(_mean(r['Time_tol'] for r in rows), 2)} | "
                  f"{_fmt(_mean(r['AUC_GPU_Time_tol'] for r in rows), 0)} | "
-                 f"{_fmt(_mean(r['AUC_GPU_Time_trapz'] for r in rows), 0)} | | |")
+                 f"{_fmt(_mean(r['AUC_GPU_Time_trapz'] for r in rows), 0)} | | "
+                 f"{_fmt(_mean(r.get('Period_official_s') for r in rows), 4)} | "
+                 f"{_fmt(_mean(r.get('Period_lean_s') for r in rows), 4)} |")
     return "\n".join(lines) + "\n"
 
 

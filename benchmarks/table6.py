@@ -5,7 +5,7 @@
     python -m benchmarks.table6 --device cpu --cases amos_0540   # CPU: a subset (the paper model is slow)
 
 One command: writes MRI-like volumes with the paper's eight image sizes (benchmarks.volumes; spacings
-by FLARE.md section 6's assumption), a model folder with the paper's final architecture (random
+by the assumption in benchmarks/README.md), a model folder with the paper's final architecture (random
 weights; refuses to run unless it has exactly 30,713,158 parameters), then runs the organiser-style
 harness (benchmarks.harness, direct mode: no Docker, so container start-up is not included) for
   ours      python -m inference ... --device DEV           (the model's plans: torch resampling)
@@ -34,9 +34,10 @@ from .compare_nnunet import (
     nnunet_command,
     with_default_resampling,
 )
-from .harness import find_cases, run_harness
+from .harness import SAMPLER_CHOICES, find_cases, run_harness
 from .model_folder import PAPER, model_parameter_count, write_preset
 from .sampler import nvml_probe, resolve_source
+from .summary import SAMPLER_TIMINGS, case_id, summarise_folder
 from .volumes import PAPER_MEAN, TABLE6, write_table6_cases
 
 CPU_DEFAULT_CASES = ("amos_0540",)
@@ -59,13 +60,17 @@ def paper_model(path: Path, log=print) -> Path:
 
 
 def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> str:
-    """Markdown: the paper's numbers beside ours and nnU-Net's per case, means last."""
+    """Markdown: the paper's numbers beside ours and nnU-Net's per case, means last. `rows`: {run: {case
+    id or Name: summary row}}. Totals come per sampler timing (official-timed, lean), '-' where a run
+    did not record that timing."""
+    rows = {run: {case_id(k): r for k, r in rr.items()} for run, rr in rows.items()}
     runs = list(rows)
     gpu = all(r.get("Memory_source") == "nvml" for rr in rows.values() for r in rr.values())
     mem = "GPU" if gpu else "mem."
     head = ["Case", "Size (x, y, z)", "Paper time (s)"] + [f"{r} time (s)" for r in runs] + \
            ["Paper max GPU (MB)"] + [f"{r} max {mem} (MB)" for r in runs] + \
-           ["Paper total GPU (MB·s)"] + [f"{r} total {mem} (MB·s)" for r in runs]
+           ["Paper total GPU (MB·s)"] + [f"{r} total {mem} (MB·s), {t}{'-timed' if t == 'official' else ''}"
+                                         for r in runs for t in SAMPLER_TIMINGS]
     lines = [f"### Table 6 reproduction ({device})", "", note, "",
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     cases = [c for c in TABLE6 if any(c in rows[r] for r in runs)]
@@ -87,7 +92,7 @@ def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> 
         sums.setdefault("paper/a", []).append(pa)
         line = [c, ", ".join(map(str, size)), f"{pt:.1f}"] + [cell(r, c, "Time", 2) for r in runs] + \
                [f"{pm:,}"] + [cell(r, c, "MaxGPU_Mem", 0) for r in runs] + \
-               [f"{pa:,}"] + [cell(r, c, "AUC_GPU_Time", 0) for r in runs]
+               [f"{pa:,}"] + [cell(r, c, f"AUC_GPU_Time_{t}", 0) for r in runs for t in SAMPLER_TIMINGS]
         lines.append("| " + " | ".join(line) + " |")
 
     def mean(key, nd):
@@ -96,9 +101,11 @@ def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> 
     lines.append("| " + " | ".join(
         ["**mean of these cases**", "", mean("paper/t", 1)] + [mean(f"{r}/Time", 2) for r in runs] +
         [mean("paper/m", 0)] + [mean(f"{r}/MaxGPU_Mem", 0) for r in runs] +
-        [mean("paper/a", 0)] + [mean(f"{r}/AUC_GPU_Time", 0) for r in runs]) + " |")
+        [mean("paper/a", 0)] + [mean(f"{r}/AUC_GPU_Time_{t}", 0) for r in runs for t in SAMPLER_TIMINGS]) + " |")
     lines += ["", (f"Paper (RTX 3090, all 110 validation cases): mean {PAPER_MEAN[0]:.0f} s, "
-                  f"{PAPER_MEAN[2]:,} MB·s. `*`: output missing or with a wrong geometry.")]
+                  f"{PAPER_MEAN[2]:,} MB·s. `*`: output missing or with a wrong geometry. Totals: "
+                  "official-timed = the organisers' per-sample queries then sleep 0.1 s (estimates their "
+                  "AUC_GPU_Time); lean = our denser loop; '-' = not recorded in that run.")]
     return "\n".join(lines) + "\n"
 
 
@@ -115,8 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-ours", action="store_true", help="only nnU-Net")
     p.add_argument("--nnunet-tta", action="store_true", help="nnU-Net with its default test-time mirroring")
     p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--sampler", choices=list(SAMPLER_CHOICES), default="both",
+                   help="sampler timing(s), as benchmarks.harness --sampler")
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "table6", help="volumes and model (cached)")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--resummarise", action="store_true",
+                   help="run nothing: rebuild every CSV/table and table6.md from the per-case JSONs already "
+                        "in the output folder (same --device/--emulate-rtx3090/--nnunet-tta as the run)")
     a = p.parse_args(argv)
 
     gpu_desc, why = nvml_probe(a.gpu)
@@ -134,6 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                               if a.emulate_rtx3090 and device == "cuda" else "")
     out = a.out_dir / f"table6_{slug(spec.device)}{'_rtx3090cap' if a.emulate_rtx3090 else ''}"
     print(f"Table 6 on {dev_name}: cases {' '.join(cases)} -> {out}")
+    labels = ([] if a.skip_ours else ["ours"]) + ([] if a.skip_nnunet else ["nnU-Net"])
+    if a.resummarise:
+        rows = {}
+        for label in labels:
+            res_dir = out / slug(label)
+            rr, *_ = summarise_folder(res_dir, res_dir / slug(label), f"{label} on {dev_name}", spec.device,
+                                      interval_s=a.interval)
+            rows[label] = {case_id(r["Name"]): r for r in rr}
+        write_table(out, rows, dev_name, a.nnunet_tta, device)
+        return 0
 
     write_table6_cases(a.work / "inputs", cases)
     model = paper_model((a.work / "model_paper").resolve())
@@ -161,13 +183,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, builder in runs:
         res_dir = out / slug(label)
         _, rr, _ = run_harness(selected, builder, res_dir, spec, slug(label), a.interval, env=env,
-                               title=f"{label} on {dev_name}", keep_outputs=False)
-        rows[label] = {r["Name"]: r for r in rr}
+                               title=f"{label} on {dev_name}", keep_outputs=False,
+                               samplers=SAMPLER_CHOICES[a.sampler])
+        rows[label] = {case_id(r["Name"]): r for r in rr}
+    write_table(out, rows, dev_name, a.nnunet_tta, device)
+    return 0
+
+
+def write_table(out: Path, rows: dict[str, dict[str, dict]], dev_name: str, nnunet_tta: bool, device: str) -> None:
+    """table6.md in `out` (atomically), with the note describing the run; also printed."""
     note = ("Harness: benchmarks.harness in direct mode (no Docker: container start-up not included), "
-            "memory sampled every 0.1 s, numbers computed as the official load_json.py. Model: the paper's "
+            "memory sampled every 0.1 s (sampler timings: see the totals), numbers computed as the official "
+            "load_json.py. Model: the paper's "
             "PlainConvUNet (30,713,158 parameters, random weights); nnU-Net ran "
-            f"{'with' if a.nnunet_tta else 'without'} test-time mirroring, default (skimage) resampling. "
-            "Volumes: MRI-like, the paper's sizes, spacings assumed (FLARE.md section 6).")
+            f"{'with' if nnunet_tta else 'without'} test-time mirroring, default (skimage) resampling. "
+            "Volumes: MRI-like, the paper's sizes, spacings assumed (benchmarks/README.md, Table 6 volumes).")
     if device == "cpu":
         note += (" CPU run: only the cases listed (the paper's network takes about 14 s per patch on a "
                  "2-core CPU); memory columns are resident memory of the process tree, not GPU memory.")
@@ -180,7 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.replace(tmp, out / "table6.md")
     print(text)
     print(f"wrote {out / 'table6.md'}")
-    return 0
 
 
 if __name__ == "__main__":

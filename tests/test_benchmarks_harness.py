@@ -73,10 +73,10 @@ def test_direct_mode_end_to_end(tmp_path):
     rows = list(csv.DictReader((res / "fake_Efficiency.csv").read_text().splitlines()))
     assert list(rows[0])[:8] == OFFICIAL_COLUMNS
     by = {r["Name"]: r for r in rows}
-    assert set(by) == {"good", "shrunk", "absent"}
-    assert by["good"]["Output"] == "ok"
-    assert by["absent"]["Output"] == "missing"
-    assert by["shrunk"]["Output"].startswith("geometry mismatch: size (23, 20, 8) != (24, 20, 8)")
+    assert set(by) == {"good.nii.gz", "shrunk.nii.gz", "absent.nii.gz"}  # load_json.py's Name
+    assert by["good.nii.gz"]["Output"] == "ok"
+    assert by["absent.nii.gz"]["Output"] == "missing"
+    assert by["shrunk.nii.gz"]["Output"].startswith("geometry mismatch: size (23, 20, 8) != (24, 20, 8)")
     for r in rows:
         assert r["Memory_source"] == "rss-tree" and r["Device"].startswith("CPU: ")
         assert 40 < float(r["MaxGPU_Mem"]) < 1000  # the 40 MiB it holds plus an interpreter
@@ -91,7 +91,7 @@ def test_direct_mode_end_to_end(tmp_path):
     assert (res / "outputs" / "good.nii.gz").is_file() and not (res / "outputs" / "absent.nii.gz").exists()
     assert (res / "fake_memory.png").stat().st_size > 1000
     md = (res / "fake_table.md").read_text()
-    assert "| absent (missing) | 24, 20, 8 |" in md
+    assert "| absent.nii.gz (missing) | 24, 20, 8 |" in md
     assert not (res / "work").exists()
 
 
@@ -201,7 +201,7 @@ def test_docker_mode_end_to_end(tmp_path):
         rc = main(["-i", str(inp), "-o", str(res), "--docker", tag, "--memory", "auto"])
         assert rc == 0
         rows = {r["Name"]: r for r in csv.DictReader((res / f"{tag}_Efficiency.csv").read_text().splitlines())}
-        assert set(rows) == {"amos_0001", "amos_0002"}
+        assert set(rows) == {"amos_0001.nii.gz", "amos_0002.nii.gz"}
         assert all(r["Output"] == "ok" for r in rows.values())
         js = json.loads((res / "amos_0001.json").read_text())
         assert js["command"].startswith("docker container run --shm-size=28gb -m 28G")

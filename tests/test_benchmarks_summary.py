@@ -71,10 +71,25 @@ def test_summarise_row():
                    cpu_list=[[10, 5, 85], [50, 10, 40]], ram_mib=[1000.0, 1500.5],
                    source="nvml", device="GPU X", output="ok", image_size="320, 290, 72")
     r = summarise(tr)
-    assert [r[c] for c in OFFICIAL_COLUMNS] == ["amos_0507", 16.5, 5000.0, 1329.0, 60.0, 7.5, 1500.5, 250.0]
+    assert [r[c] for c in OFFICIAL_COLUMNS] == ["amos_0507.nii.gz", 16.5, 5000.0, 1329.0, 60.0, 7.5, 1500.5, 250.0]
     assert r["Time_tol"] == 1.5 and r["AUC_GPU_Time_tol"] == pytest.approx(90.6, abs=0.05)
     assert r["AUC_GPU_Time_trapz"] == pytest.approx(1654.2, abs=0.05)
     assert r["Samples"] == 5 and r["Mean_period_s"] == 0.125
+    # a trace without a `sampler` was lean-timed; the official-timed columns stay empty
+    assert r["Sampler"] == "lean" and r["AUC_GPU_Time_lean"] == 1329.0 and r["Period_lean_s"] == 0.125
+    assert r["AUC_GPU_Time_official"] == r["MaxGPU_Mem_official"] == r["Period_official_s"] == ""
+
+
+def test_summarise_row_with_both_sampler_timings():
+    # official keys from the official-timed sampler, the lean trace of the same run beside it
+    tr = CaseTrace("amos_0507", 16.5, SAMPLES, STAMPS, sampler="official",
+                   other_traces={"lean": {"gpu_memory": [100.0, 5000.0, 5001.0, 4096.0, 4097.5, 0.0],
+                                          "timestamps": [0.0, 0.08, 0.16, 0.24, 0.32, 0.40]}})
+    r = summarise(tr)
+    assert r["Sampler"] == "official" and r["AUC_GPU_Time"] == r["AUC_GPU_Time_official"] == 1329.0
+    assert r["MaxGPU_Mem_official"] == 5000.0 and r["Period_official_s"] == 0.125
+    # 18294.5 * 0.1 = 1829.45 -> 1829
+    assert r["AUC_GPU_Time_lean"] == 1829.0 and r["MaxGPU_Mem_lean"] == 5001.0 and r["Period_lean_s"] == 0.08
 
 
 def test_missing_time_uses_interval_times_samples():
@@ -89,16 +104,16 @@ def test_reads_an_official_json_and_writes_csv_and_table(tmp_path):
         {"gpu_memory": [10.0, 15.0], "time": 3.004, "timestamps": [0.0, 0.1], "memory_source": "rss-tree",
          "device": "CPU: test", "output": "missing", "image_size": "1, 2, 3"}))
     rows, csv_path, png, md = summarise_folder(tmp_path, tmp_path / "team", title="T")
-    assert [r["Name"] for r in rows] == ["amos_0507", "amos_0540"]  # sorted like load_json.py
+    assert [r["Name"] for r in rows] == ["amos_0507.nii.gz", "amos_0540.nii.gz"]  # sorted, as load_json.py
     with open(csv_path) as f:
         got = list(csv.reader(f))
     assert got[0][:8] == OFFICIAL_COLUMNS
-    assert got[1][:4] == ["amos_0507", "3.0", "15.0", "2.0"]
-    assert got[2][:4] == ["amos_0540", "16.5", "5000.0", "1329.0"]
+    assert got[1][:4] == ["amos_0507.nii.gz", "3.0", "15.0", "2.0"]
+    assert got[2][:4] == ["amos_0540.nii.gz", "16.5", "5000.0", "1329.0"]
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     text = md.read_text()
-    assert "| amos_0507 (missing) | 1, 2, 3 | 3.00 | 15 | 2 |" in text
-    assert "| **mean** | | 9.75 | 2,508 | 666 |" in text   # (3+16.5)/2, (15+5000)/2, (2+1329)/2 -> 665.5
+    assert "| amos_0507.nii.gz (missing) | 1, 2, 3 | 3.00 | 15 | - | 2 |" in text
+    assert "| **mean** | | 9.75 | 2,508 | - | 666 |" in text   # (3+16.5)/2, (15+5000)/2, (2+1329)/2 -> 665.5
     assert "CPU fallback" in text
 
 
@@ -115,5 +130,25 @@ def test_load_case_errors_name_the_file(tmp_path):
 def test_markdown_gpu_header():
     rows = [summarise(CaseTrace("a", 1.0, [1.0, 2.0], source="nvml"))]
     text = markdown_table(rows, device="NVIDIA X")
-    assert "| Case | Image size | Running time (s) | Max GPU (MB) | Total GPU (MB·s) |" in text
+    assert ("| Case | Image size | Running time (s) | Max GPU (MB) | Total GPU (MB·s), official-timed sampler | "
+            "Total GPU (MB·s), lean sampler |") in text
     assert "Device: NVIDIA X" in text and "CPU fallback" not in text
+
+
+def test_names_and_older_csvs(tmp_path):
+    from benchmarks.summary import case_id, official_name, read_efficiency_csv
+    assert official_name("/x/amos_0540.json") == "amos_0540.nii.gz"
+    assert official_name("amos_0540_0000.json") == "amos_0540_0000.nii.gz"  # the official harness's own JSON
+    assert case_id("amos_0540.nii.gz") == case_id("amos_0540") == "amos_0540"
+    old = tmp_path / "old_Efficiency.csv"   # written before Name carried the ending
+    old.write_text("Name,Time,MaxGPU_Mem,Output\namos_0540,16.5,5000.0,ok\n")
+    new = tmp_path / "new_Efficiency.csv"
+    new.write_text("Name,Time,MaxGPU_Mem,Output\namos_0540.nii.gz,16.5,5000.0,ok\n")
+    for p in (old, new):
+        rows = read_efficiency_csv(p)
+        assert list(rows) == ["amos_0540"] and rows["amos_0540"]["Time"] == 16.5
+        assert rows["amos_0540"]["Output"] == "ok"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv: no 'Name' column"):
+        read_efficiency_csv(bad)
