@@ -81,21 +81,27 @@ class CaseTrace:
     meta: dict = field(default_factory=dict)
 
 
+def _np_round(x, decimals: int = 0) -> int | float:
+    """np.round as load_json.py applies it, as a plain Python number of the same kind: integer samples
+    stay integers ('60' in the CSV), floats stay floats ('60.0'), exactly as its CSV writes them."""
+    return np.round(x, decimals).item()
+
+
 def official_time(time_s: float) -> float:
     """Time column: seconds rounded to 2 decimals (numpy rounding)."""
-    return float(np.round(time_s, 2))
+    return _np_round(time_s, 2)
 
 
 def official_max(samples: Sequence[float]) -> float:
     """MaxGPU_Mem column: the largest sample, rounded to an integer (MiB)."""
     if len(samples) == 0:
         raise ValueError("no memory samples: the sampler recorded nothing")
-    return float(np.round(max(samples)))
+    return _np_round(max(samples))
 
 
 def official_auc(samples: Sequence[float], interval_s: float = NOMINAL_INTERVAL_S) -> float:
     """AUC_GPU_Time column: round(sum(samples) * interval) in MiB*s (plain sum, nominal period)."""
-    return float(np.round(sum(samples) * interval_s))
+    return _np_round(sum(samples) * interval_s)
 
 
 def tolerant_time(time_s: float, tolerance_s: float = TIME_TOLERANCE_S) -> float:
@@ -133,7 +139,7 @@ def load_case(path: str | os.PathLike) -> CaseTrace:
     return CaseTrace(
         name=path.name.split(".")[0],
         time_s=js.get("time"),
-        memory_mib=[float(m) for m in js["gpu_memory"]],
+        memory_mib=list(js["gpu_memory"]),  # as stored: int samples give int columns, as in load_json.py
         timestamps_s=js.get("timestamps"),
         cpu_list=js.get("cpu_list"),
         ram_mib=js.get("RAM_list"),
@@ -159,14 +165,14 @@ def summarise(trace: CaseTrace, interval_s: float = NOMINAL_INTERVAL_S,
     row: dict = {"Name": case_id(trace.name) + NAME_SUFFIX, "Time": official_time(time_s),
                  "MaxGPU_Mem": official_max(mem), "AUC_GPU_Time": official_auc(mem, interval_s)}
     if trace.cpu_list:
-        used = [100.0 - c[2] for c in trace.cpu_list]
-        row["MaxCPU_Utilization"] = float(np.round(max(used), 2))
-        row["AUC_CPU_Time"] = float(np.round(sum(used) * interval_s, 2))
+        used = [100 - c[2] for c in trace.cpu_list]  # 100, not 100.0: int stays int, as load_json.py
+        row["MaxCPU_Utilization"] = _np_round(max(used), 2)
+        row["AUC_CPU_Time"] = _np_round(sum(used) * interval_s, 2)
     else:
         row["MaxCPU_Utilization"] = row["AUC_CPU_Time"] = ""
     if trace.ram_mib:
-        row["MaxRAM"] = float(np.round(max(trace.ram_mib), 2))
-        row["AUC_RAM_Time"] = float(np.round(sum(trace.ram_mib) * interval_s))
+        row["MaxRAM"] = _np_round(max(trace.ram_mib), 2)
+        row["AUC_RAM_Time"] = _np_round(sum(trace.ram_mib) * interval_s)
     else:
         row["MaxRAM"] = row["AUC_RAM_Time"] = ""
     row["Time_tol"] = round(tolerant_time(time_s, time_tolerance_s), 2)

@@ -117,6 +117,16 @@ def test_reads_an_official_json_and_writes_csv_and_table(tmp_path):
     assert "CPU fallback" in text
 
 
+def test_integer_samples_are_written_as_load_json_writes_them(tmp_path):
+    # np.round keeps an integer an integer, and load_json.py's CSV then says '5000', not '5000.0'
+    (tmp_path / "c1.json").write_text(json.dumps({"gpu_memory": [100, 5000], "time": 1, "RAM_list": [1000, 1500],
+                                                  "cpu_list": [[10, 5, 85], [50, 10, 40]]}))
+    _rows, csv_path, _png, _md = summarise_folder(tmp_path, tmp_path / "t")
+    with open(csv_path) as f:
+        got = list(csv.reader(f))
+    assert got[1][:8] == ["c1.nii.gz", "1", "5000", "510.0", "60", "7.5", "1500", "250.0"]
+
+
 def test_load_case_errors_name_the_file(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text("{not json")
