@@ -1,8 +1,10 @@
-"""benchmarks.sampler: the CPU fallback measures a child whose memory grows by a known amount;
-NVML degrades cleanly without a driver."""
+"""benchmarks.sampler: the CPU fallback measures a child whose memory grows by a known amount, in both
+timings (lean, official); the official CPU split's formula; each poll sleeps at least the interval;
+NVML degrades cleanly without a driver, and on a GPU sees a known allocation."""
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import subprocess
 import sys
@@ -13,9 +15,11 @@ import pytest
 from benchmarks.sampler import (
     Sampler,
     SamplerError,
+    SamplerSet,
     SourceSpec,
     cpu_description,
     nvml_probe,
+    official_cpu_split,
     parse_docker_mem,
     resolve_source,
 )
@@ -31,9 +35,10 @@ print('grown', flush=True); time.sleep(1.5)
 """
 
 
-def test_cpu_sampler_sees_known_growth_of_a_child():
+@pytest.mark.parametrize("mode", ["lean", "official"])
+def test_cpu_sampler_sees_known_growth_of_a_child(mode):
     spec = SourceSpec("rss-tree", device=cpu_description())
-    s = Sampler(spec, interval=0.02).start()
+    s = Sampler(spec, interval=0.02, mode=mode).start()
     time.sleep(0.2)  # samples before the run: nothing attached yet
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     s.attach(proc.pid)
@@ -46,16 +51,48 @@ def test_cpu_sampler_sees_known_growth_of_a_child():
     res = s.stop()
     assert proc.returncode == 0
     t, m = res["timestamps"], res["memory"]
-    assert res["source"] == "rss-tree" and len(t) == len(m) == len(res["cpu"]) == len(res["ram"])
+    assert res["source"] == "rss-tree" and res["sampler"] == mode
+    assert len(t) == len(m) == len(res["cpu"]) == len(res["ram"])
     assert m[0] == 0.0 and m[-1] == 0.0  # sampling began before the run and ended after it
     # Windows well inside each phase; generous so that a loaded machine still samples in them.
     base = [v for tt, v in zip(t, m) if marks["base"] + 0.2 < tt < marks["base"] + 1.3]
     grown = [v for tt, v in zip(t, m) if marks["grown"] + 0.2 < tt < ended - 0.1]
     assert len(base) >= 3 and len(grown) >= 3
     assert statistics.median(grown) - statistics.median(base) == pytest.approx(GROW_MIB, abs=3)
-    assert all(0 <= c[0] <= 100 and abs(sum(c) - 100) < 1e-6 for c in res["cpu"])
+    if mode == "lean":   # exact shares
+        assert all(0 <= c[0] <= 100 and abs(sum(c) - 100) < 1e-6 for c in res["cpu"])
+    else:                # the official + 0.1 s in the denominator: shares sum to less than 100
+        assert all(min(c) >= 0 and sum(c) < 100 for c in res["cpu"])
     periods = [b - a for a, b in itertools.pairwise(t)]
-    assert min(periods) >= 0.018  # read, then sleep the interval: never faster than nominal
+    assert min(periods) >= 0.02 - 1e-3  # read, then sleep the interval: never faster than nominal
+
+
+def test_official_cpu_split_by_hand():
+    from types import SimpleNamespace as T
+    # deltas user 0.1, system 0.05, idle 0.05 s: 100 * d / (0.2 + 0.1)
+    got = official_cpu_split(T(user=10.0, system=5.0, idle=100.0), T(user=10.1, system=5.05, idle=100.05))
+    assert got == pytest.approx([100 / 3, 50 / 3, 50 / 3])
+    # no CPU time passed: all shares 0, so load_json.py's 100 - idle reads it as 100 % used
+    assert official_cpu_split(T(user=1.0, system=1.0, idle=1.0), T(user=1.0, system=1.0, idle=1.0)) == [0, 0, 0]
+
+
+def test_both_timings_side_by_side_sleep_at_least_the_interval():
+    """One process per timing over the same window; each poll reads, then sleeps the interval, so no
+    period is shorter than it (the official loop's plain sleep included)."""
+    sset = SamplerSet(resolve_source("cpu"), interval=0.1).start()
+    sset.attach(os.getpid())
+    time.sleep(1.5)
+    res = sset.stop()
+    assert set(res) == {"official", "lean"}
+    for mode, r in res.items():
+        assert r["sampler"] == mode and len(r["memory"]) >= 5
+        periods = [b - a for a, b in itertools.pairwise(r["timestamps"])]
+        assert min(periods) >= 0.1 - 1e-3, mode
+        assert statistics.median(r["memory"]) > 10  # this interpreter's own RSS, in MiB
+    with pytest.raises(ValueError, match="distinct"):
+        SamplerSet(resolve_source("cpu"), modes=("lean", "lean"))
+    with pytest.raises(ValueError, match="sampler mode must be one of lean, official"):
+        Sampler(resolve_source("cpu"), mode="fast")
 
 
 def test_sampler_rejects_bad_interval_and_source():
@@ -86,14 +123,50 @@ def test_without_nvidia_driver_auto_falls_back_and_gpu_fails_clearly():
         resolve_source("gpu")
 
 
-def test_nvml_sampler_on_a_gpu():
+GPU_GROW_MIB = 1024
+# On the GPU: create the CUDA context, say 'base', wait; allocate GPU_GROW_MIB MiB (float32), say 'grown',
+# wait; exit. The context is there in both phases, so the difference is the allocation alone.
+GPU_CHILD = f"""
+import time, torch
+torch.zeros(1, device='cuda'); torch.cuda.synchronize()
+print('base', flush=True); time.sleep(2.0)
+x = torch.ones({GPU_GROW_MIB} * 2**18, device='cuda'); torch.cuda.synchronize()
+print('grown', flush=True); time.sleep(2.0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["lean", "official"])
+def test_nvml_sampler_on_a_gpu_sees_a_known_allocation(mode):
+    """Whole-device used memory: what NVML reports at rest, and a child's 1 GiB allocation on top."""
     desc, reason = nvml_probe(0)
     if desc is None:
         pytest.skip(f"no GPU: {reason}")
-    s = Sampler(resolve_source("gpu"), 0.05).start()
+    import pynvml
+    pynvml.nvmlInit()
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        info = pynvml.nvmlDeviceGetMemoryInfo(h)
+        at_rest = info.used / 2**20
+        # the official wrapper's total - free is used memory: the two must agree on this driver
+        assert abs((info.total - info.free) - info.used) <= 2**20
+    finally:
+        pynvml.nvmlShutdown()
+    s = Sampler(resolve_source("gpu"), 0.05, mode).start()
     time.sleep(0.3)
+    proc = subprocess.Popen([sys.executable, "-c", GPU_CHILD], stdout=subprocess.PIPE, text=True)
+    marks = {}
+    for line in proc.stdout:
+        marks[line.strip()] = time.time()
+    proc.wait()
     res = s.stop()
-    assert res["source"] == "nvml" and len(res["memory"]) >= 3 and min(res["memory"]) >= 0
+    assert proc.returncode == 0 and res["source"] == "nvml" and res["sampler"] == mode
+    t, m = res["timestamps"], res["memory"]
+    assert abs(m[0] - at_rest) < 64  # before the child: what NVML said at rest (other users aside)
+    base = [v for tt, v in zip(t, m) if marks["base"] + 0.3 < tt < marks["base"] + 1.8]
+    grown = [v for tt, v in zip(t, m) if marks["grown"] + 0.3 < tt < marks["grown"] + 1.8]
+    assert len(base) >= 5 and len(grown) >= 5
+    # the caching allocator rounds up to 2 MiB blocks: the rise is the allocation within a few MiB
+    assert statistics.median(grown) - statistics.median(base) == pytest.approx(GPU_GROW_MIB, abs=8)
 
 
 @pytest.mark.parametrize("text, mib", [("512MiB / 28GiB", 512.0), ("1.5GiB / 28GiB", 1536.0),
