@@ -159,6 +159,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     shutil.copy2(image, inputs / f"{case}{INPUT_SUFFIX}")
     (results / "logs").mkdir(parents=True, exist_ok=True)
     argv = argv_for(inputs, outputs)
+    load_before = os.getloadavg()[0]  # 1-minute load, written beside the timing
     sampler = SamplerSet(spec, interval, samplers).start()
     try:
         time.sleep(settle_s)  # a few samples before the run, as the official loop has
@@ -168,6 +169,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
         time.sleep(min(settle_s, 0.2))
     finally:
         by_timing = sampler.stop()
+    load_after = os.getloadavg()[0]
     samples = by_timing[samplers[0]]
     pred = outputs / f"{case}{OUTPUT_SUFFIX}"
     status = check_output(pred, image)
@@ -189,6 +191,7 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
         "memory_source": samples["source"],
         "device": samples["device"],
         "interval": interval,
+        "load_avg_1min": [round(load_before, 2), round(load_after, 2)],  # before, after the case
         "returncode": rc,
         "output": status,
         "image_size": image_size(image),

@@ -49,7 +49,7 @@ OFFICIAL_COLUMNS = ["Name", "Time", "MaxGPU_Mem", "AUC_GPU_Time", "MaxCPU_Utiliz
                     "MaxRAM", "AUC_RAM_Time"]
 EXTRA_COLUMNS = ["Time_tol", "AUC_GPU_Time_tol", "AUC_GPU_Time_trapz", "Samples", "Mean_period_s", "Sampler",
                  *[c for m in SAMPLER_TIMINGS for c in (f"MaxGPU_Mem_{m}", f"AUC_GPU_Time_{m}", f"Period_{m}_s")],
-                 "Memory_source", "Device", "Output", "Image_size"]
+                 "Memory_source", "Device", "Output", "Image_size", "Load_1min"]
 
 
 def official_name(json_path: str | os.PathLike) -> str:
@@ -194,6 +194,8 @@ def summarise(trace: CaseTrace, interval_s: float = NOMINAL_INTERVAL_S,
     row["Device"] = trace.device
     row["Output"] = trace.output
     row["Image_size"] = trace.image_size
+    load = trace.meta.get("load_avg_1min")
+    row["Load_1min"] = f"{load[0]:.2f} / {load[1]:.2f}" if load else ""   # before / after the case
     return row
 
 
@@ -294,17 +296,18 @@ def markdown_table(rows: Sequence[dict], title: str = "", device: str = "",
     lines += ["", (f"Tolerance-adjusted (time - {time_tolerance_s:g} s, memory - {gpu_tolerance_mib:g} MB per "
               f"sample, floored at 0) and the trapezoid over real timestamps:"), "",
               ("| Case | Time - tol. (s) | Total - tol. (MB·s) | Total, trapezoid (MB·s) | Samples | "
-               "Period, official-timed (s) | Period, lean (s) |"),
-              "|---|---:|---:|---:|---:|---:|---:|"]
+               "Period, official-timed (s) | Period, lean (s) | Load avg 1 min, before / after |"),
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['Name']} | {_fmt(r['Time_tol'], 2)} | {_fmt(r['AUC_GPU_Time_tol'], 0)} | "
                      f"{_fmt(r['AUC_GPU_Time_trapz'], 0)} | {r['Samples']} | "
-                     f"{_fmt(r.get('Period_official_s'), 4)} | {_fmt(r.get('Period_lean_s'), 4)} |")
+                     f"{_fmt(r.get('Period_official_s'), 4)} | {_fmt(r.get('Period_lean_s'), 4)} | "
+                     f"{r.get('Load_1min') or '-'} |")
     lines.append(f"| **mean** | {_fmt(_mean(r['Time_tol'] for r in rows), 2)} | "
                  f"{_fmt(_mean(r['AUC_GPU_Time_tol'] for r in rows), 0)} | "
                  f"{_fmt(_mean(r['AUC_GPU_Time_trapz'] for r in rows), 0)} | | "
                  f"{_fmt(_mean(r.get('Period_official_s') for r in rows), 4)} | "
-                 f"{_fmt(_mean(r.get('Period_lean_s') for r in rows), 4)} |")
+                 f"{_fmt(_mean(r.get('Period_lean_s') for r in rows), 4)} | |")
     return "\n".join(lines) + "\n"
 
 
