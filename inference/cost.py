@@ -56,6 +56,8 @@ MARGIN_MIN_BYTES = 512 * MiB
 # of voxels, thousands of times its own: minutes and gigabytes for no detail the input holds.
 MAX_RESAMPLED_VOXELS = 64 * 1024 ** 2
 MAX_UPSAMPLING = 8.0
+# Where /proc and /sys/fs/cgroup are read from (tests point it at a fake tree).
+SYSTEM_ROOT = Path("/")
 
 
 @dataclass(frozen=True)
@@ -226,10 +228,11 @@ class Limit:
     source: str
 
 
-def host_limit(root: Path = Path("/")) -> Limit | None:
+def host_limit(root: Path | None = None) -> Limit | None:
     """What the process may still allocate on the host: the smaller of the cgroup's headroom and the
     machine's MemAvailable, less a margin (MARGIN_FRACTION, at least MARGIN_MIN_BYTES). None if unknown.
-    `root` is the file-system root to read /proc and /sys/fs/cgroup under (tests give a fake tree)."""
+    `root` is the file-system root to read /proc and /sys/fs/cgroup under (default SYSTEM_ROOT)."""
+    root = SYSTEM_ROOT if root is None else root
     candidates = []
     available = _mem_available(root)
     if available is not None:
