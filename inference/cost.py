@@ -309,3 +309,41 @@ def check_case(shape: Sequence[int], spacing: Sequence[float], files: int, bytes
     cost = estimate(shape, spacing, files, bytes_per_voxel, shape_of, on_cuda)
     check_affordable(cost, source, host_limit(), device_limit(model.device) if on_cuda else None)
     return cost
+
+
+# --- command line: what a file would cost --------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m inference.cost -i FILE [-m MODEL] [--device cpu|cuda]`: the estimate, stage by stage."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m inference.cost",
+                                     description="Estimate a case's peak memory per stage from its header "
+                                                 "(no voxel is read) and compare it with the memory limit.")
+    parser.add_argument("-i", "--input", required=True, type=Path, help="a <case>_0000.nii.gz file")
+    parser.add_argument("-m", "--model", type=Path, default=None, help="model folder (default: weights/)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                        help="device whose layout to estimate for (default cpu)")
+    args = parser.parse_args(argv)
+    from inference.api import DEFAULT_MODEL_DIR, resolve_device
+    from inference.io import header_geometry
+    from inference.model import load_model
+    try:
+        model = load_model(args.model or DEFAULT_MODEL_DIR, device=resolve_device(args.device))
+        shape, spacing, bytes_per_voxel = header_geometry(args.input)
+        shape_of = ModelShape.of(model)
+        check_grid(shape, spacing, shape_of, str(args.input))
+        e = estimate(shape, spacing, 1, bytes_per_voxel, shape_of, model.device.type == "cuda")
+    except InferenceError as err:
+        print(f"error: {err}")
+        return 2
+    print(f"{args.input}: size {_xyz(shape)}, resampled {_xyz(e.resampled_shape)}")
+    for where, stages in (("host", e.host), ("device", e.device)):
+        for stage, n in stages.items():
+            print(f"  {where:6s} {stage:10s} {_gib(n)}")
+    limit = host_limit()
+    print(f"host limit: {_gib(limit.bytes)} ({limit.source})" if limit else "host limit: unknown")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

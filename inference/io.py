@@ -120,6 +120,14 @@ def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
             and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
 
 
+def header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+    """(shape, spacing) in (Z, Y, X) order and bytes per voxel, from the header checked as read_case does."""
+    with ExitStack() as links:
+        channel = _open_channel(Path(path), links)
+        return (channel.reader.GetSize()[::-1], channel.reader.GetSpacing()[::-1],
+                channel.header.bytes_per_voxel)
+
+
 def read_case(case: Case, model=None) -> Volume:
     """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0).
 
