@@ -30,6 +30,10 @@ MAX_DEFLATE_RATIO = 1032
 _HEADER_BYTES = {1: 348, 2: 540}
 _DATA_START = {1: 352, 2: 544}           # header plus the 4-byte extension flag
 _CHUNK = 1 << 22
+# Bits per voxel of each NIfTI datatype code. Readers size the data by the datatype, so a header whose
+# bitpix disagrees is checked by the datatype's size (bitpix is used only for codes not listed here).
+DATATYPE_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32,
+                 1024: 64, 1280: 64, 1536: 128, 1792: 128, 2048: 256, 2304: 32}
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,14 @@ def _parse(path: Path, compressed: bool, header: bytes) -> NiftiFile | None:
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348 \
                 and header[344:348] == b"n+1\0":
             dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             offset = int(struct.unpack(endian + "f", header[108:112])[0])
             version = 1
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540 \
                 and header[4:8] == b"n+2\0":
             dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             offset = struct.unpack(endian + "q", header[168:176])[0]
             version = 2
             break
@@ -96,6 +100,7 @@ def _parse(path: Path, compressed: bool, header: bytes) -> NiftiFile | None:
     shape = tuple(int(n) for n in dims[1:dims[0] + 1])
     if any(n < 1 for n in shape):
         raise InferenceError(f"{path}: NIfTI header gives image size {shape}; every size must be >= 1")
+    bitpix = DATATYPE_BITS.get(datatype, bitpix)
     if bitpix < 1:
         raise InferenceError(f"{path}: NIfTI header gives {bitpix} bits per voxel")
     # Readers start the data no earlier than right after the header and its extension flag.

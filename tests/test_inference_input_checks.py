@@ -129,12 +129,12 @@ def test_nifti2_and_big_endian_headers(tmp_path, kind, compressed):
     assert np.allclose(read.spacing, (2.0, 0.7, 0.5))
 
 
-@pytest.mark.parametrize("content", ["text", "gzipped text", "png"])
+@pytest.mark.parametrize("content", ["text", "gzipped text", "png", "empty"])
 def test_neither_gzip_nor_nifti_is_not_a_nifti_image(tmp_path, model_dir, inputs, capsys, content):
     bad = inputs / "bad_0000.nii.gz"
     payload = {"text": b"patient notes, not an image\n" * 40,
                "gzipped text": gzip.compress(b"patient notes, not an image\n" * 40),
-               "png": b"\x89PNG\r\n\x1a\n" + bytes(600)}[content]
+               "png": b"\x89PNG\r\n\x1a\n" + bytes(600), "empty": b""}[content]
     bad.write_bytes(payload)
     code, out, err = run(["-i", inputs, "-o", tmp_path / "out", "-m", model_dir], capsys)
     assert code == 1
@@ -190,6 +190,18 @@ def test_plain_file_shorter_than_its_header_says(tmp_path, model_dir, inputs, ca
     assert (f"short: FAILED: {bad}: header says {len(raw)} bytes, file holds {len(raw) - 1000} "
             f"(image size (40, 40, 12), 32 bits per voxel)") in err
     assert "good: ok" in out and outputs(tmp_path / "out") == ["good.nii.gz"]
+
+
+def test_datatype_decides_the_size_when_bitpix_disagrees(tmp_path):
+    """float32 (datatype 16) with bitpix 8: readers size the data by the datatype, and so do we."""
+    path = tmp_path / "liar_0000.nii.gz"
+    path.write_bytes(gzip.compress(nifti1_header((10, 10, 10), datatype=16, bitpix=8) + bytes(1000)))
+    header = nifti.inspect(path)
+    assert header.bitpix == 32
+    assert nifti.check_size_quick(header) is False    # ISIZE differs: the stream must be counted
+    with pytest.raises(InferenceError, match=r"header says 4352 bytes, file holds 1352 \(image size \(10, 10, 10\), "
+                                             r"32 bits per voxel\)"):
+        nifti.check_size_by_decompressing(header)
 
 
 def test_gzip_with_extra_bytes_or_two_members_is_read(tmp_path):
