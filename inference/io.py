@@ -83,10 +83,7 @@ def _open_channel(path: Path, links: ExitStack) -> _Channel:
     size_known_good = nifti.check_size_quick(header)
     if header.version == 2:  # ITK 5.4's NIfTI reader, behind SimpleITK 2.5, knows NIfTI-1 only
         raise InferenceError(f"{path}: a NIfTI-2 image; SimpleITK, which reads the images here, reads "
-                             f"NIfTI-1 only: save it as NIfTI-1 (its size fits: {header.shape})"
-                             if max(header.shape) <= 32767 else
-                             f"{path}: a NIfTI-2 image of size {header.shape}, beyond what NIfTI-1 and "
-                             f"SimpleITK read")
+                             f"NIfTI-1 only: save it as NIfTI-1")
     name = str(path)
     if not name.endswith((".nii.gz", ".nii")) or (header.compressed and not name.endswith(".gz")):
         folder = Path(tempfile.mkdtemp(prefix="flare-read-"))
