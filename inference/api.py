@@ -70,7 +70,7 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             with timer.stage("read"):
-                volume = read_case(case)
+                volume = read_case(case, model)
             labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size,
                                    timer=timer, progress=progress, source=str(case.channel_files[0]))
             with timer.stage("write"):

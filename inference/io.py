@@ -1,17 +1,17 @@
 """Finding cases in an input folder, reading them with SimpleITK, writing label maps atomically."""
 from __future__ import annotations
 
-import gzip
 import os
-import struct
-import zlib
+import shutil
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from inference import InferenceError
+from inference import InferenceError, nifti
 
 
 @dataclass
@@ -60,81 +60,54 @@ def _is_other_channel(name: str, file_ending: str, num_channels: int) -> bool:
     return len(suffix) == 4 and suffix.isdigit() and 0 < int(suffix) < num_channels
 
 
-def _nifti_size_from_header(path: Path) -> int | None:
-    """Uncompressed byte size a .nii.gz should have, from its NIfTI-1/2 header; None if not parseable."""
-    try:
-        with gzip.open(path, "rb") as f:
-            header = f.read(540)
-    except (OSError, EOFError, zlib.error):
-        return None
-    for endian in ("<", ">"):
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:  # NIfTI-1
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:  # NIfTI-2
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    if not 1 <= dims[0] <= 7:
-        return None
-    return offset + int(np.prod(dims[1:dims[0] + 1], dtype=np.int64)) * bitpix // 8
+@dataclass
+class _Channel:
+    """One input file opened for reading: header read and checked, no voxel read yet."""
+    path: Path
+    reader: sitk.ImageFileReader
+    header: nifti.NiftiFile
+    size_known_good: bool   # the file holds the header's bytes (else decompress to find out)
 
 
-def _gzip_stream_complete(path: Path) -> bool:
-    """Decompress the whole file once, discarding the output, to see the end-of-stream marker."""
-    decompressor = zlib.decompressobj(wbits=31)
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                decompressor.decompress(chunk, 1 << 22)
-                while decompressor.unconsumed_tail and not decompressor.eof:
-                    decompressor.decompress(decompressor.unconsumed_tail, 1 << 22)
-                if decompressor.eof:
-                    return True
-    except zlib.error:
-        return False
-    return decompressor.eof
+def _open_channel(path: Path, links: ExitStack) -> _Channel:
+    """Recognise the file by its content (inference.nifti), check the header against the file's size and
+    read the header with SimpleITK (size, spacing, geometry as the pipeline will see them).
 
-
-def check_gzip_complete(path: Path) -> None:
-    """Raise for a truncated .nii.gz: ITK reads one silently and fills the missing voxels with zeros.
-
-    Fast path: the gzip trailer's ISIZE equals the size the NIfTI header implies (mod 2**32). Only when
-    they differ is the whole stream decompressed to decide.
+    SimpleITK picks its reader by the file name and cannot read a gzip stream named `.nii`: such a file
+    (or a NIfTI under another ending) is read through a link named after its content, removed with
+    `links`. A plain NIfTI named `.nii.gz` SimpleITK reads as it is.
     """
-    if not path.name.endswith(".gz"):
-        return
-    expected = _nifti_size_from_header(path)
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        if f.tell() >= 4:
-            f.seek(-4, os.SEEK_END)
-            if expected is not None and struct.unpack("<I", f.read(4))[0] == expected % 2 ** 32:
-                return
-    if not _gzip_stream_complete(path):
-        raise InferenceError(f"{path}: truncated or corrupt gzip stream (the file ends before its data does)")
-
-
-def _read_one(path: Path) -> sitk.Image:
     if not path.is_file():
         raise InferenceError(f"{path}: missing input channel file")
-    check_gzip_complete(path)
+    header = nifti.inspect(path)
+    size_known_good = nifti.check_size_quick(header)
+    if header.version == 2:  # ITK 5.4's NIfTI reader, behind SimpleITK 2.5, knows NIfTI-1 only
+        raise InferenceError(f"{path}: a NIfTI-2 image; SimpleITK, which reads the images here, reads "
+                             f"NIfTI-1 only: save it as NIfTI-1")
+    name = str(path)
+    if not name.endswith((".nii.gz", ".nii")) or (header.compressed and not name.endswith(".gz")):
+        folder = Path(tempfile.mkdtemp(prefix="flare-read-"))
+        links.callback(shutil.rmtree, folder, ignore_errors=True)
+        link = folder / ("image.nii.gz" if header.compressed else "image.nii")
+        link.symlink_to(path.resolve())
+        name = str(link)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(name)
+    _run(path, reader.ReadImageInformation)
+    if reader.GetDimension() != 3:
+        raise InferenceError(f"{path}: a {reader.GetDimension()}D image; a 3D volume is required")
+    if reader.GetNumberOfComponents() != 1:
+        raise InferenceError(f"{path}: has {reader.GetNumberOfComponents()} components per voxel; "
+                             f"a scalar volume is required")
+    return _Channel(path, reader, header, size_known_good)
+
+
+def _run(path: Path, step):
     try:
-        image = sitk.ReadImage(str(path))
+        return step()
     except RuntimeError as e:
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
         raise InferenceError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from None
-    if image.GetDimension() != 3:
-        raise InferenceError(f"{path}: a {image.GetDimension()}D image; a 3D volume is required")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InferenceError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                             f"a scalar volume is required")
-    return image
 
 
 def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
@@ -144,9 +117,32 @@ def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
             and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
 
 
-def read_case(case: Case) -> Volume:
-    """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0)."""
-    images = [_read_one(p) for p in case.channel_files]
+def header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+    """(shape, spacing) in (Z, Y, X) order and bytes per voxel, from the header checked as read_case does."""
+    with ExitStack() as links:
+        channel = _open_channel(Path(path), links)
+        return (channel.reader.GetSize()[::-1], channel.reader.GetSpacing()[::-1],
+                channel.header.bytes_per_voxel)
+
+
+def read_case(case: Case, model=None) -> Volume:
+    """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0).
+
+    Before any voxel is read: each file is recognised by its content and its header checked against
+    the file's size; with `model` (an inference.model.LoadedModel) the case is also costed
+    (inference.cost.check_case: resampled grid and peak memory) and refused when it cannot be afforded.
+    """
+    with ExitStack() as links:
+        channels = [_open_channel(p, links) for p in case.channel_files]
+        if model is not None:
+            from inference.cost import check_case
+            first = channels[0].reader
+            check_case(first.GetSize()[::-1], first.GetSpacing()[::-1], len(channels),
+                       max(c.header.bytes_per_voxel for c in channels), model, str(case.channel_files[0]))
+        for channel in channels:
+            if not channel.size_known_good:  # after costing: this decompresses (bounded) once more
+                nifti.check_size_by_decompressing(channel.header)
+        images = [_run(c.path, c.reader.Execute) for c in channels]
     for path, image in zip(case.channel_files[1:], images[1:]):
         if not _same_geometry(images[0], image):
             raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]}")

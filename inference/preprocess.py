@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from inference import InferenceError
+from inference.cost import ModelShape, check_grid
 from inference.model import LoadedModel
 from inference.resample import new_shape_for_spacing, resample, separate_axis
 
@@ -89,6 +90,9 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     NaN/Inf voxels are set to 0 with a warning naming `source`, and the case is still segmented. For a
     MIND model the single image becomes its 12 descriptor channels first, on the device.
     """
+    # Before any heavy work: an image that resamples to nothing or to an absurd grid is refused with
+    # its spacing named (files were checked before reading already; arrays arrive here directly).
+    check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
     device = model.device
     tf = model.transpose_forward
     if isinstance(image, np.ndarray):
@@ -111,13 +115,17 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     shape_cropped = tuple(data.shape[1:])
 
     cfg = model.config
-    source = str(model.model_dir / "plans.json")
+    new_shape = new_shape_for_spacing(shape_cropped, spacing_t, cfg.spacing)
+    if min(new_shape) < 1:
+        raise InferenceError(f"{source}: its nonzero region, {shape_cropped} voxels at spacing {spacing_t} mm "
+                             f"(plans axis order), resamples to a {new_shape} grid at the model's "
+                             f"{cfg.spacing} mm: nothing to segment")
+    plans_source = str(model.model_dir / "plans.json")
     mask = _filled_nonzero_mask(data) if any(cfg.use_mask_for_norm) else None
     for c, scheme in enumerate(cfg.normalization_schemes):
         use_mask = mask if cfg.use_mask_for_norm[c] and scheme == "ZScoreNormalization" else None
-        normalize_channel(data[c], scheme, cfg.intensity_properties.get(str(c)), use_mask, source)
+        normalize_channel(data[c], scheme, cfg.intensity_properties.get(str(c)), use_mask, plans_source)
 
-    new_shape = new_shape_for_spacing(shape_cropped, spacing_t, cfg.spacing)
     axis = separate_axis(spacing_t, cfg.spacing, cfg.data_force_separate_z)
     data = resample(data, new_shape, axis)
     return Preprocessed(data=data, shape_before_cropping=shape_before, bbox=bbox,
