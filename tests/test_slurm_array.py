@@ -91,9 +91,9 @@ def test_job_array_with_a_cancelled_and_resubmitted_task_matches_one_process(tmp
                    str(SBATCH), *tool_args], env)
     try:
         # Task 1 is cancelled once its first label is in place, while its other cases are still to come.
-        _wait_for(lambda: shard1 & set(_labels(out)), 240, f"the first label of task {job}_1")
+        _wait_for(lambda: shard1 & set(_labels(out)), 600, f"the first label of task {job}_1")
         subprocess.run(["scancel", f"{job}_1"], check=True, timeout=30)
-        _wait_for(lambda: not _queued(job), 240, f"array job {job} to leave the queue", poll_s=0.5)
+        _wait_for(lambda: not _queued(job), 600, f"array job {job} to leave the queue", poll_s=0.5)
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=30)
     cut_short = shard1 - set(_labels(out))
@@ -104,7 +104,7 @@ def test_job_array_with_a_cancelled_and_resubmitted_task_matches_one_process(tmp
     # Resubmitted alone, task 1 does only what is left of its shard.
     again = _sbatch(["--array=1", f"--output={logs}/%A_%a.log", f"--chdir={tmp_path}", str(SBATCH),
                      *tool_args], env)
-    _wait_for(lambda: not _queued(again), 240, f"resubmitted task {again}_1", poll_s=0.5)
+    _wait_for(lambda: not _queued(again), 600, f"resubmitted task {again}_1", poll_s=0.5)
     report = json.loads((out / f"pseudolabel_part1of{PARTS}.json").read_text())
     assert report["failed"] == {} and set(report["skipped"]) == {n[:-7] for n in shard1 - cut_short}
     assert {f"{c}.nii.gz" for c in report["done"]} == cut_short, (logs / f"{again}_1.log").read_text()
