@@ -261,25 +261,30 @@ def docker_argv(image: str, name: str, gpu: int | None) -> Callable[[Path, Path]
     return build
 
 
-def _container_state(name: str) -> str | None:
-    """The container's State.Status ('running', 'removing', ...), None when no such container."""
-    r = subprocess.run(["docker", "container", "inspect", "-f", "{{.State.Status}}", name],
-                       capture_output=True, text=True, timeout=30)
-    return r.stdout.strip() if r.returncode == 0 else None
+def _container_state(name: str) -> tuple[str, bool] | None:
+    """(State.Status such as 'running' or 'removing', whether the daemon auto-removes it (--rm)) of
+    container `name`; None when there is no such container."""
+    r = subprocess.run(["docker", "container", "inspect", "-f", "{{.State.Status}} {{.HostConfig.AutoRemove}}",
+                        name], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        return None
+    status, auto_remove = r.stdout.split()
+    return status, auto_remove == "true"
 
 
 def remove_container_now(name: str, wait_s: float = 15.0) -> None:
-    """Kill container `name` now and make sure it is gone. `docker kill` alone suffices for a `--rm`
-    container (the daemon removes it when it exits); `rm --force` comes only if it is still there
-    afterwards and not already being removed: forcing a removal the daemon has under way is what makes
-    dockerd log "removal ... is already in progress"."""
+    """Kill container `name` now and make sure it is gone. For a `--rm` container (the organisers'
+    command) `docker kill` is all: the daemon removes it as it exits, and a `docker rm --force` racing
+    that removal is what makes dockerd log "removal ... is already in progress". `rm --force` comes only
+    for a container without --rm, or one still there after `wait_s`."""
     subprocess.run(["docker", "container", "kill", name], capture_output=True, timeout=30)
     deadline = time.monotonic() + wait_s
     while (state := _container_state(name)) is not None and time.monotonic() < deadline:
-        if state not in ("running", "removing", "restarting"):
-            break      # exited or created, not auto-removed (no --rm): remove it ourselves
+        status, auto_remove = state
+        if not auto_remove and status not in ("running", "restarting"):
+            break      # exited, and nobody else will remove it
         time.sleep(0.2)
-    if state is not None and state != "removing":
+    if state is not None:
         subprocess.run(["docker", "container", "rm", "--force", name], capture_output=True, timeout=60)
 
 
@@ -390,7 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
-        what = f"container {name} stopped and removed" if a.docker else "the running case stopped"
+        if not a.docker:
+            what = "the running case stopped"
+        elif _container_state(name) is None:
+            what = f"container {name} stopped and removed"
+        else:
+            what = f"container {name} is still there: remove it with docker rm -f {name}"
         print(f"[{label}] interrupted by {signal.Signals(signum).name}: {what}; finished cases' "
               f"measurements are in {a.results}, no summary written", file=sys.stderr)
         return 128 + signum
