@@ -8,7 +8,8 @@
 # index answers. Where it does not, PyPI's torchvision is a CUDA build that cannot load beside CPU torch
 # ("operator torchvision::nms does not exist") and is removed: nothing here imports it; only nnU-Net's
 # Primus/EVA trainers do (through timm), and nnU-Net finds the standard nnUNetTrainer without importing
-# them. TORCH_BUILD=cuda forces the default (CUDA) build, TORCH_BUILD=cpu the CPU one.
+# them. TORCH_BUILD=cuda forces the default (CUDA) build, TORCH_BUILD=cpu the CPU one (replacing a CUDA
+# torch already installed; otherwise the torch in an existing .venv is kept).
 #
 # Usage: .ci/venv.sh      (from anywhere; prints the venv's size at the end)
 set -euo pipefail
@@ -34,7 +35,14 @@ cpu_spec=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}
 cpu_vision=${TORCHVISION_CPU_SPEC:-torchvision==0.28.0+cpu}
 pins=$(mktemp)
 trap 'rm -f "$pins"' EXIT
-if [ "$build" = cpu ] && ! python -c 'import torch, sys; sys.exit(torch.version.cuda is not None)' 2>/dev/null; then
+# A torch already in .venv stays (swapping it under a venv in use would break running jobs), unless
+# TORCH_BUILD=cpu asks for the CPU build explicitly.
+if python -c 'import torch' 2>/dev/null; then
+    if [ "${TORCH_BUILD:-}" != cpu ] || python -c 'import torch, sys; sys.exit(torch.version.cuda is not None)'; then
+        build=keep
+    fi
+fi
+if [ "$build" = cpu ]; then
     if python -m pip install --quiet --retries 1 --timeout 20 \
             --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
             "$cpu_spec" "$cpu_vision" 2>/dev/null; then
