@@ -27,14 +27,20 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
+pins=$(mktemp) log=$(mktemp)
+trap 'rm -f "$pins" "$log"' EXIT
+# pip's and the build backend's chatter goes to a log, shown when pip fails.
+quiet_pip() {
+    python -m pip install --quiet "$@" >"$log" 2>&1 && return 0
+    tail -n 40 "$log" >&2
+    return 1
+}
+quiet_pip --upgrade pip
 
 has_gpu() { [ -e /dev/nvidia0 ] || nvidia-smi -L >/dev/null 2>&1; }
 build=${TORCH_BUILD:-$(has_gpu && echo cuda || echo cpu)}
 cpu_spec=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}
 cpu_vision=${TORCHVISION_CPU_SPEC:-torchvision==0.28.0+cpu}
-pins=$(mktemp)
-trap 'rm -f "$pins"' EXIT
 # A torch already in .venv stays (swapping it under a venv in use would break running jobs), unless
 # TORCH_BUILD=cpu asks for the CPU build explicitly.
 if python -c 'import torch' 2>/dev/null; then
@@ -47,7 +53,7 @@ if [ "$build" = cpu ]; then
             --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
             "$cpu_spec" "$cpu_vision" 2>/dev/null; then
         echo "venv.sh: CPU torch and torchvision ($cpu_spec, $cpu_vision)"
-    elif python -m pip install --quiet "$cpu_spec"; then
+    elif quiet_pip "$cpu_spec"; then
         echo "venv.sh: CPU torch ($cpu_spec); no matching CPU torchvision reachable"
     else
         echo "venv.sh: no CPU torch build ($cpu_spec) reachable; installing the default (CUDA) build" >&2
@@ -55,7 +61,7 @@ if [ "$build" = cpu ]; then
 fi
 # Keep the torch already there (CPU or CUDA): nnunetv2 and timm would otherwise pull the default one.
 python -c 'import torch; print(f"torch=={torch.__version__}")' >"$pins" 2>/dev/null || : >"$pins"
-python -m pip install --quiet -c "$pins" -e '.[dev]'
+quiet_pip -c "$pins" -e '.[dev]'
 
 if python -m pip show --quiet torchvision 2>/dev/null && ! python -c 'import torchvision' 2>/dev/null; then
     python -m pip uninstall --quiet --yes torchvision
