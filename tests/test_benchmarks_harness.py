@@ -25,6 +25,7 @@ from benchmarks.harness import (
     docker_engine_available,
     find_cases,
     main,
+    remove_container_now,
 )
 from benchmarks.summary import OFFICIAL_COLUMNS
 
@@ -250,6 +251,12 @@ def test_docker_mode_end_to_end(tmp_path):
             assert f"interrupted by {sig.name}: container {name} stopped and removed" in err
             assert not _container_exists(name)
             assert not (tmp_path / name / "slow_0001.json").exists()   # no measurement of a cut-short run
+        # A container started without --rm is removed too (rm --force once it has been killed).
+        plain = f"{tag}plain"
+        subprocess.run(["docker", "run", "-d", "--name", plain, f"{tag}:latest", "sleep", "120"], check=True,
+                       capture_output=True)
+        remove_container_now(plain)
+        assert not _container_exists(plain)
         if log_start is not None:
             with open(dockerd_log, errors="replace") as f:
                 f.seek(log_start)
