@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+image=${SMOKE_IMAGE:-flare-mri-seg:latest}   # tests/test_docker.py checks flare-mri-seg:latest
 start=$(date +%s)
-docker/build.sh --variant cpu --tag flare-mri-seg:latest
+docker/build.sh --variant cpu --tag "$image"
 echo "docker_smoke: image ready after $(( $(date +%s) - start ))s"
-python docker/smoke.py --image flare-mri-seg:latest --samples samples --min-dice 0.8
+python docker/smoke.py --image "$image" --samples samples --min-dice 0.8
 echo "docker_smoke: done in $(( $(date +%s) - start ))s"

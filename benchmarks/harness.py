@@ -116,10 +116,50 @@ def _fresh_dir(d: Path) -> Path:
     return d
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during the run (`signum` says which)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _install_interrupt_handlers() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise `Interrupted` in the main thread, once: a second signal while the
+    cleanup runs is ignored, so it cannot cut the container's removal short. Returns a restorer."""
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return restore
+
+
+def _stop_child(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to our own child's process group, SIGKILL if it is still there after `grace_s`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
 def _run_sampled(argv: Sequence[str], sampler: SamplerSet, log_path: Path, env: dict | None,
                  attach: bool, on_interrupt: Callable[[], None] | None = None) -> tuple[float, float, int]:
-    """Run argv with stdout/stderr to log_path. On Ctrl-C the child's process group gets SIGTERM and
-    `on_interrupt` runs (docker mode: remove the container, which the client's exit does not stop).
+    """Run argv with stdout/stderr to log_path. On Ctrl-C (or `Interrupted`) `on_interrupt` runs first
+    (docker mode: kill and remove the container, which the client neither stops nor waits less for),
+    then the child's process group gets SIGTERM.
 
     Returns (start time as time.time(), seconds from just before the start to the exit, return code).
     """
@@ -138,10 +178,11 @@ def _run_sampled(argv: Sequence[str], sampler: SamplerSet, log_path: Path, env: 
         try:
             rc = proc.wait()
         except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)  # our own child's process group only
-            proc.wait()
-            if on_interrupt is not None:
-                on_interrupt()
+            try:
+                if on_interrupt is not None:
+                    on_interrupt()
+            finally:
+                _stop_child(proc)
             raise
         return t0, time.time() - t0, rc
 
@@ -220,17 +261,44 @@ def direct_argv(template: str, model: str | None, extra: Sequence[str] = ()) -> 
 
 def docker_argv(image: str, name: str, gpu: int | None) -> Callable[[Path, Path], list[str]]:
     """argv builder for --docker: the organisers' command from flare.contract. Its `on_interrupt`
-    removes the container: PID 1 in it (bash) ignores the SIGTERM the docker client forwards, so after a
-    Ctrl-C the container would otherwise keep running, holding the GPU and the name."""
+    kills and removes the container: PID 1 in it (bash) ignores the SIGTERM the docker client forwards,
+    so after a Ctrl-C the container would otherwise run to its end, holding the GPU and the name."""
     def build(inputs: Path, outputs: Path) -> list[str]:
         return docker_run_command(image, name, str(inputs.resolve()), str(outputs.resolve()), gpu=gpu)
 
     def remove_container() -> None:
-        print(f"interrupted: removing container {name}", file=sys.stderr)
-        subprocess.run(["docker", "container", "rm", "--force", name], capture_output=True, timeout=60)
+        print(f"interrupted: stopping and removing container {name}", file=sys.stderr, flush=True)
+        remove_container_now(name)
 
     build.on_interrupt = remove_container
     return build
+
+
+def _container_state(name: str) -> tuple[str, bool] | None:
+    """(State.Status such as 'running' or 'removing', whether the daemon auto-removes it (--rm)) of
+    container `name`; None when there is no such container."""
+    r = subprocess.run(["docker", "container", "inspect", "-f", "{{.State.Status}} {{.HostConfig.AutoRemove}}",
+                        name], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        return None
+    status, auto_remove = r.stdout.split()
+    return status, auto_remove == "true"
+
+
+def remove_container_now(name: str, wait_s: float = 15.0) -> None:
+    """Kill container `name` now and make sure it is gone. For a `--rm` container (the organisers'
+    command) `docker kill` is all: the daemon removes it as it exits, and a `docker rm --force` racing
+    that removal is what makes dockerd log "removal ... is already in progress". `rm --force` comes only
+    for a container without --rm, or one still there after `wait_s`."""
+    subprocess.run(["docker", "container", "kill", name], capture_output=True, timeout=30)
+    deadline = time.monotonic() + wait_s
+    while (state := _container_state(name)) is not None and time.monotonic() < deadline:
+        status, auto_remove = state
+        if not auto_remove and status not in ("running", "restarting"):
+            break      # exited, and nobody else will remove it
+        time.sleep(0.2)
+    if state is not None:
+        subprocess.run(["docker", "container", "rm", "--force", name], capture_output=True, timeout=60)
 
 
 def docker_engine_available() -> tuple[bool, str]:
@@ -334,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = resolve_source(a.memory, a.gpu)
         argv_for = direct_argv(a.command, a.model_dir, extra)
         label = a.label or "direct"
-    print(f"[{label}] {len(cases)} case(s); memory source {spec.kind} on {spec.device}")
+    print(f"[{label}] {len(cases)} case(s); memory source {spec.kind} on {spec.device}", flush=True)
+    restore_signals = _install_interrupt_handlers()
     try:
         _, _, md = run_harness(cases, argv_for, a.results, spec, label, a.interval,
                                time_tolerance_s=a.time_tolerance, gpu_tolerance_mib=a.gpu_tolerance,
@@ -342,6 +411,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        if not a.docker:
+            what = "the running case stopped"
+        elif _container_state(name) is None:
+            what = f"container {name} stopped and removed"
+        else:
+            what = f"container {name} is still there: remove it with docker rm -f {name}"
+        print(f"[{label}] interrupted by {signal.Signals(signum).name}: {what}; finished cases' "
+              f"measurements are in {a.results}, no summary written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        restore_signals()
     print(md.read_text())
     return 0
 

@@ -20,10 +20,7 @@ if docker image inspect "$tag" >/dev/null 2>&1; then
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
-    echo "base_image.sh: installing debootstrap"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    "$(dirname "$0")/apt_install.sh" debootstrap
 fi
 
 root=$(mktemp -d /tmp/flare-base.XXXXXX)

@@ -57,7 +57,43 @@ else
     tag=${tag:-flare-mri-seg:$([ "$variant" = cpu ] && echo latest || echo cuda)}
 fi
 
+builder_tag="${tag%%:*}-builder:${tag#*:}"
+old_ids=$(docker image inspect -f '{{.Id}}' "$tag" "$builder_tag" 2>/dev/null || true)
+
+# Docker's legacy builder (Debian bookworm has no buildx for BuildKit) prints a deprecation banner and
+# bookkeeping lines per step; only the step lines and what the steps print are kept.
+quiet_build() {
+    docker build "$@" 2>&1 | sed -u -E \
+        -e '/^DEPRECATED: The legacy builder/d' \
+        -e '/^ +(Install the buildx|https:\/\/docs\.docker\.com\/go\/buildx|BuildKit is currently disabled|environment-variable)/d' \
+        -e '/^ ---> (Running in |Using cache$|[0-9a-f]{12}$)/d' \
+        -e '/^(Removing intermediate container|Sending build context|Successfully built)/d' \
+        -e 's/^(Step [0-9]+\/[0-9]+ : .{80}).+$/\1 .../'
+}
+
 echo "build.sh: docker build ${args[*]} $* -t $tag ."
 start=$(date +%s)
-docker build "${args[@]}" "$@" -t "$tag" .
-echo "build.sh: built $tag in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' "$tag") bytes)"
+# The builder stage is built and tagged first, so that it is a named image the next build reuses as its
+# layer cache, not an untagged one left behind (the full build below takes it from that cache).
+quiet_build "${args[@]}" "$@" --target builder -t "$builder_tag" . >/dev/null
+quiet_build "${args[@]}" "$@" -t "$tag" .
+
+# Images of ours that this build replaced (now untagged) go; anything else's dangling images stay.
+for id in $old_ids; do
+    if [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+        docker image rm "$id" >/dev/null 2>&1 && echo "build.sh: removed the image this build replaced (${id:7:12})"
+    fi
+done
+
+docker system df -v --format '{{json .Images}}' | python3 -c '
+import json, sys
+tag_id, builder_id, tag, builder, seconds = sys.argv[1:]
+rows = {r["ID"]: r for r in json.load(sys.stdin)}   # an image with several tags is listed once
+img = rows[tag_id]
+size, shared = img["Size"], img["SharedSize"]
+print(f"build.sh: built {tag} in {seconds}s: {size} ({shared} of it shared with other images)")
+if builder_id in rows:
+    extra = rows[builder_id]["UniqueSize"]
+    print(f"build.sh: its builder stage, kept as {builder} as the layer cache of the next build, adds {extra}"
+          f" on disk (docker image rm {builder} frees it; the next build is then a full one)")
+' $(docker image inspect -f '{{.Id}}' "$tag" "$builder_tag") "$tag" "$builder_tag" "$(( $(date +%s) - start ))"

@@ -15,10 +15,7 @@ if docker info >/dev/null 2>&1; then
 fi
 
 if ! command -v dockerd >/dev/null 2>&1; then
-    echo "engine.sh: installing docker.io (Debian package) for dockerd"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+    "$(dirname "$0")/apt_install.sh" docker.io
 fi
 
 if ! pgrep -x dockerd >/dev/null 2>&1; then

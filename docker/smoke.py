@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                 network_none=(i == 0))
             organs = ", ".join(f"{k[:-4]} {v:.3f}" for k, v in result.dice.items())
             status = "ok" if not result.problems else "FAILED: " + "; ".join(result.problems)
-            print(f"{case}: {status} [{result.seconds:.1f}s{', --network none' if i == 0 else ''}; "
+            print(f"[{i + 1}/{len(cases)}] {case}: {status} [{result.seconds:.1f}s{', --network none' if i == 0 else ''}; "
                   f"mean DSC {result.mean_dice:.3f}: {organs}]", flush=True)
             results.append({"case": case, "seconds": round(result.seconds, 2), "dsc": result.dice,
                             "problems": result.problems})

@@ -25,6 +25,7 @@ from benchmarks.harness import (
     docker_engine_available,
     find_cases,
     main,
+    remove_container_now,
 )
 from benchmarks.summary import OFFICIAL_COLUMNS
 
@@ -175,6 +176,22 @@ def _docker_base_image() -> str | None:
     return None
 
 
+def _wait_until_running(name: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = subprocess.run(["docker", "container", "inspect", "-f", "{{.State.Running}}", name],
+                           capture_output=True, text=True)
+        if r.stdout.strip() == "true":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"container {name} never started")
+
+
+def _container_exists(name: str) -> bool:
+    return subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"name=^{name}$"], capture_output=True,
+                          text=True, check=True).stdout.strip() != ""
+
+
 def test_docker_mode_end_to_end(tmp_path):
     ok, why = docker_engine_available()
     if not ok:
@@ -182,17 +199,21 @@ def test_docker_mode_end_to_end(tmp_path):
     base = _docker_base_image()
     if base is None:
         pytest.skip("no local base image with bash (set FLARE_TEST_DOCKER_BASE to one)")
-    # A stand-in submission: predict.sh copies the input to outputs/<case>.nii.gz (same geometry).
+    # A stand-in submission: predict.sh copies the input to outputs/<case>.nii.gz (same geometry); for a
+    # case named slow* it first sleeps 120 s, as a long prediction would.
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "predict.sh").write_text(
         "for f in /workspace/inputs/*_0000.nii.gz; do\n"
         "  c=$(basename \"$f\" _0000.nii.gz)\n"
+        "  case $c in slow*) sleep 120 ;; esac\n"
         "  cp \"$f\" \"/workspace/outputs/$c.nii.gz\"\n"
         "done\n")
     (ctx / "Dockerfile").write_text(f"FROM {base}\nWORKDIR /workspace\nCOPY predict.sh /workspace/predict.sh\n")
     tag = f"flarebench{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "build", "-q", "-t", f"{tag}:latest", str(ctx)], check=True, capture_output=True)
+    dockerd_log = os.environ.get("DOCKERD_LOG", "/var/log/dockerd.log")
+    log_start = os.path.getsize(dockerd_log) if os.access(dockerd_log, os.R_OK) else None
     try:
         inp = tmp_path / "cases"
         _write_case(inp, "amos_0001")
@@ -207,16 +228,38 @@ def test_docker_mode_end_to_end(tmp_path):
         assert js["command"].startswith("docker container run --shm-size=28gb -m 28G")
         assert js["returncode"] == 0 and js["time"] > 0
 
-        # Ctrl-C during a docker case removes the container (the client's exit alone leaves it running)
-        (inp / "amos_0001_0000.nii.gz").unlink()
-        name = f"{tag}slow"
-        slow = docker_argv(tag, name, None)
-        argv = slow(inp, res)[:-1] + ["sleep 120"]
-        _interrupt_after(3.0)
-        with pytest.raises(KeyboardInterrupt):
-            _run_sampled(argv, None, tmp_path / "slow.log", None, attach=False, on_interrupt=slow.on_interrupt)
-        left = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"name=^{name}$"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        assert left == ""
+        # SIGTERM or Ctrl-C while a container runs: the harness kills and removes it at once (PID 1 in
+        # the container ignores the SIGTERM the client forwards, so nothing else would stop it before its
+        # 120 s are up) and exits 128 + signal number with a message saying so.
+        slow = tmp_path / "slow"
+        _write_case(slow, "slow_0001")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            name = f"{tag}{sig.name.lower()}"
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.harness", "-i", str(slow),
+                                     "-o", str(tmp_path / name), "--docker", tag, "--name", name,
+                                     "--memory", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            try:
+                _wait_until_running(name)
+                proc.send_signal(sig)
+                # well inside the container's 120 s: the harness did not wait for it
+                _, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert proc.returncode == 128 + sig, err
+            assert f"interrupted by {sig.name}: container {name} stopped and removed" in err
+            assert not _container_exists(name)
+            assert not (tmp_path / name / "slow_0001.json").exists()   # no measurement of a cut-short run
+        # A container started without --rm is removed too (rm --force once it has been killed).
+        plain = f"{tag}plain"
+        subprocess.run(["docker", "run", "-d", "--name", plain, f"{tag}:latest", "sleep", "120"], check=True,
+                       capture_output=True)
+        remove_container_now(plain)
+        assert not _container_exists(plain)
+        if log_start is not None:
+            with open(dockerd_log, errors="replace") as f:
+                f.seek(log_start)
+                assert "already in progress" not in f.read()
     finally:
         subprocess.run(["docker", "image", "rm", "-f", f"{tag}:latest"], check=False, capture_output=True)

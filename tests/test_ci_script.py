@@ -23,7 +23,8 @@ def _fake_df(bin_dir: Path, free_kib: int) -> None:
 def test_ci_run_stops_before_installing_on_a_nearly_full_disk(tmp_path):
     repo = tmp_path / "repo"
     (repo / ".ci").mkdir(parents=True)
-    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    for script in ("run", "venv.sh"):
+        shutil.copy(ROOT / ".ci" / script, repo / ".ci" / script)
     _fake_df(tmp_path / "bin", free_kib=3 * 1024 * 1024)
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     r = subprocess.run(["bash", str(repo / ".ci" / "run")], env=env, capture_output=True, text=True,
