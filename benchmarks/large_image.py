@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         model = args.model
         if model is None:
-            from benchmarks.model_folder import write_preset
+            from testsupport.model_folder import write_preset
             model = write_preset(tmp / "model", "small")
         (tmp / "in").mkdir()
         print(f"writing a {args.size} volume at {args.spacing} mm ...", flush=True)

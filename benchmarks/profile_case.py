@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from inference.atomic import write_text
 
 MIB = 2**20
 
@@ -176,10 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     for path, content in ((a.json, json.dumps(res, indent=2)), (a.md, text)):
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(content)
-            os.replace(tmp, path)
+            write_text(path, content)
     return 0
 
 

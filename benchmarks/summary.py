@@ -4,7 +4,7 @@ Input: one JSON per case as written by benchmarks.sampler / benchmarks.harness (
 resource_eval.py: the keys `gpu_memory` (MiB samples, one per poll) and `time` (s) are all that the
 official numbers need).
 
-Official numbers (FLARE.md section 3), per case:
+Official numbers (docs/flare.md section 3), per case:
     Time         = round(time, 2)                                  seconds
     MaxGPU_Mem   = round(max(samples))                             MiB
     AUC_GPU_Time = round(sum(samples) * 0.1)                       MiB*s, a plain sum times the
@@ -24,12 +24,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from inference.atomic import atomic_output
 
 NOMINAL_INTERVAL_S = 0.1
 TIME_TOLERANCE_S = 15.0      # FLARE 2024 Task 3 (method paper)
@@ -156,12 +157,8 @@ def summarise(trace: CaseTrace, interval_s: float = NOMINAL_INTERVAL_S,
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_output(path, mode=0o644) as tmp, open(tmp, "w", newline="") as f:
         f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def write_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
@@ -248,13 +245,9 @@ def plot_traces(traces: Sequence[CaseTrace], path: str | os.PathLike, title: str
     if traces:
         ax.legend(fontsize=8, ncol=2)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
+    with atomic_output(path, mode=0o644) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
     return path
 
 

@@ -5,7 +5,7 @@
     python -m benchmarks.table6 --device cpu --cases amos_0540   # CPU: a subset (the paper model is slow)
 
 One command: writes MRI-like volumes with the paper's eight image sizes (benchmarks.volumes; spacings
-by FLARE.md section 6's assumption), a model folder with the paper's final architecture (random
+by docs/flare.md section 6's assumption), a model folder with the paper's final architecture (random
 weights; refuses to run unless it has exactly 30,713,158 parameters), then runs the organiser-style
 harness (benchmarks.harness, direct mode: no Docker, so container start-up is not included) for
   ours      python -m inference ... --device DEV           (the model's plans: torch resampling)
@@ -22,9 +22,11 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from inference.atomic import write_text
+from testsupport.model_folder import PAPER, model_parameter_count, write_preset
 
 from .compare_nnunet import (
     NNUNET_ENTRY,
@@ -35,7 +37,6 @@ from .compare_nnunet import (
     with_default_resampling,
 )
 from .harness import find_cases, run_harness
-from .model_folder import PAPER, model_parameter_count, write_preset
 from .sampler import nvml_probe, resolve_source
 from .volumes import PAPER_MEAN, TABLE6, write_table6_cases
 
@@ -167,17 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory sampled every 0.1 s, numbers computed as the official load_json.py. Model: the paper's "
             "PlainConvUNet (30,713,158 parameters, random weights); nnU-Net ran "
             f"{'with' if a.nnunet_tta else 'without'} test-time mirroring, default (skimage) resampling. "
-            "Volumes: MRI-like, the paper's sizes, spacings assumed (FLARE.md section 6).")
+            "Volumes: MRI-like, the paper's sizes, spacings assumed (docs/flare.md section 6).")
     if device == "cpu":
         note += (" CPU run: only the cases listed (the paper's network takes about 14 s per patch on a "
                  "2-core CPU); memory columns are resident memory of the process tree, not GPU memory.")
     text = combined_table(rows, dev_name, note)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".table6.", suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "table6.md")
+    write_text(out / "table6.md", text)
     print(text)
     print(f"wrote {out / 'table6.md'}")
     return 0

@@ -62,7 +62,8 @@ def load_bounds(path: str | Path) -> dict[int, tuple[float, float]]:
 
 
 @dataclass
-class CaseResult:
+class LabelCheck:
+    """Whether one pseudo-label is kept, and its per-organ volumes."""
     case: str
     keep: bool
     reason: str                      # "" when kept
@@ -71,18 +72,18 @@ class CaseResult:
 
 
 def assess(label: sitk.Image, case: str, required: list[int], min_voxels: int = 1,
-           bounds: dict[int, tuple[float, float]] | None = None) -> CaseResult:
+           bounds: dict[int, tuple[float, float]] | None = None) -> LabelCheck:
     """Keep/reject one label map. Volumes in mL = voxels x product(spacing in mm) / 1000."""
     arr = sitk.GetArrayViewFromImage(label)
     if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
-        return CaseResult(case, False, "label map has non-integer values", {}, {})
+        return LabelCheck(case, False, "label map has non-integer values", {}, {})
     a = arr.astype(np.int64).ravel()
     if a.size and a.min() < 0:
-        return CaseResult(case, False, f"negative values (min {int(a.min())})", {}, {})
+        return LabelCheck(case, False, f"negative values (min {int(a.min())})", {}, {})
     counts = np.bincount(a, minlength=NUM_CLASSES)
     bad = (np.flatnonzero(counts[NUM_CLASSES:]) + NUM_CLASSES).tolist()
     if bad:
-        return CaseResult(case, False, f"values outside 0..{NUM_CLASSES - 1}: {bad[:5]}", {}, {})
+        return LabelCheck(case, False, f"values outside 0..{NUM_CLASSES - 1}: {bad[:5]}", {}, {})
     voxel_ml = float(np.prod(label.GetSpacing())) / 1000.0
     voxels = {o.label: int(counts[o.label]) for o in ORGANS}
     ml = {k: v * voxel_ml for k, v in voxels.items()}
@@ -93,11 +94,11 @@ def assess(label: sitk.Image, case: str, required: list[int], min_voxels: int = 
     for k, (lo, hi) in (bounds or {}).items():
         if voxels[k] >= min_voxels and not lo <= ml[k] <= hi:
             reasons.append(f"{ORGAN_BY_LABEL[k].short} {ml[k]:.1f} mL outside [{lo:g}, {hi:g}]")
-    return CaseResult(case, not reasons, "; ".join(reasons), voxels, ml)
+    return LabelCheck(case, not reasons, "; ".join(reasons), voxels, ml)
 
 
 def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_voxels: int = 1,
-                  bounds: dict | None = None, workers: int = 2, log=print) -> tuple[list[CaseResult], dict[str, str]]:
+                  bounds: dict | None = None, workers: int = 2, log=print) -> tuple[list[LabelCheck], dict[str, str]]:
     """Assess every `<case>.nii.gz` of a folder. Returns (results sorted by case, unreadable case -> error)."""
     required = [o.label for o in ORGANS] if required is None else required
     files = io.list_label_cases(label_dir)
@@ -121,7 +122,7 @@ def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_
     return results, errors
 
 
-def report_csv(results: list[CaseResult]) -> str:
+def report_csv(results: list[LabelCheck]) -> str:
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["case", "keep", "reason"] + [f"{o.short}_ml" for o in ORGANS])
@@ -130,7 +131,7 @@ def report_csv(results: list[CaseResult]) -> str:
     return buf.getvalue()
 
 
-def report_markdown(results: list[CaseResult], errors: dict[str, str], label_dir: str, criteria: str) -> str:
+def report_markdown(results: list[LabelCheck], errors: dict[str, str], label_dir: str, criteria: str) -> str:
     n = len(results)
     kept = sum(r.keep for r in results)
     lines = [f"# Pseudo-label filter: {label_dir}", "", f"Criteria: {criteria}", "",

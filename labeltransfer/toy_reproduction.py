@@ -1,4 +1,4 @@
-"""Toy-scale reproduction of the paper's CT -> MRI label transfer on phantoms (shared/FLARE.md section 5).
+"""Toy-scale reproduction of the paper's CT -> MRI label transfer on phantoms (docs/flare.md section 5).
 
     PYTHONPATH=$PWD python -m labeltransfer.toy_reproduction --work /tmp/toy            # everything
     PYTHONPATH=$PWD python -m labeltransfer.toy_reproduction --work /tmp/toy --steps data,agreement,propagation
@@ -22,7 +22,7 @@ Steps (each skips work whose outputs exist, so an interrupted run continues):
 
 Training runs `nnUNetv2_plan_and_preprocess` and `nnUNetv2_train ... -tr nnUNetTrainerToy` as
 subprocesses, with nnUNet_extTrainer pointing at labeltransfer/nnunet_trainers. Prediction uses the
-project's predictor (inference.api.segment_folder via `pseudolabel`), which computes the descriptors of
+project's predictor (inference.api.segment_folder), which computes the descriptors of
 MIND models itself, so MRI folders are passed as they are. Scores use the project's FLARE
 scorer (evaluation.score_case).
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +40,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from flare.labels import ORGANS, dataset_json_labels
+from inference.mind import mind_ssc
 from labeltransfer import assemble as asm
-from labeltransfer import descriptors, filter_labels, io, propagate, pseudolabel
-from labeltransfer.mind import mind_ssc
+from labeltransfer import descriptors, filter_labels, io, propagate
+from training.steps import parse_steps, run_steps
 
 STEPS = ("data", "agreement", "propagation", "descriptors", "round0", "round1", "round2", "report")
 TRAINER = "nnUNetTrainerToy"
@@ -265,18 +265,20 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
 
 def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: list[str] | None = None) -> None:
     """Predict <case>_0000 files of `images` (all, or `cases`) into out/<case>.nii.gz; skips existing."""
-    src = images
-    if cases is not None:  # a folder of links holding just these cases
-        src = out.parent / f".{out.name}_inputs"
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        for c in cases:
-            os.symlink((images / f"{c}_0000.nii.gz").resolve(), src / f"{c}_0000.nii.gz")
-    rep = pseudolabel.pseudolabel(src, out, model, folds=["all"], device=a.device, log=log)
-    if rep.failed:
-        raise RuntimeError(f"prediction failed for {rep.failed}")
-    if cases is not None:
-        shutil.rmtree(src, ignore_errors=True)
+    from inference.api import segment_folder
+    from inference.device import resolve_device
+    from inference.io import Case
+    from inference.model import load_model
+    names = list(io.list_image_cases(images)) if cases is None else cases
+    todo = [Case(c, [images / f"{c}_0000.nii.gz"]) for c in names if not (out / f"{c}.nii.gz").exists()]
+    if not todo:
+        return
+    loaded = load_model(model, ["all"], device=resolve_device(a.device))
+    results = segment_folder(images, out, model=loaded, cases=todo,
+                             on_result=lambda r: log(f"  {r.case}: {'ok' if r.ok else r.error}"))
+    failed = {r.case: r.error for r in results if not r.ok}
+    if failed:
+        raise RuntimeError(f"prediction failed for {failed}")
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -421,25 +423,31 @@ def main(argv: list[str] | None = None) -> int:
                         "and at toy scale the small organs need more iterations than the rounds before")
     p.add_argument("--min-kept", type=int, default=2, help="fewest filtered T1 pseudo-labels to go on with")
     a = p.parse_args(argv)
-    steps = a.steps.split(",")
-    unknown = set(steps) - set(STEPS)
-    if unknown:
-        p.error(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
+    try:
+        chosen = parse_steps(a.steps, STEPS)
+    except ValueError as e:
+        p.error(str(e))
     w = Path(a.work).resolve()
     a.work = str(w)
     tpath = w / "results" / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
-    for step in STEPS:
-        if step not in steps:
-            continue
-        t0 = time.perf_counter()
-        log(f"== {step}")
-        if step in ("round0", "round1", "round2", "report"):
-            globals()[f"step_{step}"](w, a, timings)
-        else:
-            globals()[f"step_{step}"](w, a)
-        timings[f"step {step}"] = round(time.perf_counter() - t0, 1)
+    table = {  # the recipe, in order
+        "data": lambda: step_data(w, a),
+        "agreement": lambda: step_agreement(w, a),
+        "propagation": lambda: step_propagation(w, a),
+        "descriptors": lambda: step_descriptors(w, a),
+        "round0": lambda: step_round0(w, a, timings),
+        "round1": lambda: step_round1(w, a, timings),
+        "round2": lambda: step_round2(w, a, timings),
+        "report": lambda: step_report(w, a, timings),
+    }
+    assert tuple(table) == STEPS
+
+    def record(step: str, seconds: float) -> None:
+        timings[f"step {step}"] = round(seconds, 1)
         io.write_json_atomic(timings, tpath)
+
+    run_steps(table, chosen, log=log, on_done=record)
     return 0
 
 

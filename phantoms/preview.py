@@ -6,10 +6,11 @@ without the label overlay. Used for the README (docs/phantoms.png).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
+
+from inference.atomic import atomic_output
 
 from .generate import generate_arrays
 from .tissues import MODALITIES
@@ -69,11 +70,9 @@ def make_preview(path: str, seed: int = 3, modalities=MODALITIES, spacing=(1.5, 
     fig.suptitle(f"Synthetic abdominal phantom, subject seed {seed} (radiological view: patient right on "
                  f"the left)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
 from inference.model import load_model
 from inference.weights import import_model, main
-from nnunet_reference import blob_volume
+from testsupport.nnunet_reference import blob_volume
 
 
 @pytest.fixture
