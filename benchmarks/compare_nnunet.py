@@ -1,6 +1,6 @@
 """Ours vs nnU-Net's own predictor on the same case and weights, on CPU.
 
-    python -m benchmarks.compare_nnunet [-m MODEL_DIR] [--no-tta-run] [--out-dir benchmarks/results]
+    python -m benchmarks.compare_nnunet [-m MODEL_DIR] [--no-tta-run] [-o benchmarks/results]
 
 Runs, each as a fresh process (as FLARE runs a container: imports and model load count):
   ours              python -m inference -i IN -o OUT -m MODEL --device cpu --timings T.json
@@ -236,7 +236,7 @@ def device_slug(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:60]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare_nnunet", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -248,9 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ours-tta", action="store_true", help="also run ours with --tta")
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "compare_nnunet",
                    help="scratch folder (case, model, outputs, logs)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table and JSON go")
+    p.add_argument("-o", "--output", dest="out_dir", type=Path, default=RESULTS,
+                   help="folder for compare_nnunet_<device>.md/.json (default benchmarks/results)")
     p.add_argument("--report-only", action="store_true",
                    help="no runs: rebuild the table from the saved JSON and the outputs in --work")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     device = cpu_description()
     stem = a.out_dir / f"compare_nnunet_{device_slug(device)}"

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
 from inference.atomic import atomic_output
+from inference.device import DEVICE_CHOICES
 from inference.io import find_cases as discover_cases
 from inference.io import same_geometry
 
@@ -263,18 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("-i", "--inputs", required=True, help="folder with <case>_0000.nii.gz files")
-    p.add_argument("-o", "--results", required=True, help="results folder (created)")
+    p.add_argument("-i", "--input", dest="inputs", required=True, help="folder with <case>_0000.nii.gz files")
+    p.add_argument("-o", "--output", dest="results", required=True,
+                   help="results folder (created): <case>.json per case, summary.csv/.md, memory plot")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--docker", metavar="IMAGE", help="image name (tag :latest unless given)")
     mode.add_argument("--direct", action="store_true", help="run the predictor CLI without Docker")
     p.add_argument("--name", help="container name for --docker (default: the image name without tag)")
-    p.add_argument("-m", "--model-dir", help="--direct: model folder for our CLI / {model} in --command")
+    p.add_argument("-m", "--model", dest="model_dir",
+                   help="--direct: model folder for our CLI / {model} in --command")
     p.add_argument("--command", default=DEFAULT_DIRECT,
                    help="--direct: command template; placeholders {python} {input} {output} {model} "
                         f"(default: '{DEFAULT_DIRECT}' plus -m MODEL_DIR)")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"],
-                   help="--direct with our CLI: passed as --device")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="--direct with our CLI: passed as --device (default auto)")
     p.add_argument("--gpu", type=int, default=0, help="GPU index: NVML device and --gpus device=N")
     p.add_argument("--memory", choices=["auto", "gpu", "cpu"], default="auto",
                    help="what to sample: GPU (NVML), CPU memory, or GPU when available (default)")

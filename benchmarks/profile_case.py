@@ -151,7 +151,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_case", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -162,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--json", type=Path, help="write the profile as JSON")
     p.add_argument("--md", type=Path, help="write the table as markdown")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if not a.image.is_file():
         print(f"error: {a.image}: no such file", file=sys.stderr)

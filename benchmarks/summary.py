@@ -20,6 +20,7 @@ longer than 0.1 s, so the official AUC under-counts; this column says by how muc
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -277,18 +278,23 @@ def summarise_folder(folder: str | os.PathLike, out_prefix: str | os.PathLike | 
     return rows, csv_path, png, md
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.summary",
                                 description="Summarise a folder of per-case JSON traces like load_json.py.")
     p.add_argument("folder", help="folder with <case>.json files")
-    p.add_argument("--out-prefix", help="output path prefix (default: FOLDER/summary)")
+    p.add_argument("-o", "--output", help="folder for summary_Efficiency.csv, summary_memory.png and "
+                                           "summary_table.md (default: FOLDER)")
     p.add_argument("--title", default="")
     p.add_argument("--interval", type=float, default=NOMINAL_INTERVAL_S, help="nominal period (s)")
     p.add_argument("--time-tolerance", type=float, default=TIME_TOLERANCE_S, help="seconds")
     p.add_argument("--gpu-tolerance", type=float, default=GPU_TOLERANCE_MIB, help="MiB")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
-    _rows, c, g, m = summarise_folder(a.folder, a.out_prefix, a.title, interval_s=a.interval,
+    _rows, c, g, m = summarise_folder(a.folder, Path(a.output or a.folder) / "summary", a.title, interval_s=a.interval,
                                      time_tolerance_s=a.time_tolerance, gpu_tolerance_mib=a.gpu_tolerance)
     print(m.read_text())
     print(f"wrote {c}, {g}, {m}")

@@ -103,7 +103,7 @@ def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.table6", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -117,7 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nnunet-tta", action="store_true", help="nnU-Net with its default test-time mirroring")
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "table6", help="volumes and model (cached)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("-o", "--output", dest="out_dir", type=Path, default=RESULTS,
+                   help="folder; the results go to OUTPUT/table6_<device>/ (default benchmarks/results)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
 
     gpu_desc, why = nvml_probe(a.gpu)

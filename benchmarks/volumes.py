@@ -135,11 +135,16 @@ def write_table6_cases(out_dir: str | os.PathLike, cases: Sequence[str] | None =
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.volumes", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir")
     p.add_argument("--cases", nargs="+", help=f"subset of {list(TABLE6)}")
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     write_table6_cases(a.out_dir, a.cases, a.seed)
     return 0

@@ -61,8 +61,8 @@ ls -l "$out/outputs"
 py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
 if "$py" -c 'import evaluation' 2>/dev/null; then
-    "$py" -m evaluation -p "$out/outputs" -g "$samples/labels" -o "$out/scores.csv" -q
+    "$py" -m evaluation -p "$out/outputs" -g "$samples/labels" -o "$out" -q
 else
     echo "demo.sh: to score the outputs, install the project (bash .ci/run does) and run:" \
-         "python -m evaluation -p $out/outputs -g $samples/labels -o $out/scores.csv"
+         "python -m evaluation -p $out/outputs -g $samples/labels -o $out"
 fi

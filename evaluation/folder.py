@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from flare.labels import csv_columns
 from inference.atomic import atomic_output
+from inference.io import list_label_cases
 
 from .masks import LabelMap, MaskError, as_label_map, check_same_grid
 from .metrics import score_arrays
@@ -54,7 +55,8 @@ class FolderResult:
 
 
 def _nifti_names(folder: str) -> list[str]:
-    return sorted(f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith("."))
+    """File names of the label maps in `folder` (the repository's one case discovery)."""
+    return sorted(p.name for p in list_label_cases(folder, SUFFIX).values())
 
 
 def _score_one(args) -> tuple[str, dict | None, str | None]:

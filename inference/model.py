@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,7 +49,6 @@ class LoadedModel:
     mirror_axes: tuple[int, ...] | None
     folds: list[str]
     device: torch.device
-    dataset_json: dict = field(repr=False, default_factory=dict)
     mind_params: dict | None = None   # set for models on MIND-SSC descriptors (inference.mind)
 
     @property
@@ -258,5 +257,5 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         channel_names=channel_names, labels=labels,
         file_ending=dataset_json.get("file_ending", ".nii.gz"),
         mirror_axes=tuple(mirror) if mirror is not None else None,
-        folds=folds, device=device, dataset_json=dataset_json, mind_params=mind_params,
+        folds=folds, device=device, mind_params=mind_params,
     )

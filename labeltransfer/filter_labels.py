@@ -98,7 +98,7 @@ def assess(label: sitk.Image, case: str, required: list[int], min_voxels: int = 
 
 
 def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_voxels: int = 1,
-                  bounds: dict | None = None, workers: int = 2, log=print) -> tuple[list[LabelCheck], dict[str, str]]:
+                  bounds: dict | None = None, threads: int = 2, log=print) -> tuple[list[LabelCheck], dict[str, str]]:
     """Assess every `<case>.nii.gz` of a folder. Returns (results sorted by case, unreadable case -> error)."""
     required = [o.label for o in ORGANS] if required is None else required
     files = io.list_label_cases(label_dir)
@@ -111,7 +111,7 @@ def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_
             return None, (case, str(e))
 
     results, errors = [], {}
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # SimpleITK reading releases the GIL
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # SimpleITK reading releases the GIL
         for n, (res, err) in enumerate(pool.map(one, files.items()), 1):
             if res is not None:
                 results.append(res)
@@ -153,29 +153,30 @@ def report_markdown(results: list[LabelCheck], errors: dict[str, str], label_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("label_dir", help="folder of <case>.nii.gz label maps (e.g. pseudolabel output)")
-    p.add_argument("--out", required=True, help="output prefix: writes <out>.csv, <out>.md and <out>_keep.txt")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for the report (created): filter.csv, filter.md and keep.txt (kept case ids)")
     p.add_argument("--min-voxels", type=int, default=1, help="voxels an organ needs to count as present (default 1)")
     p.add_argument("--require", default=None,
                    help="comma-separated organs that must be present (ids or short names; default all 13)")
     p.add_argument("--bounds", default=None, help='JSON file {"liver": [min_ml, max_ml], "RK": [min, null], ...}')
-    p.add_argument("--workers", type=int, default=2, help="reader threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="reader threads (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:
     required = None if args.require is None else [organ_from_key(k).label for k in args.require.split(",")]
     bounds = load_bounds(args.bounds) if args.bounds else None
-    results, errors = filter_folder(args.label_dir, required, args.min_voxels, bounds, args.workers)
+    results, errors = filter_folder(args.label_dir, required, args.min_voxels, bounds, args.threads)
     req_txt = "all 13 organs" if required is None else ",".join(ORGAN_BY_LABEL[k].short for k in required)
     criteria = f"present (>= {args.min_voxels} voxels): {req_txt}"
     if bounds:
         criteria += "; volume bounds (mL): " + json.dumps({ORGAN_BY_LABEL[k].short: v for k, v in bounds.items()})
-    out = Path(args.out)
-    io.write_text_atomic(report_csv(results), f"{out}.csv")
-    io.write_text_atomic(report_markdown(results, errors, args.label_dir, criteria), f"{out}.md")
-    io.write_text_atomic("".join(f"{r.case}\n" for r in results if r.keep), f"{out}_keep.txt")
+    out = Path(args.output)
+    io.write_text_atomic(report_csv(results), out / "filter.csv")
+    io.write_text_atomic(report_markdown(results, errors, args.label_dir, criteria), out / "filter.md")
+    io.write_text_atomic("".join(f"{r.case}\n" for r in results if r.keep), out / "keep.txt")
     kept = sum(r.keep for r in results)
     print(f"filter: kept {kept} of {len(results)} cases ({len(errors)} unreadable); "
-          f"report {out}.csv, {out}.md, keep list {out}_keep.txt")
+          f"report {out / 'filter.csv'}, {out / 'filter.md'}, keep list {out / 'keep.txt'}")
     for c, e in errors.items():
         print(f"  {c}: {e}")
     return 1 if errors else 0

@@ -128,7 +128,7 @@ def pseudolabel(input_dir: str | Path, output_dir: str | Path, model_dir: str | 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_dir", help="folder of <case>_0000.nii.gz images (raw intensities, also for MIND models)")
     p.add_argument("output_dir", help="folder for <case>.nii.gz labels (shared by all shards)")
-    p.add_argument("--model", required=True, help="trained nnU-Net model folder (dataset.json, plans.json, fold_*)")
+    p.add_argument("-m", "--model", required=True, help="trained nnU-Net model folder (dataset.json, plans.json, fold_*)")
     p.add_argument("--part", type=int, default=None,
                    help="0-based shard index (default: from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, else 0)")
     p.add_argument("--parts", type=int, default=1, help="number of shards (default 1)")

@@ -1,11 +1,12 @@
 """A picture of the phantoms: for each modality, an axial and a coronal slice of one subject with and
 without the label overlay. Used for the README (docs/phantoms.png).
 
-    python -m phantoms.preview -o docs/phantoms.png [--seed 3]
+    python -m phantoms.preview -o docs [--seed 3]   # writes docs/phantoms.png
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -75,13 +76,19 @@ def make_preview(path: str, seed: int = 3, modalities=MODALITIES, spacing=(1.5, 
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m phantoms.preview", description=__doc__.split("\n\n")[0])
-    ap.add_argument("-o", "--output", default="docs/phantoms.png", help="PNG to write")
+    ap.add_argument("-o", "--output", default="docs", help="folder to write phantoms.png to (default docs)")
     ap.add_argument("--seed", type=int, default=3, help="subject seed (default 3)")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
-    make_preview(args.output, seed=args.seed)
-    print(f"wrote {args.output}")
+    path = os.path.join(args.output, "phantoms.png")
+    make_preview(path, seed=args.seed)
+    print(f"wrote {path}")
     return 0
 
 

@@ -227,10 +227,10 @@ def test_filter_keeps_complete_cases_with_report(tmp_path):
     _write(_label({**full, 14: 5}), labels / "badvalue.nii.gz")
     (labels / "corrupt.nii.gz").write_bytes(b"xx")
     (tmp_path / "bounds.json").write_text(json.dumps({"liver": [0.05, 2.0], "RK": [None, 10]}))
-    rc = cli(["filter", str(labels), "--out", str(tmp_path / "rep"), "--bounds", str(tmp_path / "bounds.json")])
+    rc = cli(["filter", str(labels), "-o", str(tmp_path / "rep"), "--bounds", str(tmp_path / "bounds.json")])
     assert rc == 1  # one unreadable file
-    assert (tmp_path / "rep_keep.txt").read_text() == "full\n"
-    rows = {r["case"]: r for r in _csv_rows(tmp_path / "rep.csv")}
+    assert (tmp_path / "rep" / "keep.txt").read_text() == "full\n"
+    rows = {r["case"]: r for r in _csv_rows(tmp_path / "rep" / "filter.csv")}
     assert set(rows) == {"full", "nogb", "bigliver", "badvalue"}
     assert rows["full"]["keep"] == "1" and rows["full"]["reason"] == ""
     # 10 voxels of 2 x 2 x 2.5 mm = 0.1 mL; RK (label 2): 20 voxels = 0.2 mL
@@ -238,7 +238,7 @@ def test_filter_keeps_complete_cases_with_report(tmp_path):
     assert rows["nogb"]["reason"] == "missing Gallbladder"
     assert rows["bigliver"]["reason"] == "Liver 3.0 mL outside [0.05, 2]"
     assert rows["badvalue"]["reason"] == "values outside 0..13: [14]"
-    md = (tmp_path / "rep.md").read_text()
+    md = (tmp_path / "rep" / "filter.md").read_text()
     assert "Kept **1** of 4 readable cases; 1 unreadable." in md
     assert "| gallbladder | 2/4 |" in md and "corrupt.nii.gz: cannot read image" in md
 
@@ -320,7 +320,7 @@ def test_propagate_cli_subject_pattern(tmp_path):
         ("subj1_T1.nii.gz", "subj1_T2_0000.nii.gz", "subj1_T2.nii.gz")]
     assert notes == ["other: does not match --pattern, left out", "subject subj2: no T1 image"]
     args = ["propagate", "--images", str(images), "--labels", str(labels), "--pattern",
-            r"(?P<subject>subj\d+)_(?P<sequence>T\d)", "--source-sequence", "T1", "--output-dir", str(tmp_path / "out")]
+            r"(?P<subject>subj\d+)_(?P<sequence>T\d)", "--source-sequence", "T1", "-o", str(tmp_path / "out")]
     assert cli(args) == 0
     out = sitk.ReadImage(str(tmp_path / "out" / "subj1_T2.nii.gz"))
     assert dice(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(l2)) > 0.85

@@ -297,13 +297,18 @@ def model_parameter_count(model_dir: str | os.PathLike) -> int:
     return count_parameters(net)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m testsupport.model_folder", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="folder to write (created)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default="torch")
     p.add_argument("--folds", nargs="+", default=["all"], help="fold names: all or integers")
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     out = write_preset(a.out_dir, a.preset, resampling=a.resampling, folds=a.folds, seed=a.seed)
     n = model_parameter_count(out)

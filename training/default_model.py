@@ -9,7 +9,8 @@ Steps (each can be run alone with --steps; later steps reuse what earlier ones l
               size from --plan-gb), then the 3d_fullres U-Net narrowed to --features/--max-features
   preprocess  nnU-Net's DefaultPreprocessor for the compact plans
   train       nnUNetTrainerCPUShort (nnU-Net's nnUNetTrainerAdam, lr 3e-3, short schedule) on fold
-              "all", CPU, fp32
+              "all", CPU; the forward pass under bf16 autocast where the CPU has native bf16, else fp32
+              (--precision)
   export      `inference.weights import` of the trained folder into --out (training state stripped)
   evaluate    our predictor on the held-out images, FLARE DSC/NSD with `evaluation`, then
               --out/provenance.json and --out/README.md with the per-organ table
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--work", type=Path, required=True, help="work folder for nnU-Net's data and results")
-    ap.add_argument("--out", type=Path, default=Path("weights"), help="model folder to write (default weights/)")
+    ap.add_argument("-o", "--output", dest="out", type=Path, default=Path("weights"),
+                    help="model folder to write (default weights/)")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma list of steps (default: all: {','.join(STEPS)})")
     g = ap.add_argument_group("data")
     g.add_argument("--train-cases", type=int, default=70, help="training phantoms (default 70)")
@@ -233,7 +235,7 @@ def _float(v):
 def step_export(args, paths) -> None:
     from inference.weights import import_model
     _log(f"exporting {paths['trained']} -> {args.out}")
-    import_model(paths["trained"], args.out, folds=["all"], force=True)
+    import_model(paths["trained"], args.out, folds=["all"], overwrite=True)
 
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
