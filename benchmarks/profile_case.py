@@ -97,7 +97,8 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
     rss.begin()
     import torch
 
-    from inference.api import DEFAULT_MODEL_DIR, resolve_device, segment_array
+    from inference.api import DEFAULT_MODEL_DIR, segment_array
+    from inference.device import resolve_device
     from inference.io import find_cases, read_case, write_segmentation
     from inference.model import load_model
     stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}

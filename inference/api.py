@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from inference import InferenceError
-from inference.export import logits_to_segmentation
 from inference.device import resolve_device
+from inference.export import logits_to_segmentation
 from inference.io import Case, find_cases, read_case, write_segmentation
 from inference.model import DEFAULT_CHECKPOINT, LoadedModel, load_model
 from inference.preprocess import preprocess
