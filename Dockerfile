@@ -66,16 +66,14 @@ RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
     /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
     find /opt/venv/bin -type f ! -name 'python*' ! -name 'activate*' -delete
 
-# The predictor, the model and predict.sh. labeltransfer/mind.py is only for models on MIND descriptors:
-# the self-check loads the model as the predictor will (and runs it once) and removes labeltransfer/
-# again when the model does not use it.
+# The predictor (MIND descriptors included, for models that take them), the model and predict.sh. The
+# self-check loads the model as the predictor will and runs it once.
 WORKDIR /workspace
 COPY predict.sh ./
 COPY inference/ inference/
-COPY labeltransfer/__init__.py labeltransfer/mind.py labeltransfer/
 COPY weights/ weights/
 COPY docker/selfcheck.py /tmp/selfcheck.py
-RUN /opt/venv/bin/python -B /tmp/selfcheck.py --drop-unused-mind /workspace; \
+RUN /opt/venv/bin/python -B /tmp/selfcheck.py /workspace; \
     /opt/venv/bin/python -m compileall -q /workspace; \
     chmod -R a+rX /workspace
 

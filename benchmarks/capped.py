@@ -34,17 +34,23 @@ def apply_cap(gib: float, log=print) -> float | None:
     return fraction
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.capped", description=__doc__.split("\n\n")[0],
+                                epilog="Arguments after -- go to the module or entry point.")
+    p.add_argument("--gib", type=float, default=RTX3090_GIB, help="allocator cap in GiB (default 24)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--module", help="module to run as __main__ (like python -m)")
+    what.add_argument("--entry", help="module:function to call (a console-script entry point)")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest: list[str] = []
     if "--" in argv:
         i = argv.index("--")
         argv, rest = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(prog="python -m benchmarks.capped", description=__doc__.split("\n\n")[0])
-    p.add_argument("--gib", type=float, default=RTX3090_GIB, help="allocator cap in GiB (default 24)")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--module", help="module to run as __main__ (like python -m)")
-    what.add_argument("--entry", help="module:function to call (a console-script entry point)")
+    p = build_parser()
     a = p.parse_args(argv)
     apply_cap(a.gib, log=lambda m: print(m, file=sys.stderr, flush=True))
     if a.module:

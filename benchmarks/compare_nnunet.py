@@ -1,6 +1,6 @@
 """Ours vs nnU-Net's own predictor on the same case and weights, on CPU.
 
-    python -m benchmarks.compare_nnunet [-m MODEL_DIR] [--no-tta-run] [--out-dir benchmarks/results]
+    python -m benchmarks.compare_nnunet [-m MODEL_DIR] [--no-tta-run] [-o benchmarks/results]
 
 Runs, each as a fresh process (as FLARE runs a container: imports and model load count):
   ours              python -m inference -i IN -o OUT -m MODEL --device cpu --timings T.json
@@ -27,7 +27,7 @@ adds each run's mean Dice against the phantom's true labels. nnU-Net finds the t
 checkpoint names (e.g. the default model's nnUNetTrainerCPUShort) through nnUNet_extTrainer, set to
 the repository's training/ unless already set.
 Model: -m MODEL_DIR; default the repository's weights/ when it holds a model, else a random-weight
-`small_coarse` model folder (benchmarks.model_folder) built on the fly. Prints a markdown table and saves it
+`small_coarse` model folder (testsupport.model_folder) built on the fly. Prints a markdown table and saves it
 (and the raw numbers as JSON) under benchmarks/results/.
 """
 from __future__ import annotations
@@ -39,7 +39,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_folder import RESAMPLING, write_preset
+from inference.atomic import atomic_output, write_json
+from testsupport.model_folder import RESAMPLING, write_preset
+
 from .sampler import Sampler, SourceSpec, cpu_description
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +98,7 @@ def with_default_resampling(model_dir: Path, out_dir: Path) -> Path:
     for cfg in plans["configurations"].values():
         if "resampling_fn_data" in cfg or "inherits_from" not in cfg:
             cfg.update(json.loads(json.dumps(RESAMPLING["default"])))
-    (out_dir / "plans.json").write_text(json.dumps(plans, indent=2))
+    write_json(out_dir / "plans.json", plans)
     shutil.copy2(model_dir / "dataset.json", out_dir / "dataset.json")
     for fold in model_dir.glob("fold_*"):
         if fold.is_dir():
@@ -153,11 +154,8 @@ def write_phantom_case(inputs: Path, truth: Path) -> None:
         return
     img, lab = generate_case(CASE_SEED, "t1", spacing=CASE_SPACING, size=CASE_SIZE, direction="axial")
     for image, path in ((img, img_path), (lab, lab_path)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
-        os.close(fd)
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
 def read_labels(path: Path) -> np.ndarray:
@@ -238,7 +236,7 @@ def device_slug(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")[:60]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compare_nnunet", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -250,9 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ours-tta", action="store_true", help="also run ours with --tta")
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "compare_nnunet",
                    help="scratch folder (case, model, outputs, logs)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where the table and JSON go")
+    p.add_argument("-o", "--output", dest="out_dir", type=Path, default=RESULTS,
+                   help="folder for compare_nnunet_<device>.md/.json (default benchmarks/results)")
     p.add_argument("--report-only", action="store_true",
                    help="no runs: rebuild the table from the saved JSON and the outputs in --work")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     device = cpu_description()
     stem = a.out_dir / f"compare_nnunet_{device_slug(device)}"
@@ -272,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if model is None:
         model = work / "model_small_coarse"
         write_preset(model, "small_coarse", resampling="torch")  # rewritten: cheap, and never stale
-        model_desc = ("random-weight `small_coarse` PlainConvUNet (benchmarks.model_folder: features 4-40, "
+        model_desc = ("random-weight `small_coarse` PlainConvUNet (testsupport.model_folder: features 4-40, "
                       "patch 40x192x224, spacing 3.0x1.5x1.5 mm), torch resampling in plans")
     else:
         model_desc = str(model)
@@ -352,11 +356,8 @@ def _finish(a, runs: list[RunStats], model: Path, model_desc: str, threads: int,
                "dice": {k: {str(lab): v for lab, v in d.items()} for k, d in dice.items()},
                "mean_dice_vs_truth": truth_dice}
     for path, content in ((Path(f"{stem}.md"), text), (Path(f"{stem}.json"), json.dumps(payload, indent=2))):
-        fd, tmp = tempfile.mkstemp(dir=a.out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_output(path, mode=0o644) as tmp:
+            tmp.write_text(content)
     print(f"wrote {stem}.md and {stem}.json")
     return 0 if all(r.returncode == 0 for r in runs) else 1
 

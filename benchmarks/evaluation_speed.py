@@ -1,6 +1,6 @@
 """Time the FLARE scorer (evaluation.score_case) on phantom label maps of growing size.
 
-    PYTHONPATH=. python benchmarks/evaluation_speed.py
+    python -m benchmarks.evaluation_speed
 
 For each grid, the ground truth is a CT phantom's label map and the prediction the same map shifted by
 one voxel along x and y (a realistic, imperfect prediction: every organ gets a surface to compare).
@@ -8,24 +8,28 @@ Both are written as NIfTI and scored from disk, as the CLI does. Prints a table 
 """
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import SimpleITK as sitk  # noqa: E402
-
-from evaluation import score_case  # noqa: E402
-from phantoms import generate_case  # noqa: E402
+from evaluation import score_case
+from phantoms import generate_case
 
 GRIDS = [((256, 256, 80), (1.5, 1.5, 3.0)), ((512, 512, 100), (0.78, 0.78, 2.5))]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog="python -m benchmarks.evaluation_speed",
+                                   description=__doc__.split("\n\n")[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    build_parser().parse_args(argv)
     print(f"{'grid (x, y, z)':<18}{'spacing mm':<20}{'read+score s':>14}{'mean DSC':>10}{'mean NSD':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         for size, spacing in GRIDS:
@@ -42,7 +46,8 @@ def main() -> None:
             dsc = np.mean([v for k, v in scores.items() if k.endswith("_DSC")])
             nsd = np.mean([v for k, v in scores.items() if k.endswith("_NSD")])
             print(f"{'x'.join(map(str, size)):<18}{'x'.join(map(str, spacing)):<20}{dt:>14.2f}{dsc:>10.4f}{nsd:>10.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

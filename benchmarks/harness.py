@@ -4,7 +4,7 @@
     python -m benchmarks.harness -i CASES_DIR -o RESULTS_DIR --direct [-m MODEL_DIR] [--device cpu]
     python -m benchmarks.harness -i CASES_DIR -o RESULTS_DIR --direct --command 'TEMPLATE'
 
-Per case, as the organisers do (FLARE.md section 2-3): a fresh `inputs/` holding only
+Per case, as the organisers do (docs/flare.md section 2-3): a fresh `inputs/` holding only
 `<case>_0000.nii.gz` and an empty `outputs/`; the memory sampler starts; the clock starts just before
 the run and stops when it returns; the sampler stops; `outputs/<case>.nii.gz` is collected (missing or
 wrong-geometry outputs are flagged, never fatal). Raw samples go to `RESULTS_DIR/<case>.json` (keys
@@ -29,13 +29,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
+from inference.atomic import atomic_output
+from inference.device import DEVICE_CHOICES
+from inference.io import find_cases as discover_cases
+from inference.io import same_geometry
 
 from .sampler import SamplerError, SamplerSet, SourceSpec, resolve_source
 from .summary import summarise_folder
@@ -46,7 +49,8 @@ SAMPLER_CHOICES = {"both": ("official", "lean"), "official": ("official",), "lea
 
 
 @dataclass
-class CaseResult:
+class CaseMeasurement:
+    """One container (or direct) run on one case: wall time, exit code, output check."""
     name: str
     time_s: float
     returncode: int
@@ -59,8 +63,8 @@ def find_cases(inputs: str | os.PathLike, only: Sequence[str] | None = None) -> 
     inputs = Path(inputs)
     if not inputs.is_dir():
         raise FileNotFoundError(f"{inputs}: input folder does not exist")
-    cases = sorted((p.name[: -len(INPUT_SUFFIX)], p) for p in inputs.iterdir()
-                   if p.name.endswith(INPUT_SUFFIX) and p.is_file())
+    found, _ = discover_cases(inputs, num_channels=1, file_ending=OUTPUT_SUFFIX)
+    cases = [(c.case_id, c.channel_files[0]) for c in found]
     if only:
         wanted = set(only)
         missing = wanted - {c for c, _ in cases}
@@ -98,14 +102,8 @@ def check_output(pred: Path, ref: Path) -> str:
         except RuntimeError as e:
             return f"unreadable: {p.name}: {str(e).splitlines()[0][:120]}"
         infos.append(r)
-    a, b = infos
-    if a.GetSize() != b.GetSize():
-        return f"geometry mismatch: size {a.GetSize()} != {b.GetSize()}"
-    for what, fa, fb in (("spacing", a.GetSpacing(), b.GetSpacing()), ("origin", a.GetOrigin(), b.GetOrigin()),
-                         ("direction", a.GetDirection(), b.GetDirection())):
-        if any(abs(x - y) > 1e-4 * max(1.0, abs(y)) for x, y in zip(fa, fb)):
-            return f"geometry mismatch: {what} {tuple(round(v, 4) for v in fa)} != {tuple(round(v, 4) for v in fb)}"
-    return "ok"
+    why = same_geometry(*infos)
+    return f"geometry mismatch: {why}" if why else "ok"
 
 
 def _fresh_dir(d: Path) -> Path:
@@ -190,7 +188,7 @@ def _run_sampled(argv: Sequence[str], sampler: SamplerSet, log_path: Path, env: 
 def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]], results: Path,
              spec: SourceSpec, interval: float = 0.1, env: dict | None = None,
              settle_s: float = 0.5, keep_output: bool = True,
-             samplers: Sequence[str] = SAMPLER_CHOICES["both"]) -> CaseResult:
+             samplers: Sequence[str] = SAMPLER_CHOICES["both"]) -> CaseMeasurement:
     """Run one case in a fresh inputs/outputs pair under `results/work/`, sampled by one process per
     timing in `samplers`; write `<case>.json` (official keys from the first timing, the others under
     `traces`)."""
@@ -239,12 +237,9 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
         "command": shlex.join(argv),
     }
     js = results / f"{case}.json"
-    fd, tmp = tempfile.mkstemp(dir=results, prefix=f".{case}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, js)
-    return CaseResult(case, elapsed, rc, status, js)
+    with atomic_output(js, mode=0o644) as tmp:
+        tmp.write_text(json.dumps(record))
+    return CaseMeasurement(case, elapsed, rc, status, js)
 
 
 def direct_argv(template: str, model: str | None, extra: Sequence[str] = ()) -> Callable[[Path, Path], list[str]]:
@@ -323,7 +318,7 @@ def run_harness(cases: Sequence[tuple[str, Path]], argv_for, results: str | os.P
     """Run every case; one failing case never stops the others. Returns (case results, summary rows, md path)."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    out: list[CaseResult] = []
+    out: list[CaseMeasurement] = []
     for i, (case, image) in enumerate(cases, 1):
         log(f"[{label}] case {i}/{len(cases)}: {case} ...")
         try:
@@ -352,18 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("-i", "--inputs", required=True, help="folder with <case>_0000.nii.gz files")
-    p.add_argument("-o", "--results", required=True, help="results folder (created)")
+    p.add_argument("-i", "--input", dest="inputs", required=True, help="folder with <case>_0000.nii.gz files")
+    p.add_argument("-o", "--output", dest="results", required=True,
+                   help="results folder (created): <case>.json per case, summary.csv/.md, memory plot")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--docker", metavar="IMAGE", help="image name (tag :latest unless given)")
     mode.add_argument("--direct", action="store_true", help="run the predictor CLI without Docker")
     p.add_argument("--name", help="container name for --docker (default: the image name without tag)")
-    p.add_argument("-m", "--model-dir", help="--direct: model folder for our CLI / {model} in --command")
+    p.add_argument("-m", "--model", dest="model_dir",
+                   help="--direct: model folder for our CLI / {model} in --command")
     p.add_argument("--command", default=DEFAULT_DIRECT,
                    help="--direct: command template; placeholders {python} {input} {output} {model} "
                         f"(default: '{DEFAULT_DIRECT}' plus -m MODEL_DIR)")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"],
-                   help="--direct with our CLI: passed as --device")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="--direct with our CLI: passed as --device (default auto)")
     p.add_argument("--gpu", type=int, default=0, help="GPU index: NVML device and --gpus device=N")
     p.add_argument("--memory", choices=["auto", "gpu", "cpu"], default="auto",
                    help="what to sample: GPU (NVML), CPU memory, or GPU when available (default)")

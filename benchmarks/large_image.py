@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from inference.atomic import write_text
+from inference.device import DEVICE_CHOICES
+
 FLARE_RAM_LIMIT_GB = 28
 
 
@@ -53,20 +56,26 @@ def write_volume(path: Path, size_xyz: tuple[int, int, int], spacing_xyz: tuple[
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.large_image", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="model folder (default: random 'small' preset)")
+    parser.add_argument("-m", "--model", type=Path, default=None, help="model folder (default: random 'small' preset)")
     parser.add_argument("--size", type=int, nargs=3, default=(1024, 1024, 82), metavar=("X", "Y", "Z"))
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.39, 0.39, 3.0), metavar=("X", "Y", "Z"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/large_image.md"))
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="compute device (default auto)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"),
+                        help="folder for large_image.md (default benchmarks/results)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model
         if model is None:
-            from benchmarks.model_folder import write_preset
+            from testsupport.model_folder import write_preset
             model = write_preset(tmp / "model", "small")
         (tmp / "in").mkdir()
         print(f"writing a {args.size} volume at {args.spacing} mm ...", flush=True)
@@ -97,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    write_text(args.output / "large_image.md", text + "\n")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Time phantom generation (phantoms.generate_case) per modality and grid.
 
-    PYTHONPATH=. python benchmarks/phantoms_speed.py [--repeats 2]
+    python -m benchmarks.phantoms_speed [--repeats 2]
 
 Rows: each modality on a 256x256x80 grid (1.5 x 1.5 x 3 mm), on a coarse training grid and on the
 modality's default (randomly drawn, realistic) grid. Prints the best of --repeats runs in seconds,
@@ -9,19 +9,20 @@ without file writing.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
+from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from phantoms import MODALITIES, generate_case  # noqa: E402
+from phantoms import MODALITIES, generate_case
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args()
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.phantoms_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=2, help="runs per row; the best is shown (default 2)")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setups = [("256x256x80", dict(size=(256, 256, 80), spacing=(1.5, 1.5, 3.0), direction="axial")),
               ("coarse 2x2x5 mm", dict(spacing=(2.0, 2.0, 5.0))),
               ("default (drawn)", {})]
@@ -36,7 +37,8 @@ def main() -> None:
             size = img.GetSize()
             mvox = size[0] * size[1] * size[2] / 1e6
             print(f"{mod:<9}{name:<18}{'x'.join(map(str, size)):<18}{mvox:>8.2f}{best:>9.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

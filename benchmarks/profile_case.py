@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from inference.atomic import write_text
 
 MIB = 2**20
 
@@ -96,7 +97,8 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
     rss.begin()
     import torch
 
-    from inference.api import DEFAULT_MODEL_DIR, resolve_device, segment_array
+    from inference.api import DEFAULT_MODEL_DIR, segment_array
+    from inference.device import resolve_device
     from inference.io import find_cases, read_case, write_segmentation
     from inference.model import load_model
     stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}
@@ -150,7 +152,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_case", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -161,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--json", type=Path, help="write the profile as JSON")
     p.add_argument("--md", type=Path, help="write the table as markdown")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if not a.image.is_file():
         print(f"error: {a.image}: no such file", file=sys.stderr)
@@ -176,10 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     for path, content in ((a.json, json.dumps(res, indent=2)), (a.md, text)):
         if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(content)
-            os.replace(tmp, path)
+            write_text(path, content)
     return 0
 
 

@@ -21,10 +21,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from inference.atomic import atomic_output
 
 from .sampler import (
     MIB,
@@ -175,12 +176,8 @@ def markdown(results: list[dict], costs: dict, machine: str, command: str) -> st
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_output(path, mode=0o644) as tmp:
+        tmp.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

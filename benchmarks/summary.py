@@ -28,16 +28,18 @@ CSV rows written before Name carried the ending (`amos_0540`) still match: `case
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from inference.atomic import atomic_output
 
 NOMINAL_INTERVAL_S = 0.1
 TIME_TOLERANCE_S = 15.0      # FLARE 2024 Task 3 (method paper)
@@ -228,12 +230,8 @@ def read_efficiency_csv(path: str | os.PathLike) -> dict[str, dict]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    with atomic_output(path, mode=0o644) as tmp, open(tmp, "w", newline="") as f:
         f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def write_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
@@ -333,13 +331,9 @@ def plot_traces(traces: Sequence[CaseTrace], path: str | os.PathLike, title: str
     if traces:
         ax.legend(fontsize=8, ncol=2)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp)
+    with atomic_output(path, mode=0o644) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
     return path
 
 
@@ -369,18 +363,23 @@ def summarise_folder(folder: str | os.PathLike, out_prefix: str | os.PathLike | 
     return rows, csv_path, png, md
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.summary",
                                 description="Summarise a folder of per-case JSON traces like load_json.py.")
     p.add_argument("folder", help="folder with <case>.json files")
-    p.add_argument("--out-prefix", help="output path prefix (default: FOLDER/summary)")
+    p.add_argument("-o", "--output", help="folder for summary_Efficiency.csv, summary_memory.png and "
+                                           "summary_table.md (default: FOLDER)")
     p.add_argument("--title", default="")
     p.add_argument("--interval", type=float, default=NOMINAL_INTERVAL_S, help="nominal period (s)")
     p.add_argument("--time-tolerance", type=float, default=TIME_TOLERANCE_S, help="seconds")
     p.add_argument("--gpu-tolerance", type=float, default=GPU_TOLERANCE_MIB, help="MiB")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
-    _rows, c, g, m = summarise_folder(a.folder, a.out_prefix, a.title, interval_s=a.interval,
+    _rows, c, g, m = summarise_folder(a.folder, Path(a.output or a.folder) / "summary", a.title, interval_s=a.interval,
                                      time_tolerance_s=a.time_tolerance, gpu_tolerance_mib=a.gpu_tolerance)
     print(m.read_text())
     print(f"wrote {c}, {g}, {m}")

@@ -5,7 +5,7 @@
     python -m benchmarks.table6 --device cpu --cases amos_0540   # CPU: a subset (the paper model is slow)
 
 One command: writes MRI-like volumes with the paper's eight image sizes (benchmarks.volumes; spacings
-by the assumption in benchmarks/README.md), a model folder with the paper's final architecture (random
+by docs/flare.md section 6's assumption), a model folder with the paper's final architecture (random
 weights; refuses to run unless it has exactly 30,713,158 parameters), then runs the organiser-style
 harness (benchmarks.harness, direct mode: no Docker, so container start-up is not included) for
   ours      python -m inference ... --device DEV           (the model's plans: torch resampling)
@@ -22,9 +22,11 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from inference.atomic import write_text
+from testsupport.model_folder import PAPER, model_parameter_count, write_preset
 
 from .compare_nnunet import (
     NNUNET_ENTRY,
@@ -35,7 +37,6 @@ from .compare_nnunet import (
     with_default_resampling,
 )
 from .harness import SAMPLER_CHOICES, find_cases, run_harness
-from .model_folder import PAPER, model_parameter_count, write_preset
 from .sampler import nvml_probe, resolve_source
 from .summary import SAMPLER_TIMINGS, case_id, summarise_folder
 from .volumes import PAPER_MEAN, TABLE6, write_table6_cases
@@ -109,7 +110,7 @@ def combined_table(rows: dict[str, dict[str, dict]], device: str, note: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.table6", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -125,10 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sampler", choices=list(SAMPLER_CHOICES), default="both",
                    help="sampler timing(s), as benchmarks.harness --sampler")
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "table6", help="volumes and model (cached)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("-o", "--output", dest="out_dir", type=Path, default=RESULTS,
+                   help="folder; the results go to OUTPUT/table6_<device>/ (default benchmarks/results)")
     p.add_argument("--resummarise", action="store_true",
                    help="run nothing: rebuild every CSV/table and table6.md from the per-case JSONs already "
                         "in the output folder (same --device/--emulate-rtx3090/--nnunet-tta as the run)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
 
     gpu_desc, why = nvml_probe(a.gpu)
@@ -197,17 +204,12 @@ def write_table(out: Path, rows: dict[str, dict[str, dict]], dev_name: str, nnun
             "load_json.py. Model: the paper's "
             "PlainConvUNet (30,713,158 parameters, random weights); nnU-Net ran "
             f"{'with' if nnunet_tta else 'without'} test-time mirroring, default (skimage) resampling. "
-            "Volumes: MRI-like, the paper's sizes, spacings assumed (benchmarks/README.md, Table 6 volumes).")
+            "Volumes: MRI-like, the paper's sizes, spacings assumed (docs/flare.md section 6).")
     if device == "cpu":
         note += (" CPU run: only the cases listed (the paper's network takes about 14 s per patch on a "
                  "2-core CPU); memory columns are resident memory of the process tree, not GPU memory.")
     text = combined_table(rows, dev_name, note)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".table6.", suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "table6.md")
+    write_text(out / "table6.md", text)
     print(text)
     print(f"wrote {out / 'table6.md'}")
 

@@ -4,7 +4,7 @@ What matters for efficiency is the grid (size, spacing, orientation) and an inte
 like abdominal MRI (dark background, bright-ish body, organ-like blobs, bias field, noise), so that
 cropping, normalisation, resampling and the sliding window do the same work as on real cases.
 
-Sizes are the paper's (nibabel order x, y, z). The spacings are not published; FLARE.md section 6
+Sizes are the paper's (nibabel order x, y, z). The spacings are not published; docs/flare.md section 6
 states the assumption used here: in-plane spacing = 400 mm / max(x, y); slice spacing = 250 mm / z,
 clipped to [1, 6] mm.
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from inference.atomic import atomic_output
 
 # case -> (x, y, z) size, and the paper's RTX 3090 numbers (time s, max GPU MB, total GPU MB*s).
 TABLE6: dict[str, tuple[tuple[int, int, int], tuple[float, int, int]]] = {
@@ -35,7 +36,7 @@ PAPER_MEAN = (20.0, None, 73607)  # validation mean in the paper: 20 s, 73,607 M
 
 
 def table6_spacing(size_xyz: Sequence[int]) -> tuple[float, float, float]:
-    """(sx, sy, sz) in mm for a (x, y, z) size, by FLARE.md section 6's stated assumption."""
+    """(sx, sy, sz) in mm for a (x, y, z) size, by docs/flare.md section 6's stated assumption."""
     x, y, z = size_xyz
     inplane = 400.0 / max(x, y)
     return inplane, inplane, float(np.clip(250.0 / z, 1.0, 6.0))
@@ -114,11 +115,8 @@ def write_case(out_dir: str | os.PathLike, case: str, size_xyz: Sequence[int],
         except RuntimeError:
             pass
     img = mri_like_image(size_xyz, spacing_xyz, seed)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{case}.", suffix=".nii.gz")
-    os.close(fd)
-    sitk.WriteImage(img, tmp, useCompression=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with atomic_output(path, mode=0o644) as tmp:
+        sitk.WriteImage(img, str(tmp), useCompression=True)
     return path
 
 
@@ -137,11 +135,16 @@ def write_table6_cases(out_dir: str | os.PathLike, cases: Sequence[str] | None =
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.volumes", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir")
     p.add_argument("--cases", nargs="+", help=f"subset of {list(TABLE6)}")
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     write_table6_cases(a.out_dir, a.cases, a.seed)
     return 0

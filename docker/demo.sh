@@ -72,5 +72,5 @@ print("\n".join(docker_run_command(sys.argv[1], sys.argv[2], sys.argv[3], sys.ar
 done
 
 echo
-"$PWD/.venv/bin/python" -m evaluation -p "$out/outputs" -g "$samples/labels" -o "$out/scores.csv" -q
+"$PWD/.venv/bin/python" -m evaluation -p "$out/outputs" -g "$samples/labels" -o "$out" -q
 [ "$failed" = 0 ] || { echo "demo.sh: $failed case(s) failed" >&2; exit 1; }

@@ -6,16 +6,12 @@ model that cannot be loaded. It loads the model in weights/ on the CPU, builds i
 nnunetv2 and runs one forward pass on a small zero input, so a library that was left out or pruned
 shows up here and not at the organisers'.
 
-With --drop-unused-mind it then deletes WORKSPACE/labeltransfer when the model does not take MIND
-descriptors (the predictor imports labeltransfer.mind only for such models).
-
-Usage (inside the builder stage): python -B docker/selfcheck.py [--drop-unused-mind] [WORKSPACE]
+Usage (inside the builder stage): python -B docker/selfcheck.py [WORKSPACE]
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,8 +25,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workspace", nargs="?", default="/workspace", type=Path,
                         help="folder holding predict.sh, inference/ and weights/ (default /workspace)")
-    parser.add_argument("--drop-unused-mind", action="store_true",
-                        help="delete WORKSPACE/labeltransfer when the model does not use MIND descriptors")
     args = parser.parse_args()
     workspace = args.workspace
     for name, kind in (("predict.sh", "file"), ("inference", "dir"), ("weights", "dir")):
@@ -81,9 +75,6 @@ def main() -> None:
     print(f"selfcheck: ok: torch {torch.__version__}, model {model.config.name} "
           f"(folds {' '.join(model.folds)}, {model.num_classes} classes{', MIND input' if mind else ''}), "
           f"forward on {shape[2:]}")
-    if args.drop_unused_mind and not mind and (workspace / "labeltransfer").exists():
-        shutil.rmtree(workspace / "labeltransfer")
-        print("selfcheck: model takes no MIND descriptors: labeltransfer/ removed from the image")
 
 
 if __name__ == "__main__":

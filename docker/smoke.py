@@ -12,7 +12,13 @@ When every check passes, a record (image id, sha256 of the sample files, thresho
 to --record (default build/docker-smoke.json): tests/test_docker.py skips repeating the container runs
 for exactly that image and those samples, so CI runs each container once.
 
-Usage: python docker/smoke.py [--image flare-mri-seg] [--samples samples] [--min-dice 0.8]
+Usage, from the repository root with the project installed (`pip install -e .`, as .ci/run does; it
+imports evaluation/, flare/ and inference/):
+
+    python docker/smoke.py [--image flare-mri-seg] [--samples samples] [--min-dice 0.8]
+
+It runs by path, not as `python -m`, because docker/ is not a Python package: it holds the image's
+build inputs.
 Exit status 0 when every check passed, 1 otherwise (each failure is printed).
 """
 from __future__ import annotations
@@ -33,16 +39,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evaluation import score_case
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
+from inference.atomic import write_json
+from inference.io import find_cases, same_geometry
 
-GEOMETRY_ATOL = 1e-4  # NIfTI stores geometry as float32; mm and direction cosines
 DEFAULT_RECORD = Path(__file__).resolve().parent.parent / "build" / "docker-smoke.json"
 
 
 @dataclass
-class CaseResult:
+class ContainerRun:
     """Outcome of one container run on one sample case; `problems` empty means it passed."""
     case: str
     seconds: float
@@ -59,23 +65,17 @@ class CaseResult:
 def sample_cases(samples: Path) -> list[str]:
     """Case ids of SAMPLES/inputs/<case>_0000.nii.gz, sorted; raises when there are none."""
     inputs = samples / "inputs"
-    cases = sorted(p.name[: -len(INPUT_SUFFIX)] for p in inputs.glob(f"*{INPUT_SUFFIX}"))
+    cases = [c.case_id for c in find_cases(inputs, num_channels=1, file_ending=OUTPUT_SUFFIX)[0]]
     if not cases:
         raise FileNotFoundError(f"{inputs}: no <case>{INPUT_SUFFIX} sample files")
     return cases
 
 
 def geometry_problems(reference: sitk.Image, output: sitk.Image) -> list[str]:
-    """Differences in size, spacing, origin or direction between two images (empty when equal)."""
-    problems = []
-    if reference.GetSize() != output.GetSize():
-        problems.append(f"size {output.GetSize()} != input {reference.GetSize()}")
-    for name in ("Spacing", "Origin", "Direction"):
-        a, b = getattr(reference, f"Get{name}")(), getattr(output, f"Get{name}")()
-        if not np.allclose(a, b, atol=GEOMETRY_ATOL, rtol=0):
-            problems.append(f"{name.lower()} {tuple(round(x, 6) for x in b)} != input "
-                            f"{tuple(round(x, 6) for x in a)}")
-    return problems
+    """Differences in size, spacing, origin or direction between two images (empty when equal), with
+    the repository's one geometry tolerance (inference.io.same_geometry)."""
+    why = same_geometry(reference, output)
+    return [f"output grid differs from the input's: {why}"] if why else []
 
 
 def image_id(image: str) -> str:
@@ -117,7 +117,7 @@ def run_container(image: str, name: str, inputs: Path, outputs: Path,
 
 
 def check_case(image: str, samples: Path, case: str, workdir: Path, min_dice: float,
-               network_none: bool = False) -> CaseResult:
+               network_none: bool = False) -> ContainerRun:
     """Run one container on one sample case and check its output (see the module docstring)."""
     inputs, outputs = workdir / case / "inputs", workdir / case / "outputs"
     inputs.mkdir(parents=True)
@@ -127,7 +127,7 @@ def check_case(image: str, samples: Path, case: str, workdir: Path, min_dice: fl
     name = "flare-smoke-" + "".join(c if c.isalnum() or c in "_.-" else "-" for c in case) + f"-{os.getpid()}"
     extra = ["--network", "none"] if network_none else None
     code, log, seconds = run_container(image, name, inputs, outputs, extra)
-    result = CaseResult(case, seconds, log=log)
+    result = ContainerRun(case, seconds, log=log)
     if code != 0:
         result.problems.append(f"container exited {code}")
         return result
@@ -204,10 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"docker smoke: {len(cases) + 1 - failures} of {len(cases) + 1} checks passed")
     if failures:
         return 1
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.record.with_name(f".{args.record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "image": args.image, "results": results}, indent=2) + "\n")
-    os.replace(tmp, args.record)
+    write_json(args.record, {"key": key, "image": args.image, "results": results})
     return 0
 
 

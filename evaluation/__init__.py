@@ -4,7 +4,7 @@
     score_case("pred/amos_0540.nii.gz", "gt/amos_0540.nii.gz")   # {"Liver_DSC": 0.97, ..., "LK_NSD": ...}
     result = score_folder("pred/", "gt/")                           # rows, missing, errors
 
-CLI: python -m evaluation -p PRED_DIR -g GT_DIR -o results.csv
+CLI: python -m evaluation -p PRED_DIR -g GT_DIR -o OUT_DIR   (writes OUT_DIR/scores.csv)
 """
 from .folder import FolderResult, score_case, score_folder, write_csv, zero_scores
 from .masks import LabelMap, MaskError, read_label_map

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from flare.labels import csv_columns
+from inference.atomic import atomic_output
+from inference.io import list_label_cases
 
 from .masks import LabelMap, MaskError, as_label_map, check_same_grid
 from .metrics import score_arrays
@@ -54,7 +55,8 @@ class FolderResult:
 
 
 def _nifti_names(folder: str) -> list[str]:
-    return sorted(f for f in os.listdir(folder) if f.endswith(SUFFIX) and not f.startswith("."))
+    """File names of the label maps in `folder` (the repository's one case discovery)."""
+    return sorted(p.name for p in list_label_cases(folder, SUFFIX).values())
 
 
 def _score_one(args) -> tuple[str, dict | None, str | None]:
@@ -119,23 +121,10 @@ def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
     """Write rows with the official columns (Name, 13 x _DSC, 13 x _NSD), atomically."""
     import csv
 
-    path = os.fspath(path)
     cols = csv_columns()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for r in rows:
-                w.writerow([r["Name"]] + [_fmt(r[c]) for c in cols[1:]])
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)   # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r["Name"]] + [_fmt(r[c]) for c in cols[1:]])
 

@@ -1,6 +1,6 @@
 """FLARE 2024 Task 3 DSC and NSD per organ, following the official scorer's rules.
 
-Rules (T2andT3_FLARE24_DSC_NSD_Eval.py, ../shared/FLARE.md section 4), per case and organ i:
+Rules (T2andT3_FLARE24_DSC_NSD_Eval.py, docs/flare.md section 4), per case and organ i:
 - emptiness is judged on the whole volume: GT and prediction both empty -> DSC = NSD = 1; exactly one
   empty -> 0 and 0;
 - aorta, IVC and esophagus (`Organ.z_range_rule`) are scored only on the GT organ's axial range along

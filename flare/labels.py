@@ -1,6 +1,6 @@
 """FLARE 2024 Task 3 labels: ids, names, short CSV names and NSD tolerances (mm).
 
-Source: the official Task 3 scorer (T2andT3_FLARE24_DSC_NSD_Eval.py) and ../shared/FLARE.md section 1.
+Source: the official Task 3 scorer (T2andT3_FLARE24_DSC_NSD_Eval.py) and docs/flare.md section 1.
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Python entry points: segment one case or a whole folder with a loaded or a named model."""
+"""Python entry points: segment an array, one case, or a whole folder with a loaded or a named model.
+
+`segment_folder` is the one per-folder loop of the repository: `python -m inference` and
+`labeltransfer pseudolabel` are thin shells over it.
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,7 @@ import numpy as np
 import torch
 
 from inference import InferenceError
+from inference.device import resolve_device
 from inference.export import logits_to_segmentation
 from inference.io import Case, find_cases, read_case, write_segmentation
 from inference.model import DEFAULT_CHECKPOINT, LoadedModel, load_model
@@ -23,22 +28,13 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 @dataclass
 class CaseResult:
+    """What became of one case: output file or error, warnings, seconds per stage."""
     case: str
     ok: bool
     output: Path | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceError("--device cuda asked for, but no CUDA device is available")
-    return device
 
 
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,
@@ -99,26 +95,45 @@ def check_output_dir(output_dir: Path) -> None:
         raise InferenceError(f"{output_dir}: output folder is not writable")
 
 
+def check_folders(input_dir: Path, output_dir: Path) -> None:
+    """Folder-level checks before any work: the input folder exists, the output folder is usable.
+
+    Cheap; callers that want to fail before loading a model (the CLI) call it first themselves.
+    """
+    if not input_dir.is_dir():
+        raise InferenceError(f"{input_dir}: input folder not found")
+    check_output_dir(output_dir)
+
+
 def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, folds: list[str] | None = None,
                    checkpoint: str = DEFAULT_CHECKPOINT, device: str = "auto", tta: bool = False,
-                   step_size: float = 0.5, model: LoadedModel | None = None,
+                   step_size: float = 0.5, configuration: str | None = None,
+                   model: LoadedModel | None = None, cases: list[Case] | None = None,
                    on_result: Callable[[CaseResult], None] | None = None,
+                   on_skipped: Callable[[str], None] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
-    """Segment every `<case>_0000` image of `input_dir` into `output_dir`.
+    """Segment every `<case>_0000` image of `input_dir` (or only `cases`) into `output_dir/<case>.nii.gz`.
+
+    model: an already loaded model (then model_dir, folds, checkpoint, device and configuration are
+    not used); otherwise the model folder is loaded once here. cases: the cases to do, e.g. one shard
+    of a folder; default: every case found in `input_dir`. on_result is called after each case;
+    on_skipped with the message for each file in `input_dir` that is not an input (default: a warning).
 
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
     InferenceError; a bad case gives a failed CaseResult and the others still run.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.is_dir():
-        raise InferenceError(f"{input_dir}: input folder not found")
-    check_output_dir(output_dir)
+    check_folders(input_dir, output_dir)
     if model is None:
-        model = load_model(model_dir, folds, checkpoint, resolve_device(device))
-    cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
-    for message in skipped:
-        warnings.warn(message, stacklevel=2)
+        model = load_model(model_dir, folds, checkpoint, resolve_device(device), configuration)
+    if cases is None:
+        cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
+        for message in skipped:
+            if on_skipped:
+                on_skipped(message)
+            else:
+                warnings.warn(message, stacklevel=2)
     results = []
     for case in cases:
         result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress)

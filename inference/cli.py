@@ -1,12 +1,12 @@
-"""Command line: `python -m inference -i INPUT_DIR -o OUTPUT_DIR [-m MODEL_DIR] ...`. Parses and reports only."""
+"""Command line: `python -m inference -i INPUT_DIR -o OUTPUT_DIR [-m MODEL_DIR] ...`.
+
+A thin shell over `inference.api.segment_folder`: parse, load the model (timed), run, report, write timings.
+"""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from inference import InferenceError
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch (0 < s <= 1; default 0.5)")
     parser.add_argument("--timings", type=Path, default=None, help="write per-stage seconds as JSON here")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no per-case progress lines (failures and warnings are still printed)")
     return parser
 
 
@@ -56,12 +58,6 @@ def _progress_bar():
     return update
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     started_at = time.perf_counter() if started_at is None else started_at
     args = build_parser().parse_args(argv)
@@ -69,53 +65,49 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
         return 2
 
-    from inference.api import DEFAULT_MODEL_DIR, check_output_dir, resolve_device, segment_case
-    from inference.io import find_cases
+    from inference.api import DEFAULT_MODEL_DIR, check_folders, segment_folder
+    from inference.atomic import write_json
+    from inference.device import resolve_device
     from inference.model import load_model
     imports_done = time.perf_counter()
     startup = {"imports": round(imports_done - started_at, 4)}
     model_dir = args.model or DEFAULT_MODEL_DIR
     try:
-        if not args.input.is_dir():
-            raise InferenceError(f"{args.input}: input folder not found")
-        check_output_dir(args.output)
+        check_folders(args.input, args.output)  # before the model load: a usage error costs nothing
         device = resolve_device(args.device)
         model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration)
-        startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-        cases, skipped = find_cases(args.input, model.num_input_files, model.file_ending)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for message in skipped:
-        print(f"warning: {message}", file=sys.stderr)
+    startup["model_load"] = round(time.perf_counter() - imports_done, 4)
     print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {device}; "
           f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
-    if not cases:
-        print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
 
-    progress = _progress_bar()
-    records, failed = [], 0
-    for case in cases:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # segment_case records them; printed below once
-            result = segment_case(case, args.output, model, tta=args.tta, step_size=args.step_size,
-                                  progress=progress)
+    def report(result) -> None:
         for message in result.warnings:
             print(f"warning: {message}", file=sys.stderr)
-        stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-        if result.ok:
-            print(f"{case.case_id}: ok -> {result.output} [{stages}]", flush=True)
-        else:
-            failed += 1
-            print(f"{case.case_id}: FAILED: {result.error}", file=sys.stderr, flush=True)
-        records.append({"case": result.case, "ok": result.ok, "error": result.error,
-                        "seconds": {k: round(v, 4) for k, v in result.timings.items()}})
+        if not result.ok:
+            print(f"{result.case}: FAILED: {result.error}", file=sys.stderr, flush=True)
+        elif not args.quiet:
+            stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+            print(f"{result.case}: ok -> {result.output} [{stages}]", flush=True)
 
+    try:
+        results = segment_folder(args.input, args.output, model=model, tta=args.tta, step_size=args.step_size,
+                                 on_result=report, progress=None if args.quiet else _progress_bar(),
+                                 on_skipped=lambda message: print(f"warning: {message}", file=sys.stderr))
+    except InferenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not results:
+        print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
     if args.timings:
-        _write_json_atomic(args.timings, {"device": str(device), "model": str(model_dir),
-                                          "startup": startup, "cases": records,
-                                          "total_seconds": round(time.perf_counter() - started_at, 4)})
+        records = [{"case": r.case, "ok": r.ok, "error": r.error,
+                    "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
+        write_json(args.timings, {"device": str(device), "model": str(model_dir), "startup": startup,
+                                  "cases": records, "total_seconds": round(time.perf_counter() - started_at, 4)})
+    failed = sum(not r.ok for r in results)
     if failed:
-        print(f"{failed} of {len(cases)} case(s) failed", file=sys.stderr)
+        print(f"{failed} of {len(results)} case(s) failed", file=sys.stderr)
         return 1
     return 0

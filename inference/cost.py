@@ -44,7 +44,7 @@ from inference.resample import new_shape_for_spacing
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
-MIND_WORK_BYTES = 1 * GiB          # labeltransfer.mind.mind_channels' default max_work_bytes
+MIND_WORK_BYTES = 1 * GiB          # inference.mind.mind_channels' default max_work_bytes
 EXPORT_BUDGET_BYTES = 2 * GiB      # inference.export._LOGITS_BUDGET_BYTES
 # Margin kept free of the estimate: allocator slack, Python objects, the OS page cache we lean on.
 MARGIN_FRACTION = 0.10

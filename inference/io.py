@@ -1,7 +1,13 @@
-"""Finding cases in an input folder, reading them with SimpleITK, writing label maps atomically."""
+"""Finding cases in a folder, reading them with SimpleITK, comparing grids, writing label maps atomically.
+
+The one home of case discovery (`find_cases` for the predictor's input folder, `list_image_cases` /
+`list_label_cases` for nnU-Net raw-dataset folders) and of the geometry comparison (`same_geometry`).
+nnU-Net raw naming: images `<case>_<XXXX><ending>` (XXXX = 4-digit channel), labels `<case><ending>`.
+"""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -12,6 +18,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from inference import InferenceError, nifti
+from inference.atomic import atomic_output
+
+FILE_ENDING = ".nii.gz"
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+# The one geometry tolerance of the repository, relative to the larger magnitude (at least 1): two grids
+# are the same when size is equal and every spacing, origin and direction component agrees within
+# 1e-3 x max(1, |a|, |b|). NIfTI stores these as float32 and tools round-trip them through
+# qform/sform, which moves them by ~1e-6 relative; a real change of grid (a resampling, a shifted origin,
+# a flipped axis) is orders of magnitude larger. Written by hand: SimpleITK's own check
+# (Image.IsSameImageGeometryAs / CopyInformation) uses a fixed absolute tolerance and returns no reason.
+GEOMETRY_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -58,6 +76,39 @@ def _is_other_channel(name: str, file_ending: str, num_channels: int) -> bool:
     stem = name[: -len(file_ending)]
     suffix = stem.rsplit("_", 1)[-1]
     return len(suffix) == 4 and suffix.isdigit() and 0 < int(suffix) < num_channels
+
+
+def list_image_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, list[Path]]:
+    """{case: [channel files sorted by channel]} of an nnU-Net images folder (hidden files ignored).
+
+    Raises InferenceError for a missing folder and ValueError where a case's channels are not 0..n-1.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InferenceError(f"{folder}: not a folder")
+    cases: dict[str, dict[int, Path]] = {}
+    for p in folder.iterdir():
+        if not p.name.endswith(file_ending) or p.name.startswith("."):
+            continue
+        m = _CHANNEL_RE.match(p.name[: -len(file_ending)])
+        if m is not None:
+            cases.setdefault(m["case"], {})[int(m["channel"])] = p
+    out = {}
+    for case in sorted(cases):
+        chans = cases[case]
+        if sorted(chans) != list(range(len(chans))):
+            raise ValueError(f"{folder}: case {case!r} has channels {sorted(chans)}, expected 0..{len(chans) - 1}")
+        out[case] = [chans[c] for c in range(len(chans))]
+    return out
+
+
+def list_label_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, Path]:
+    """{case: label file} of an nnU-Net labels (or predictions) folder; hidden temporary files ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InferenceError(f"{folder}: not a folder")
+    return {p.name[: -len(file_ending)]: p for p in sorted(folder.iterdir())
+            if p.name.endswith(file_ending) and not p.name.startswith(".") and p.is_file()}
 
 
 @dataclass
@@ -110,11 +161,19 @@ def _run(path: Path, step):
         raise InferenceError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from None
 
 
-def _same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-5)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
+def same_geometry(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
+    """None when images (or header readers) `a` and `b` share one grid, else why not (for messages).
+
+    Size must be equal; spacing, origin and direction agree within `tol` x max(1, |a|, |b|) per
+    component (see GEOMETRY_TOLERANCE).
+    """
+    if tuple(a.GetSize()) != tuple(b.GetSize()):
+        return f"size {tuple(a.GetSize())} != {tuple(b.GetSize())}"
+    for what, va, vb in (("spacing", a.GetSpacing(), b.GetSpacing()), ("origin", a.GetOrigin(), b.GetOrigin()),
+                         ("direction", a.GetDirection(), b.GetDirection())):
+        if any(abs(x - y) > tol * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb)):
+            return f"{what} {tuple(round(v, 4) for v in va)} != {tuple(round(v, 4) for v in vb)}"
+    return None
 
 
 def header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
@@ -144,8 +203,9 @@ def read_case(case: Case, model=None) -> Volume:
                 nifti.check_size_by_decompressing(channel.header)
         images = [_run(c.path, c.reader.Execute) for c in channels]
     for path, image in zip(case.channel_files[1:], images[1:]):
-        if not _same_geometry(images[0], image):
-            raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]}")
+        why = same_geometry(images[0], image)
+        if why:
+            raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]} ({why})")
     arrays = [sitk.GetArrayFromImage(image).astype(np.float32, copy=False) for image in images]
     reference = sitk.Image([1, 1, 1], sitk.sitkUInt8)
     reference.SetSpacing(images[0].GetSpacing())
@@ -161,12 +221,6 @@ def write_segmentation(labels: np.ndarray, reference: sitk.Image, out_file: Path
     image.SetSpacing(reference.GetSpacing())
     image.SetOrigin(reference.GetOrigin())
     image.SetDirection(reference.GetDirection())
-    # The temporary name keeps the .nii.gz ending so SimpleITK picks the NIfTI writer.
-    tmp = out_file.with_name(f".{out_file.name[:-7]}.{os.getpid()}.partial.nii.gz")
-    try:
+    # os.chmod: readable by the host user when written as root inside a container
+    with atomic_output(out_file, mode=0o644, make_parents=False) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True, compressionLevel=1)
-        os.chmod(tmp, 0o644)  # readable by the host user when written as root inside a container
-        os.replace(tmp, out_file)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from inference import InferenceError
+from inference.atomic import write_json
 
 MANIFEST_NAME = "manifest.json"
 
@@ -26,7 +27,7 @@ def write_manifest(model_dir: Path, extra: dict | None = None) -> Path:
     files = {p.relative_to(model_dir).as_posix(): sha256_of(p)
              for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
     path = model_dir / MANIFEST_NAME
-    path.write_text(json.dumps({"algorithm": "sha256", "files": files, **(extra or {})}, indent=2) + "\n")
+    write_json(path, {"algorithm": "sha256", "files": files, **(extra or {})})
     return path
 
 

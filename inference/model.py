@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,8 +49,7 @@ class LoadedModel:
     mirror_axes: tuple[int, ...] | None
     folds: list[str]
     device: torch.device
-    dataset_json: dict = field(repr=False, default_factory=dict)
-    mind_params: dict | None = None   # set for models on MIND-SSC descriptors (labeltransfer.mind)
+    mind_params: dict | None = None   # set for models on MIND-SSC descriptors (inference.mind)
 
     @property
     def num_channels(self) -> int:
@@ -116,15 +115,12 @@ def parse_labels(dataset_json: dict, path: Path) -> dict[str, int]:
 
 
 def _mind_params(dataset_json: dict, path: Path) -> dict | None:
-    """MIND descriptor parameters when dataset.json declares MIND input (labeltransfer's convention)."""
+    """MIND descriptor parameters when dataset.json declares MIND input (see inference/mind.py)."""
     if "mind" not in dataset_json and not any(str(n).startswith("MIND_")
                                               for n in dataset_json.get("channel_names", {}).values()):
         return None
-    try:  # imported only for MIND models: the plain image needs no labeltransfer
-        from labeltransfer.mind import descriptor_channels_from_dataset_json
-    except ImportError:
-        raise InferenceError(f"{path}: declares MIND input, but labeltransfer.mind is not installed "
-                             f"beside the predictor") from None
+    # imported only for MIND models: keeps start-up light for plain models
+    from inference.mind import descriptor_channels_from_dataset_json
     try:
         return descriptor_channels_from_dataset_json(dataset_json)
     except ValueError as e:
@@ -261,5 +257,5 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         channel_names=channel_names, labels=labels,
         file_ending=dataset_json.get("file_ending", ".nii.gz"),
         mirror_axes=tuple(mirror) if mirror is not None else None,
-        folds=folds, device=device, dataset_json=dataset_json, mind_params=mind_params,
+        folds=folds, device=device, mind_params=mind_params,
     )

@@ -104,7 +104,7 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
         data = torch.where(finite, data, torch.zeros((), device=device))
     del finite
     if model.mind_params is not None:
-        from labeltransfer.mind import mind_channels
+        from inference.mind import mind_channels
         data = mind_channels(data, model.mind_params, device).float()
     data = data.permute(0, *[a + 1 for a in tf])
     spacing_t = tuple(float(spacing[a]) for a in tf)

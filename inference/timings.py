@@ -5,9 +5,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-CASE_STAGES = ("read", "preprocess", "network", "export", "write")
-
-
 @dataclass
 class StageTimer:
     """Seconds spent per named stage; `sync` is called before each clock read (CUDA synchronise)."""
@@ -25,7 +22,3 @@ class StageTimer:
             if self.sync:
                 self.sync()
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def line(self) -> str:
-        parts = [f"{k} {v:.2f}s" for k, v in self.seconds.items()]
-        return ", ".join(parts) + f" (total {sum(self.seconds.values()):.2f}s)"

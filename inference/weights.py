@@ -1,6 +1,6 @@
 """Import a trained nnU-Net v2 model folder into place (default: weights/), validated and stripped.
 
-    python -m inference.weights import SRC_MODEL_DIR [--dest weights/] [--folds 0 1 ...] [--half] [--force]
+    python -m inference.weights import SRC_MODEL_DIR [-o weights/] [--folds 0 1 ...] [--half] [--overwrite]
 
 The source is loaded the way the predictor loads it (weights-only unpickling, network built from the
 plans, strict state-dict match, label count checked against dataset.json). What is written holds only
@@ -58,13 +58,13 @@ def _stripped_checkpoint(source: dict, half: bool) -> dict:
 
 
 def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds: list[str] | None = None,
-                 checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, force: bool = False) -> Path:
+                 checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, overwrite: bool = False) -> Path:
     """Validate `source_dir`, write a stripped copy with a manifest to `dest`; return `dest`."""
     source_dir, dest = Path(source_dir), Path(dest)
     if source_dir.resolve() == dest.resolve():
         raise InferenceError(f"{dest}: source and destination are the same folder")
-    if dest.exists() and any(dest.iterdir()) and not force:
-        raise InferenceError(f"{dest}: not empty; pass --force to replace it")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise InferenceError(f"{dest}: not empty; pass --overwrite to replace it")
     folds = [str(f) for f in folds] if folds else available_folds(source_dir, checkpoint)
     # Validation = loading it exactly as the predictor will (raises InferenceError with the file named).
     model = load_model(source_dir, folds, checkpoint, "cpu")
@@ -100,20 +100,25 @@ def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds:
     return dest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m inference.weights",
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="validate a trained nnU-Net model folder and copy it into place")
     imp.add_argument("source", type=Path, help="trained model folder (dataset.json, plans.json, fold_*/)")
-    imp.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"destination (default {DEFAULT_DEST})")
+    imp.add_argument("-o", "--output", dest="dest", type=Path, default=DEFAULT_DEST,
+                     help=f"model folder to write (default {DEFAULT_DEST})")
     imp.add_argument("--folds", nargs="+", default=None, help="folds to import (default: all found)")
     imp.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint name in the source folds")
     imp.add_argument("--half", action="store_true", help="store weights in fp16 (half the size)")
-    imp.add_argument("--force", action="store_true", help="replace a non-empty destination")
-    args = parser.parse_args(argv)
+    imp.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.force)
+        dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.overwrite)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

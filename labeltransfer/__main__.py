@@ -15,7 +15,7 @@ TOOLS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m labeltransfer", description=__doc__)
     sub = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
     for name, (module_name, help_) in TOOLS.items():
@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from labeltransfer.io import CaseError
     try:
         return args._run(args)

@@ -1,7 +1,7 @@
 """`descriptors`: convert images (a folder or a whole nnU-Net raw dataset) to MIND-SSC descriptors.
 
 Each single-channel image `<case>_0000.nii.gz` becomes 12 float32 images `<case>_0000..0011.nii.gz`
-on the same grid (channel k = MIND channel k, see labeltransfer.mind.PAIRS). In dataset mode the
+on the same grid (channel k = MIND channel k, see inference.mind.PAIRS). In dataset mode the
 labels are linked or copied and dataset.json gets the MIND channel names and the "mind" entry that
 declares the descriptor parameters (labeltransfer/README.md, "dataset.json convention").
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from labeltransfer import io
-from labeltransfer.mind import (
+from inference.device import DEVICE_CHOICES, resolve_device
+from inference.mind import (
     MIND_KEY,
     NUM_CHANNELS,
     PATCHES,
@@ -28,6 +28,7 @@ from labeltransfer.mind import (
     mind_dataset_json_entry,
     mind_ssc,
 )
+from labeltransfer import io
 
 
 @dataclass
@@ -40,12 +41,6 @@ class Summary:
         self.done += other.done
         self.skipped += other.skipped
         self.failed.update(other.failed)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def descriptor_images(image: sitk.Image, params: dict, slab: int | None = 32, device: str = "cpu",
@@ -148,7 +143,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", choices=PATCHES, default="box", help="patch weighting (default box)")
     p.add_argument("--sigma", type=float, default=0.8, help="Gaussian patch std in voxels (default 0.8)")
     p.add_argument("--slab", type=int, default=32, help="slices per block; bounds work memory (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto (default cpu)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="compute device (auto: cuda when available)")
     p.add_argument("--fp16", action="store_true", help="compute in float16 (CUDA only)")
     p.add_argument("--link", choices=("symlink", "hardlink", "copy"), default="symlink",
                    help="how labels reach the output dataset (default symlink)")

@@ -62,7 +62,8 @@ def load_bounds(path: str | Path) -> dict[int, tuple[float, float]]:
 
 
 @dataclass
-class CaseResult:
+class LabelCheck:
+    """Whether one pseudo-label is kept, and its per-organ volumes."""
     case: str
     keep: bool
     reason: str                      # "" when kept
@@ -71,18 +72,18 @@ class CaseResult:
 
 
 def assess(label: sitk.Image, case: str, required: list[int], min_voxels: int = 1,
-           bounds: dict[int, tuple[float, float]] | None = None) -> CaseResult:
+           bounds: dict[int, tuple[float, float]] | None = None) -> LabelCheck:
     """Keep/reject one label map. Volumes in mL = voxels x product(spacing in mm) / 1000."""
     arr = sitk.GetArrayViewFromImage(label)
     if not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
-        return CaseResult(case, False, "label map has non-integer values", {}, {})
+        return LabelCheck(case, False, "label map has non-integer values", {}, {})
     a = arr.astype(np.int64).ravel()
     if a.size and a.min() < 0:
-        return CaseResult(case, False, f"negative values (min {int(a.min())})", {}, {})
+        return LabelCheck(case, False, f"negative values (min {int(a.min())})", {}, {})
     counts = np.bincount(a, minlength=NUM_CLASSES)
     bad = (np.flatnonzero(counts[NUM_CLASSES:]) + NUM_CLASSES).tolist()
     if bad:
-        return CaseResult(case, False, f"values outside 0..{NUM_CLASSES - 1}: {bad[:5]}", {}, {})
+        return LabelCheck(case, False, f"values outside 0..{NUM_CLASSES - 1}: {bad[:5]}", {}, {})
     voxel_ml = float(np.prod(label.GetSpacing())) / 1000.0
     voxels = {o.label: int(counts[o.label]) for o in ORGANS}
     ml = {k: v * voxel_ml for k, v in voxels.items()}
@@ -93,11 +94,11 @@ def assess(label: sitk.Image, case: str, required: list[int], min_voxels: int = 
     for k, (lo, hi) in (bounds or {}).items():
         if voxels[k] >= min_voxels and not lo <= ml[k] <= hi:
             reasons.append(f"{ORGAN_BY_LABEL[k].short} {ml[k]:.1f} mL outside [{lo:g}, {hi:g}]")
-    return CaseResult(case, not reasons, "; ".join(reasons), voxels, ml)
+    return LabelCheck(case, not reasons, "; ".join(reasons), voxels, ml)
 
 
 def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_voxels: int = 1,
-                  bounds: dict | None = None, workers: int = 2, log=print) -> tuple[list[CaseResult], dict[str, str]]:
+                  bounds: dict | None = None, threads: int = 2, log=print) -> tuple[list[LabelCheck], dict[str, str]]:
     """Assess every `<case>.nii.gz` of a folder. Returns (results sorted by case, unreadable case -> error)."""
     required = [o.label for o in ORGANS] if required is None else required
     files = io.list_label_cases(label_dir)
@@ -110,7 +111,7 @@ def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_
             return None, (case, str(e))
 
     results, errors = [], {}
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # SimpleITK reading releases the GIL
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # SimpleITK reading releases the GIL
         for n, (res, err) in enumerate(pool.map(one, files.items()), 1):
             if res is not None:
                 results.append(res)
@@ -121,7 +122,7 @@ def filter_folder(label_dir: str | Path, required: list[int] | None = None, min_
     return results, errors
 
 
-def report_csv(results: list[CaseResult]) -> str:
+def report_csv(results: list[LabelCheck]) -> str:
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["case", "keep", "reason"] + [f"{o.short}_ml" for o in ORGANS])
@@ -130,7 +131,7 @@ def report_csv(results: list[CaseResult]) -> str:
     return buf.getvalue()
 
 
-def report_markdown(results: list[CaseResult], errors: dict[str, str], label_dir: str, criteria: str) -> str:
+def report_markdown(results: list[LabelCheck], errors: dict[str, str], label_dir: str, criteria: str) -> str:
     n = len(results)
     kept = sum(r.keep for r in results)
     lines = [f"# Pseudo-label filter: {label_dir}", "", f"Criteria: {criteria}", "",
@@ -152,29 +153,30 @@ def report_markdown(results: list[CaseResult], errors: dict[str, str], label_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("label_dir", help="folder of <case>.nii.gz label maps (e.g. pseudolabel output)")
-    p.add_argument("--out", required=True, help="output prefix: writes <out>.csv, <out>.md and <out>_keep.txt")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for the report (created): filter.csv, filter.md and keep.txt (kept case ids)")
     p.add_argument("--min-voxels", type=int, default=1, help="voxels an organ needs to count as present (default 1)")
     p.add_argument("--require", default=None,
                    help="comma-separated organs that must be present (ids or short names; default all 13)")
     p.add_argument("--bounds", default=None, help='JSON file {"liver": [min_ml, max_ml], "RK": [min, null], ...}')
-    p.add_argument("--workers", type=int, default=2, help="reader threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="reader threads (default 2)")
 
 
 def run(args: argparse.Namespace) -> int:
     required = None if args.require is None else [organ_from_key(k).label for k in args.require.split(",")]
     bounds = load_bounds(args.bounds) if args.bounds else None
-    results, errors = filter_folder(args.label_dir, required, args.min_voxels, bounds, args.workers)
+    results, errors = filter_folder(args.label_dir, required, args.min_voxels, bounds, args.threads)
     req_txt = "all 13 organs" if required is None else ",".join(ORGAN_BY_LABEL[k].short for k in required)
     criteria = f"present (>= {args.min_voxels} voxels): {req_txt}"
     if bounds:
         criteria += "; volume bounds (mL): " + json.dumps({ORGAN_BY_LABEL[k].short: v for k, v in bounds.items()})
-    out = Path(args.out)
-    io.write_text_atomic(report_csv(results), f"{out}.csv")
-    io.write_text_atomic(report_markdown(results, errors, args.label_dir, criteria), f"{out}.md")
-    io.write_text_atomic("".join(f"{r.case}\n" for r in results if r.keep), f"{out}_keep.txt")
+    out = Path(args.output)
+    io.write_text_atomic(report_csv(results), out / "filter.csv")
+    io.write_text_atomic(report_markdown(results, errors, args.label_dir, criteria), out / "filter.md")
+    io.write_text_atomic("".join(f"{r.case}\n" for r in results if r.keep), out / "keep.txt")
     kept = sum(r.keep for r in results)
     print(f"filter: kept {kept} of {len(results)} cases ({len(errors)} unreadable); "
-          f"report {out}.csv, {out}.md, keep list {out}_keep.txt")
+          f"report {out / 'filter.csv'}, {out / 'filter.md'}, keep list {out / 'keep.txt'}")
     for c, e in errors.items():
         print(f"  {c}: {e}")
     return 1 if errors else 0

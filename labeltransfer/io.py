@@ -1,68 +1,26 @@
-"""File helpers shared by the pipeline tools: nnU-Net raw-dataset naming, reading with clear errors,
-atomic writes (temp file in the same folder, then rename: no partial output is ever left behind).
+"""File helpers of the pipeline tools: reading with clear errors, SimpleITK images written atomically,
+placing files by link or copy.
 
-nnU-Net raw naming: images `<case>_<XXXX><ending>` (XXXX = 4-digit channel), labels `<case><ending>`.
+Case discovery, the geometry comparison and atomic output have one home in the predictor's layer
+(inference/io.py, inference/atomic.py); they are re-exported here for the tools' convenience.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
 
-FILE_ENDING = ".nii.gz"
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+from inference import InferenceError, atomic
+from inference.atomic import atomic_output
+from inference.io import FILE_ENDING, list_image_cases, list_label_cases, same_geometry  # noqa: F401 (re-exported)
 
 
-class CaseError(Exception):
-    """A problem with one case (bad file, missing partner file): reported, and the others go on."""
-
-
-def _strip_ending(name: str, ending: str) -> str | None:
-    return name[: -len(ending)] if name.endswith(ending) else None
-
-
-def list_image_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, list[Path]]:
-    """{case: [channel files sorted by channel]} of an nnU-Net images folder.
-
-    Raises CaseError for a missing folder and ValueError where a case's channels are not 0..n-1.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CaseError(f"{folder}: not a folder")
-    cases: dict[str, dict[int, Path]] = {}
-    for p in folder.iterdir():
-        stem = _strip_ending(p.name, file_ending)
-        if stem is None or p.name.startswith("."):
-            continue
-        m = _CHANNEL_RE.match(stem)
-        if m is None:
-            continue
-        cases.setdefault(m["case"], {})[int(m["channel"])] = p
-    out = {}
-    for case in sorted(cases):
-        chans = cases[case]
-        if sorted(chans) != list(range(len(chans))):
-            raise ValueError(f"{folder}: case {case!r} has channels {sorted(chans)}, expected 0..{len(chans) - 1}")
-        out[case] = [chans[c] for c in range(len(chans))]
-    return out
-
-
-def list_label_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, Path]:
-    """{case: label file} of an nnU-Net labels folder (hidden temp files are ignored)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CaseError(f"{folder}: not a folder")
-    out = {}
-    for p in sorted(folder.iterdir()):
-        stem = _strip_ending(p.name, file_ending)
-        if stem is not None and not p.name.startswith(".") and p.is_file():
-            out[stem] = p
-    return out
+# One error type for "this input is bad" across the predictor and the pipeline tools.
+CaseError = InferenceError
 
 
 def read_image(path: str | os.PathLike, pixel: int | None = None) -> sitk.Image:
@@ -99,35 +57,17 @@ def read_header(path: str | os.PathLike) -> sitk.ImageFileReader:
     return reader
 
 
-def _tmp_path(path: Path) -> Path:
-    # same folder (rename stays atomic), hidden, keeps the ending so SimpleITK picks the same format
-    return path.with_name(f".tmp{os.getpid()}_{path.name}")
-
-
 def write_image_atomic(img: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
+    with atomic_output(path) as tmp:
         sitk.WriteImage(img, str(tmp), compress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, text)
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
-    write_text_atomic(json.dumps(obj, indent=2) + "\n", path)
+    atomic.write_json(path, obj)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -143,30 +83,13 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def place_file(src: Path, dst: Path, mode: str) -> None:
     """Put `src` at `dst` by "symlink" (absolute target), "hardlink" or "copy"; atomic, replaces dst."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(dst)
-    tmp.unlink(missing_ok=True)
-    try:
+    if mode not in ("symlink", "hardlink", "copy"):
+        raise ValueError(f"link mode must be symlink, hardlink or copy, got {mode!r}")
+    with atomic_output(dst) as tmp:
+        tmp.unlink(missing_ok=True)  # a leftover of a killed run of this process id
         if mode == "symlink":
             os.symlink(os.path.abspath(src), tmp)
         elif mode == "hardlink":
             os.link(src, tmp)
-        elif mode == "copy":
-            shutil.copyfile(src, tmp)
         else:
-            raise ValueError(f"link mode must be symlink, hardlink or copy, got {mode!r}")
-        os.replace(tmp, dst)
-    finally:
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-
-
-def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> str | None:
-    """None where a and b share size, spacing, origin and direction (relative/absolute tol), else why not."""
-    if a.GetSize() != b.GetSize():
-        return f"size {a.GetSize()} != {b.GetSize()}"
-    for what, va, vb in (("spacing", a.GetSpacing(), b.GetSpacing()), ("origin", a.GetOrigin(), b.GetOrigin()),
-                         ("direction", a.GetDirection(), b.GetDirection())):
-        if any(abs(x - y) > tol * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb)):
-            return f"{what} {tuple(round(v, 4) for v in va)} != {tuple(round(v, 4) for v in vb)}"
-    return None
+            shutil.copyfile(src, tmp)

@@ -15,9 +15,10 @@ with a regular-step gradient descent. A guard falls back
 to the identity when registration makes the metric worse or moves a corner of the target image by more
 than --max-shift-mm (default 30 mm): large motion is not what this step is for.
 
-Three ways to give the work: one file set (--label/--source-image/--target-image/--output), a
-manifest CSV (columns label, source_image, target_image, output), or a folder of images plus a regex
-that names each case's subject and sequence (--images/--labels/--pattern/--source-sequence/--output-dir).
+Three ways to give the work: one file set (--label/--source-image/--target-image, written as
+OUTPUT/<target case>.nii.gz), a manifest CSV (columns label, source_image, target_image, output), or a
+folder of images plus a regex that names each case's subject and sequence
+(--images/--labels/--pattern/--source-sequence, written into OUTPUT).
 """
 from __future__ import annotations
 
@@ -311,19 +312,24 @@ def run_jobs(jobs: list[Job], transform: str = "affine", overwrite: bool = False
     return report
 
 
+def case_of_image(path: Path) -> str:
+    """Case id of an image file: `<case>_0000.nii.gz` -> `<case>` (any 4-digit channel suffix)."""
+    stem = path.name[: -len(io.FILE_ENDING)] if path.name.endswith(io.FILE_ENDING) else path.stem
+    return re.sub(r"_\d{4}$", "", stem)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("one case")
     g.add_argument("--label", help="label map on the source image's grid")
     g.add_argument("--source-image", help="image the label belongs to")
     g.add_argument("--target-image", help="image of another sequence of the same subject")
-    g.add_argument("--output", help="output label path (target image's grid)")
     g = p.add_argument_group("many cases")
     g.add_argument("--manifest", help="CSV with columns label, source_image, target_image, output")
     g.add_argument("--images", help="folder of <case>_0000.nii.gz, all sequences of all subjects")
     g.add_argument("--labels", help="folder with the source sequence's labels <case>.nii.gz")
     g.add_argument("--pattern", help=r"regex with groups subject and sequence, e.g. '(?P<subject>.+)_(?P<sequence>T1|T2)'")
     g.add_argument("--source-sequence", help="the sequence whose labels are carried, e.g. T1")
-    g.add_argument("--output-dir", help="folder for the propagated labels")
+    p.add_argument("-o", "--output", help="folder for the propagated labels (one case: <target case>.nii.gz)")
     g = p.add_argument_group("registration")
     g.add_argument("--transform", choices=TRANSFORMS, default="affine",
                    help="registration before resampling (default affine; none = plain resampling)")
@@ -345,23 +351,25 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest:
         jobs = read_manifest(args.manifest)
     elif args.images:
-        missing = [n for n in ("labels", "pattern", "source_sequence", "output_dir") if not getattr(args, n)]
+        missing = [n for n in ("labels", "pattern", "source_sequence", "output") if not getattr(args, n)]
         if missing:
-            raise SystemExit(f"propagate --images also needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
-        jobs, notes = build_jobs(args.images, args.labels, args.pattern, args.source_sequence, args.output_dir)
+            raise ValueError(f"--images also needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        jobs, notes = build_jobs(args.images, args.labels, args.pattern, args.source_sequence, args.output)
     elif args.label:
         missing = [n for n in ("source_image", "target_image", "output") if not getattr(args, n)]
         if missing:
-            raise SystemExit(f"propagate --label also needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
-        jobs = [Job(Path(args.label), Path(args.source_image), Path(args.target_image), Path(args.output))]
+            raise ValueError(f"--label also needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        target = Path(args.target_image)
+        jobs = [Job(Path(args.label), Path(args.source_image), target,
+                    Path(args.output) / f"{case_of_image(target)}{io.FILE_ENDING}")]
     else:
-        raise SystemExit("propagate: give --label ..., --manifest CSV, or --images/--labels/--pattern ...")
+        raise ValueError("give --label ..., --manifest CSV, or --images/--labels/--pattern ...")
     for note in notes:
         print(f"note: {note}")
     report = run_jobs(jobs, args.transform, args.overwrite, sampling=args.sampling,
                       affine_sampling=args.affine_sampling, seed=args.seed, threads=args.threads,
                       iterations=args.iterations, max_shift_mm=args.max_shift_mm)
-    path = args.report or (str(Path(args.output_dir) / "propagate_report.csv") if args.output_dir
+    path = args.report or (str(Path(args.output) / "propagate_report.csv") if args.output
                            else str(Path(jobs[0].output).parent / "propagate_report.csv") if jobs else None)
     if path:
         io.write_text_atomic(report.csv(), path)

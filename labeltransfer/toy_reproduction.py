@@ -1,4 +1,4 @@
-"""Toy-scale reproduction of the paper's CT -> MRI label transfer on phantoms (shared/FLARE.md section 5).
+"""Toy-scale reproduction of the paper's CT -> MRI label transfer on phantoms (docs/flare.md section 5).
 
     PYTHONPATH=$PWD python -m labeltransfer.toy_reproduction --work /tmp/toy            # everything
     PYTHONPATH=$PWD python -m labeltransfer.toy_reproduction --work /tmp/toy --steps data,agreement,propagation
@@ -22,7 +22,7 @@ Steps (each skips work whose outputs exist, so an interrupted run continues):
 
 Training runs `nnUNetv2_plan_and_preprocess` and `nnUNetv2_train ... -tr nnUNetTrainerToy` as
 subprocesses, with nnUNet_extTrainer pointing at labeltransfer/nnunet_trainers. Prediction uses the
-project's predictor (inference.api.segment_folder via `pseudolabel`), which computes the descriptors of
+project's predictor (inference.api.segment_folder), which computes the descriptors of
 MIND models itself, so MRI folders are passed as they are. Scores use the project's FLARE
 scorer (evaluation.score_case).
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +40,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from flare.labels import ORGANS, dataset_json_labels
+from inference import InferenceError
+from inference.device import DEVICE_CHOICES, resolve_device
+from inference.mind import mind_ssc
 from labeltransfer import assemble as asm
-from labeltransfer import descriptors, filter_labels, io, propagate, pseudolabel
-from labeltransfer.mind import mind_ssc
+from labeltransfer import descriptors, filter_labels, io, propagate
+from training.steps import parse_steps, run_steps
 
 STEPS = ("data", "agreement", "propagation", "descriptors", "round0", "round1", "round2", "report")
 TRAINER = "nnUNetTrainerToy"
@@ -243,7 +245,7 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
     if (out / "fold_all" / "checkpoint_final.pth").exists():
         return out
     env = nnunet_env(w)
-    env.update(LT_TOY_EPOCHS=str(a.epochs), LT_TOY_ITERS=str(a.iters), LT_TOY_VAL_ITERS="2")
+    env.update(LT_TOY_EPOCHS=str(a.epochs), LT_TOY_ITERS=str(a.iterations), LT_TOY_VAL_ITERS="2")
     t0 = time.perf_counter()
     plans = plans_name(a)
     if not (w / "preprocessed" / f"Dataset{dataset_id:03d}_{NAMES[dataset_id]}" / f"{plans}.json").exists():
@@ -259,24 +261,25 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
                     "-device", a.device], env=env, check=True)
     timings[f"Dataset{dataset_id:03d}"] = {"plan_preprocess_s": round(t1 - t0, 1),
                                            "train_s": round(time.perf_counter() - t1, 1),
-                                           "epochs": a.epochs, "iterations_per_epoch": a.iters}
+                                           "epochs": a.epochs, "iterations_per_epoch": a.iterations}
     return out
 
 
 def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: list[str] | None = None) -> None:
     """Predict <case>_0000 files of `images` (all, or `cases`) into out/<case>.nii.gz; skips existing."""
-    src = images
-    if cases is not None:  # a folder of links holding just these cases
-        src = out.parent / f".{out.name}_inputs"
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        for c in cases:
-            os.symlink((images / f"{c}_0000.nii.gz").resolve(), src / f"{c}_0000.nii.gz")
-    rep = pseudolabel.pseudolabel(src, out, model, folds=["all"], device=a.device, log=log)
-    if rep.failed:
-        raise RuntimeError(f"prediction failed for {rep.failed}")
-    if cases is not None:
-        shutil.rmtree(src, ignore_errors=True)
+    from inference.api import segment_folder
+    from inference.io import Case
+    from inference.model import load_model
+    names = list(io.list_image_cases(images)) if cases is None else cases
+    todo = [Case(c, [images / f"{c}_0000.nii.gz"]) for c in names if not (out / f"{c}.nii.gz").exists()]
+    if not todo:
+        return
+    loaded = load_model(model, ["all"], device=a.device)
+    results = segment_folder(images, out, model=loaded, cases=todo,
+                             on_result=lambda r: log(f"  {r.case}: {'ok' if r.ok else r.error}"))
+    failed = {r.case: r.error for r in results if not r.ok}
+    if failed:
+        raise RuntimeError(f"prediction failed for {failed}")
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -335,7 +338,7 @@ def step_round1(w: Path, a: argparse.Namespace, timings: dict) -> None:
     log(f"round1: filter kept {len(keep)} of {len(results)} T1 pseudo-labels")
     if len(keep) < a.min_kept:
         raise SystemExit(f"round1: only {len(keep)} T1 pseudo-labels hold all 13 organs (< --min-kept {a.min_kept}); "
-                         f"train round 0 longer (--epochs/--iters) or use more pool subjects")
+                         f"train round 0 longer (--epochs/--iterations) or use more pool subjects")
     t1_ds = w / "raw" / f"Dataset{T1_ID:03d}_{NAMES[T1_ID]}"
     if not (t1_ds / "dataset.json").exists():
         asm.assemble(t1_ds, [asm.Source(w / "pool" / "images", w / "pred" / "pool_round0",
@@ -370,7 +373,7 @@ def step_round2(w: Path, a: argparse.Namespace, timings: dict) -> None:
     predict(model, w / "test" / "images", pred, a)
     name = "round 2: final model (all MRI + CT)"
     if final_a.epochs != a.epochs:  # a longer final schedule is reported as such, next to the rounds before
-        name += f", {final_a.epochs} x {a.iters} iterations"
+        name += f", {final_a.epochs} x {a.iterations} iterations"
     _score_test(w, name, pred, scores)
 
 
@@ -398,8 +401,9 @@ def step_report(w: Path, a: argparse.Namespace, timings: dict) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m labeltransfer.toy_reproduction", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="work folder (phantoms, nnU-Net folders, predictions, results)")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     p.add_argument("--n-ct", type=int, default=8, help="labelled CT training subjects (paper: 50)")
@@ -408,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantom-geometry", default=DEFAULT_GEOMETRY,
                    help=f"JSON keyword arguments for phantoms.generate_case (default {DEFAULT_GEOMETRY})")
     p.add_argument("--epochs", type=int, default=50, help="epochs per training (nnUNetTrainerToy; default 50)")
-    p.add_argument("--iters", type=int, default=40, help="iterations per epoch (default 40)")
-    p.add_argument("--device", default="cpu", help="training/prediction device: cpu or cuda")
+    p.add_argument("--iterations", type=int, default=40, help="training iterations per epoch (default 40)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="training/prediction device (auto: cuda when available)")
     p.add_argument("--gpu-memory-target", type=float, default=1.0,
                    help="GB for nnU-Net's planner (default 1): smaller gives smaller patches, faster CPU "
                         "iterations; 0 keeps nnU-Net's default plans (8 GB)")
@@ -420,26 +425,38 @@ def main(argv: list[str] | None = None) -> int:
                    help="epochs of the round-2 model (default: --epochs); it learns 13 organs from all MRI + CT, "
                         "and at toy scale the small organs need more iterations than the rounds before")
     p.add_argument("--min-kept", type=int, default=2, help="fewest filtered T1 pseudo-labels to go on with")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
-    steps = a.steps.split(",")
-    unknown = set(steps) - set(STEPS)
-    if unknown:
-        p.error(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
+    try:
+        chosen = parse_steps(a.steps, STEPS)
+        a.device = resolve_device(a.device).type  # nnUNetv2_train takes cpu or cuda
+    except (ValueError, InferenceError) as e:
+        p.error(str(e))
     w = Path(a.work).resolve()
     a.work = str(w)
     tpath = w / "results" / "timings.json"
     timings = json.loads(tpath.read_text()) if tpath.exists() else {}
-    for step in STEPS:
-        if step not in steps:
-            continue
-        t0 = time.perf_counter()
-        log(f"== {step}")
-        if step in ("round0", "round1", "round2", "report"):
-            globals()[f"step_{step}"](w, a, timings)
-        else:
-            globals()[f"step_{step}"](w, a)
-        timings[f"step {step}"] = round(time.perf_counter() - t0, 1)
+    table = {  # the recipe, in order
+        "data": lambda: step_data(w, a),
+        "agreement": lambda: step_agreement(w, a),
+        "propagation": lambda: step_propagation(w, a),
+        "descriptors": lambda: step_descriptors(w, a),
+        "round0": lambda: step_round0(w, a, timings),
+        "round1": lambda: step_round1(w, a, timings),
+        "round2": lambda: step_round2(w, a, timings),
+        "report": lambda: step_report(w, a, timings),
+    }
+    assert tuple(table) == STEPS
+
+    def record(step: str, seconds: float) -> None:
+        timings[f"step {step}"] = round(seconds, 1)
         io.write_json_atomic(timings, tpath)
+
+    run_steps(table, chosen, log=log, on_done=record)
     return 0
 
 

@@ -24,7 +24,7 @@ def _ints3(text: str):
     return tuple(vals)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m phantoms",
         description="Write synthetic abdominal phantoms with the 13 FLARE labels as an nnU-Net raw dataset "
@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="FLAREPhantoms", help="dataset name in dataset.json")
     ap.add_argument("-j", "--workers", type=int, default=1, help="parallel processes (default 1)")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
 
     from .dataset import write_dataset

@@ -9,16 +9,15 @@ renamed, so an interrupted run never leaves a partial case.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from flare.labels import dataset_json_labels
+from inference.atomic import atomic_output, write_json
 
 from .generate import generate_case
 from .tissues import check_modality
@@ -31,27 +30,11 @@ def subject_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index), 0xDA7A]).generate_state(1)[0])
 
 
-def _make_readable(path: str) -> None:
-    """mkstemp creates files 0600; give them the usual permissions (0666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _atomic_write(image, path: str) -> None:
     import SimpleITK as sitk
 
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=SUFFIX, dir=folder)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        _make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
 def write_case(out_dir: str, case_id: str, seed: int, modality: str, subset: str = "Tr",
@@ -119,12 +102,7 @@ def write_dataset_json(out_dir: str, modalities, name: str = "FLAREPhantoms",
         "modalities_generated": mods,
     }
     path = os.path.join(out_dir, "dataset.json")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
-    _make_readable(tmp)
-    os.replace(tmp, path)
+    write_json(path, content)
     return path
 
 

@@ -35,10 +35,6 @@ class Grid:
     def array_shape(self) -> tuple[int, int, int]:
         return (self.size[2], self.size[1], self.size[0])
 
-    def physical_center(self) -> np.ndarray:
-        """(3,) mm: physical position of the grid's centre."""
-        return np.asarray(self.origin) + self.index_to_physical @ ((np.asarray(self.size) - 1) / 2.0)
-
     def apply_to(self, image) -> None:
         """Set spacing, origin and direction of a SimpleITK image of this grid's size."""
         if tuple(image.GetSize()) != tuple(self.size):
@@ -46,11 +42,6 @@ class Grid:
         image.SetSpacing([float(s) for s in self.spacing])
         image.SetOrigin([float(o) for o in self.origin])
         image.SetDirection([float(d) for d in self.direction])
-
-    @classmethod
-    def of_image(cls, image) -> "Grid":
-        return cls(tuple(int(s) for s in image.GetSize()), tuple(image.GetSpacing()),
-                   tuple(image.GetOrigin()), tuple(image.GetDirection()))
 
 
 def centered_grid(size, spacing, direction: np.ndarray, center_mm) -> Grid:

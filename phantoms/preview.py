@@ -1,7 +1,7 @@
 """A picture of the phantoms: for each modality, an axial and a coronal slice of one subject with and
 without the label overlay. Used for the README (docs/phantoms.png).
 
-    python -m phantoms.preview -o docs/phantoms.png [--seed 3]
+    python -m phantoms.preview -o docs [--seed 3]   # writes docs/phantoms.png
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 import sys
 
 import numpy as np
+
+from inference.atomic import atomic_output
 
 from .generate import generate_arrays
 from .tissues import MODALITIES
@@ -69,20 +71,24 @@ def make_preview(path: str, seed: int = 3, modalities=MODALITIES, spacing=(1.5, 
     fig.suptitle(f"Synthetic abdominal phantom, subject seed {seed} (radiological view: patient right on "
                  f"the left)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m phantoms.preview", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-o", "--output", default="docs", help="folder to write phantoms.png to (default docs)")
+    ap.add_argument("--seed", type=int, default=3, help="subject seed (default 3)")
+    return ap
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m phantoms.preview", description=__doc__.split("\n\n")[0])
-    ap.add_argument("-o", "--output", default="docs/phantoms.png", help="PNG to write")
-    ap.add_argument("--seed", type=int, default=3, help="subject seed (default 3)")
+    ap = build_parser()
     args = ap.parse_args(argv)
-    make_preview(args.output, seed=args.seed)
-    print(f"wrote {args.output}")
+    path = os.path.join(args.output, "phantoms.png")
+    make_preview(path, seed=args.seed)
+    print(f"wrote {path}")
     return 0
 
 

@@ -51,10 +51,15 @@ def write_samples(out_dir: str = DEFAULT_DIR) -> list[str]:
     return paths
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m phantoms.samples",
                                  description="Regenerate the committed sample cases (three MRI phantoms).")
     ap.add_argument("-o", "--output", default=DEFAULT_DIR, help=f"folder (default {DEFAULT_DIR})")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     for p in write_samples(args.output):
         print(f"wrote {p}  ({os.path.getsize(p) / 1e6:.2f} MB)")

@@ -14,7 +14,7 @@ from benchmarks.compare_nnunet import (
     report,
     with_default_resampling,
 )
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 
 
 def test_dice_per_label_by_hand():

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 pytest.importorskip("inference.api", reason="our predictor (inference/) is not in this checkout yet")
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from benchmarks.profile_case import main, markdown, profile
 
 

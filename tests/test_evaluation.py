@@ -297,8 +297,8 @@ def test_score_folder_missing_mismatch_extra(tmp_path):
 
 def test_cli_writes_official_csv_and_table(tmp_path, capsys):
     gt_dir, pred_dir = _folder_case(tmp_path)
-    out = tmp_path / "res" / "results.csv"
-    rc = cli_main(["-p", str(pred_dir), "-g", str(gt_dir), "-o", str(out), "-q"])
+    out = tmp_path / "res" / "scores.csv"
+    rc = cli_main(["-p", str(pred_dir), "-g", str(gt_dir), "-o", str(out.parent), "-q"])
     assert rc == 1                                   # one case had a geometry error
     text = capsys.readouterr()
     assert "Liver" in text.out and "Average" in text.out and "±" in text.out
@@ -310,7 +310,7 @@ def test_cli_writes_official_csv_and_table(tmp_path, capsys):
     assert rows[1][0] == "case_a.nii.gz" and rows[1][1] == "1.0"
     assert len(rows) == 4
     assert not [p for p in os.listdir(out.parent) if p.startswith(".tmp")]
-    assert cli_main(["-p", str(tmp_path / "nope"), "-g", str(gt_dir), "-o", str(out)]) == 2
+    assert cli_main(["-p", str(tmp_path / "nope"), "-g", str(gt_dir), "-o", str(out.parent)]) == 2
 
 
 def test_write_csv_formats_nan(tmp_path):

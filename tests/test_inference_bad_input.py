@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference.cli import main
-from nnunet_reference import blob_volume, write_image
+from testsupport.nnunet_reference import blob_volume, write_image
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference.api import segment_folder
-from nnunet_reference import (blob_volume, dice_per_label, geometry, oblique_direction, run_nnunet,
+from testsupport.nnunet_reference import (blob_volume, dice_per_label, geometry, oblique_direction, run_nnunet,
                               write_image)
 
 # Wider than the `tiny` preset so that random weights give several large labels to compare.

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.model_folder import PAPER, write_preset
+from testsupport.model_folder import PAPER, write_preset
 from inference import InferenceError, cost, nifti
 from inference.cli import main
 from inference.io import Case, read_case
-from nnunet_reference import blob_volume, write_image
+from testsupport.nnunet_reference import blob_volume, write_image
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_SHAPE, GOOD_SPACING = (12, 40, 40), (1.5, 1.5, 3.0)   # (z, y, x) array, (x, y, z) spacing

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference.api import segment_folder
-from labeltransfer.mind import mind_channel_names, mind_dataset_json_entry, mind_ssc
-from nnunet_reference import blob_volume, write_image
+from inference.mind import mind_channel_names, mind_dataset_json_entry, mind_ssc
+from testsupport.nnunet_reference import blob_volume, write_image
 
 
 def test_descriptors_on_the_fly_equal_precomputed(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.model import load_model, parse_labels, resolve_configuration
 from inference.preprocess import nonzero_bbox

@@ -18,7 +18,7 @@ from labeltransfer import assemble as asm
 from labeltransfer import descriptors, filter_labels, propagate, pseudolabel
 from labeltransfer.__main__ import main as cli
 from labeltransfer.io import CaseError, list_image_cases
-from labeltransfer.mind import descriptor_channels_from_dataset_json, mind_ssc
+from inference.mind import descriptor_channels_from_dataset_json, mind_ssc
 
 SMALL = {"size": (24, 20, 12), "spacing": (4.0, 4.0, 6.0)}
 
@@ -106,29 +106,28 @@ def test_shard_round_robin_and_validation():
 
 
 class FakePredictor:
-    """Stands in for inference.api.segment_folder: writes a label per input case, records calls."""
+    """Stands in for inference.api.segment_folder: writes a label per case it is given, records calls."""
 
     def __init__(self, fail=(), silent=(), explode_on=None):
         self.calls: list[list[str]] = []
         self.fail, self.silent, self.explode_on = set(fail), set(silent), explode_on
 
-    def __call__(self, input_dir, output_dir, model_dir, folds=None, checkpoint="checkpoint_final.pth",
-                 device="auto", tta=False, step_size=0.5):
-        cases = sorted(list_image_cases(input_dir))
-        self.calls.append(cases)
-        if self.explode_on in cases:
-            raise RuntimeError("CUDA out of memory")
-        results = []
-        for case in cases:
-            if case in self.fail:
-                results.append(SimpleNamespace(case=case, ok=False, error=f"{case}: corrupt header"))
+    def __call__(self, input_dir, output_dir, *, model, cases, on_result, tta=False, step_size=0.5):
+        self.calls.append([c.case_id for c in cases])
+        for c in cases:
+            if c.case_id == self.explode_on:
+                raise RuntimeError("CUDA out of memory")
+            if c.case_id in self.fail:
+                on_result(SimpleNamespace(case=c.case_id, ok=False, error=f"{c.case_id}: corrupt header"))
                 continue
-            if case not in self.silent:
-                img = sitk.ReadImage(str(Path(input_dir) / f"{case}_0000.nii.gz"))
-                lab = sitk.Cast(img > 100, sitk.sitkUInt8)
-                sitk.WriteImage(lab, str(Path(output_dir) / f"{case}.nii.gz"))
-            results.append(SimpleNamespace(case=case, ok=True, error=None))
-        return results
+            if c.case_id not in self.silent:
+                img = sitk.ReadImage(str(c.channel_files[0]))
+                sitk.WriteImage(sitk.Cast(img > 100, sitk.sitkUInt8), str(Path(output_dir) / f"{c.case_id}.nii.gz"))
+            on_result(SimpleNamespace(case=c.case_id, ok=True, error=None))
+
+
+# a loaded model as far as pseudolabel looks at it
+FAKE_MODEL = SimpleNamespace(num_input_files=1, file_ending=".nii.gz")
 
 
 def _image_folder(path: Path, n: int) -> Path:
@@ -142,14 +141,13 @@ def test_pseudolabel_shards_resume_and_failures(tmp_path):
     inp = _image_folder(tmp_path / "in", 7)
     out = tmp_path / "out"
     model = tmp_path / "model"
-    model.mkdir()
     fake = FakePredictor(fail={"img03"}, silent={"img05"})
-    quiet = {"log": lambda *_: None, "segment_folder": fake}
-    r0 = pseudolabel.pseudolabel(inp, out, model, part=0, parts=2, chunk=2, **quiet)
+    quiet = {"log": lambda *_: None, "segment_folder": fake, "model": FAKE_MODEL}
+    r0 = pseudolabel.pseudolabel(inp, out, model, part=0, parts=2, **quiet)
     assert r0.cases == ["img00", "img02", "img04", "img06"]
-    assert fake.calls == [["img00", "img02"], ["img04", "img06"]]
+    assert fake.calls == [["img00", "img02", "img04", "img06"]]  # one call per shard
     assert r0.done == r0.cases and not r0.failed
-    r1 = pseudolabel.pseudolabel(inp, out, model, part=1, parts=2, chunk=8, **quiet)
+    r1 = pseudolabel.pseudolabel(inp, out, model, part=1, parts=2, **quiet)
     assert r1.done == ["img01"]
     assert r1.failed == {"img03": "img03: corrupt header",
                          "img05": "the predictor reported success but wrote no img05.nii.gz"}
@@ -159,23 +157,22 @@ def test_pseudolabel_shards_resume_and_failures(tmp_path):
     fake.fail, fake.silent = set(), set()
     r1b = pseudolabel.pseudolabel(inp, out, model, part=1, parts=2, **quiet)
     assert fake.calls == [["img03", "img05"]] and r1b.skipped == ["img01"] and r1b.done == ["img03", "img05"]
-    assert not any(p.name.startswith(".") for p in out.iterdir())  # staging removed
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no temporary file left
 
 
-def test_pseudolabel_chunk_exception_goes_on(tmp_path):
+def test_pseudolabel_loop_exception_fails_only_the_cases_left(tmp_path):
     inp = _image_folder(tmp_path / "in", 4)
-    model = tmp_path / "model"
-    model.mkdir()
-    fake = FakePredictor(explode_on="img00")
-    r = pseudolabel.pseudolabel(inp, tmp_path / "out", model, chunk=2, segment_folder=fake, log=lambda *_: None)
-    assert r.failed == {"img00": "RuntimeError: CUDA out of memory", "img01": "RuntimeError: CUDA out of memory"}
-    assert r.done == ["img02", "img03"]
+    fake = FakePredictor(explode_on="img02")
+    r = pseudolabel.pseudolabel(inp, tmp_path / "out", tmp_path / "model", model=FAKE_MODEL,
+                                segment_folder=fake, log=lambda *_: None)
+    assert r.failed == {"img02": "RuntimeError: CUDA out of memory", "img03": "RuntimeError: CUDA out of memory"}
+    assert r.done == ["img00", "img01"]
 
 
 def test_pseudolabel_with_the_project_predictor(tmp_path):
     """Real predictor (inference.api.segment_folder) on a tiny random-weights model: two shards give the
     same labels as one segment_folder call over the whole folder."""
-    from benchmarks.model_folder import write_preset
+    from testsupport.model_folder import write_preset
     from inference.api import segment_folder
     model = write_preset(tmp_path / "model", "tiny")
     inp = tmp_path / "in"
@@ -185,7 +182,7 @@ def test_pseudolabel_with_the_project_predictor(tmp_path):
     out = tmp_path / "out"
     for part in (0, 1):
         assert cli(["pseudolabel", str(inp), str(out), "--model", str(model), "--part", str(part), "--parts", "2",
-                    "--device", "cpu", "--chunk", "1"]) == 0
+                    "--device", "cpu", "-q"]) == 0
     ref = tmp_path / "ref"
     assert all(r.ok for r in segment_folder(inp, ref, model, device="cpu"))
     for i in range(3):
@@ -230,10 +227,10 @@ def test_filter_keeps_complete_cases_with_report(tmp_path):
     _write(_label({**full, 14: 5}), labels / "badvalue.nii.gz")
     (labels / "corrupt.nii.gz").write_bytes(b"xx")
     (tmp_path / "bounds.json").write_text(json.dumps({"liver": [0.05, 2.0], "RK": [None, 10]}))
-    rc = cli(["filter", str(labels), "--out", str(tmp_path / "rep"), "--bounds", str(tmp_path / "bounds.json")])
+    rc = cli(["filter", str(labels), "-o", str(tmp_path / "rep"), "--bounds", str(tmp_path / "bounds.json")])
     assert rc == 1  # one unreadable file
-    assert (tmp_path / "rep_keep.txt").read_text() == "full\n"
-    rows = {r["case"]: r for r in _csv_rows(tmp_path / "rep.csv")}
+    assert (tmp_path / "rep" / "keep.txt").read_text() == "full\n"
+    rows = {r["case"]: r for r in _csv_rows(tmp_path / "rep" / "filter.csv")}
     assert set(rows) == {"full", "nogb", "bigliver", "badvalue"}
     assert rows["full"]["keep"] == "1" and rows["full"]["reason"] == ""
     # 10 voxels of 2 x 2 x 2.5 mm = 0.1 mL; RK (label 2): 20 voxels = 0.2 mL
@@ -241,7 +238,7 @@ def test_filter_keeps_complete_cases_with_report(tmp_path):
     assert rows["nogb"]["reason"] == "missing Gallbladder"
     assert rows["bigliver"]["reason"] == "Liver 3.0 mL outside [0.05, 2]"
     assert rows["badvalue"]["reason"] == "values outside 0..13: [14]"
-    md = (tmp_path / "rep.md").read_text()
+    md = (tmp_path / "rep" / "filter.md").read_text()
     assert "Kept **1** of 4 readable cases; 1 unreadable." in md
     assert "| gallbladder | 2/4 |" in md and "corrupt.nii.gz: cannot read image" in md
 
@@ -323,7 +320,7 @@ def test_propagate_cli_subject_pattern(tmp_path):
         ("subj1_T1.nii.gz", "subj1_T2_0000.nii.gz", "subj1_T2.nii.gz")]
     assert notes == ["other: does not match --pattern, left out", "subject subj2: no T1 image"]
     args = ["propagate", "--images", str(images), "--labels", str(labels), "--pattern",
-            r"(?P<subject>subj\d+)_(?P<sequence>T\d)", "--source-sequence", "T1", "--output-dir", str(tmp_path / "out")]
+            r"(?P<subject>subj\d+)_(?P<sequence>T\d)", "--source-sequence", "T1", "-o", str(tmp_path / "out")]
     assert cli(args) == 0
     out = sitk.ReadImage(str(tmp_path / "out" / "subj1_T2.nii.gz"))
     assert dice(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(l2)) > 0.85

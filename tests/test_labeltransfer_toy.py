@@ -65,10 +65,10 @@ def test_final_epochs_trains_round2_longer_and_names_it(tmp_path, monkeypatch):
     monkeypatch.setattr(toy.propagate, "build_jobs", lambda *args: ([], []))
     monkeypatch.setattr(toy.propagate, "run_jobs", lambda *args, **kw: SimpleNamespace(failed=[]))
     monkeypatch.setattr(toy.asm, "assemble", lambda *args, **kw: None)
-    monkeypatch.setattr(toy, "train", lambda w, did, a, timings: trained.append((did, a.epochs, a.iters)) or w)
+    monkeypatch.setattr(toy, "train", lambda w, did, a, timings: trained.append((did, a.epochs, a.iterations)) or w)
     monkeypatch.setattr(toy, "predict", lambda *args, **kw: None)
     monkeypatch.setattr(toy, "_score_test", lambda w, name, pred, scores: named.append(name))
-    base = dict(epochs=50, iters=40)
+    base = dict(epochs=50, iterations=40)
     toy.step_round2(tmp_path, SimpleNamespace(**base, final_epochs=100), {})
     toy.step_round2(tmp_path, SimpleNamespace(**base, final_epochs=None), {})
     assert trained == [(toy.FINAL_ID, 100, 40), (toy.FINAL_ID, 50, 40)]

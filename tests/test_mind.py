@@ -1,4 +1,4 @@
-"""MIND-SSC (labeltransfer.mind) against a plain float64 reference, and its properties."""
+"""MIND-SSC (inference.mind) against a plain float64 reference, and its properties."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 from _labeltransfer_volumes import make_subject
 
-from labeltransfer.mind import (
+from inference.mind import (
     OFFSETS,
     PAIRS,
     auto_slab,

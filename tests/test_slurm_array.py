@@ -69,7 +69,7 @@ def test_job_array_with_a_cancelled_and_resubmitted_task_matches_one_process(tmp
     why = _cluster_ready()
     if why:
         pytest.skip(why)
-    from benchmarks.model_folder import write_preset
+    from testsupport.model_folder import write_preset
 
     # Small cases, but the last one (shard 1's second) is 8 times larger: task 1 takes a while after
     # its first label, so scancel reliably catches it mid-way however fast the predictor is.

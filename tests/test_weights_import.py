@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
 from inference.model import load_model
 from inference.weights import import_model, main
-from nnunet_reference import blob_volume
+from testsupport.nnunet_reference import blob_volume
 
 
 @pytest.fixture
@@ -121,13 +121,13 @@ def test_pickle_that_would_run_code_is_refused(trained, tmp_path):
     assert not (tmp_path / "weights").exists()
 
 
-def test_destination_is_replaced_only_with_force(trained, tmp_path, capsys):
+def test_destination_is_replaced_only_with_overwrite(trained, tmp_path, capsys):
     dest = tmp_path / "weights"
     dest.mkdir()
     (dest / "README.md").write_text("old model")
-    assert main(["import", str(trained), "--dest", str(dest)]) == 2
-    assert "not empty; pass --force" in capsys.readouterr().err
-    assert main(["import", str(trained), "--dest", str(dest), "--force", "--folds", "1"]) == 0
+    assert main(["import", str(trained), "-o", str(dest)]) == 2
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert main(["import", str(trained), "--output", str(dest), "--overwrite", "--folds", "1"]) == 0
     assert "imported" in capsys.readouterr().out
     assert not (dest / "README.md").exists()
     assert load_model(dest).folds == ["1"]

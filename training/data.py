@@ -9,7 +9,6 @@ the sample cases (see GEOMETRIES). Files are written with phantoms' own dataset 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from flare.labels import dataset_json_labels
+from inference.atomic import write_json
 
 SUFFIX = ".nii.gz"
 
@@ -128,6 +128,4 @@ def write_dataset_json(out_dir: str, num_training: int, name: str, description: 
         "numTraining": num_training,
         "file_ending": SUFFIX,
     }
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:
-        json.dump(content, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(out_dir, "dataset.json"), content)

@@ -9,7 +9,8 @@ Steps (each can be run alone with --steps; later steps reuse what earlier ones l
               size from --plan-gb), then the 3d_fullres U-Net narrowed to --features/--max-features
   preprocess  nnU-Net's DefaultPreprocessor for the compact plans
   train       nnUNetTrainerCPUShort (nnU-Net's nnUNetTrainerAdam, lr 3e-3, short schedule) on fold
-              "all", CPU, fp32
+              "all", CPU; the forward pass under bf16 autocast where the CPU has native bf16, else fp32
+              (--precision)
   export      `inference.weights import` of the trained folder into --out (training state stripped)
   evaluate    our predictor on the held-out images, FLARE DSC/NSD with `evaluation`, then
               --out/provenance.json and --out/README.md with the per-organ table
@@ -29,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+from inference.atomic import write_json, write_text
+from training.steps import parse_steps, run_steps
+
 STEPS = ("data", "plan", "preprocess", "train", "export", "evaluate")
 DATASET_ID = 901
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_FLAREPhantoms"
@@ -43,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 2)[2])
     ap.add_argument("--work", type=Path, required=True, help="work folder for nnU-Net's data and results")
-    ap.add_argument("--out", type=Path, default=Path("weights"), help="model folder to write (default weights/)")
+    ap.add_argument("-o", "--output", dest="out", type=Path, default=Path("weights"),
+                    help="model folder to write (default weights/)")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma list of steps (default: all: {','.join(STEPS)})")
     g = ap.add_argument_group("data")
     g.add_argument("--train-cases", type=int, default=70, help="training phantoms (default 70)")
@@ -216,7 +221,7 @@ def step_train(args, paths) -> dict:
             "precision": "bf16 autocast (forward pass)" if trainer.uses_cpu_bf16 else "fp32",
             "final_ema_pseudo_dice": _float(trainer.logger.get_value("ema_fg_dice", step=-1)),
             "continued": args.continue_training}
-    (paths["trained"] / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(paths["trained"] / "train_info.json", info)
     return info
 
 
@@ -230,7 +235,7 @@ def _float(v):
 def step_export(args, paths) -> None:
     from inference.weights import import_model
     _log(f"exporting {paths['trained']} -> {args.out}")
-    import_model(paths["trained"], args.out, folds=["all"], force=True)
+    import_model(paths["trained"], args.out, folds=["all"], overwrite=True)
 
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
@@ -350,7 +355,7 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, sampl
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     path = Path(args.out) / "provenance.json"
-    path.write_text(json.dumps(prov, indent=2) + "\n")
+    write_json(path, prov)
     _log(f"wrote {path}")
 
 
@@ -408,7 +413,7 @@ DSC / NSD rules). Mean ± std over cases, %:
 
 Sample cases (`samples/`, mean DSC over 13 organs, %): {sample_text}.
 """
-    (Path(args.out) / "README.md").write_text(text)
+    write_text(Path(args.out) / "README.md", text)
     _log(f"wrote {Path(args.out) / 'README.md'}")
 
 
@@ -420,7 +425,7 @@ def record_step_time(work: Path, step: str, seconds: float) -> None:
     path = work / "step_seconds.json"
     times = json.loads(path.read_text()) if path.is_file() else {}
     times[step] = round(seconds, 1)
-    path.write_text(json.dumps(times, indent=2) + "\n")
+    write_json(path, times)
 
 
 def recipe_command(argv: list[str]) -> str:
@@ -441,26 +446,25 @@ def recipe_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        print(f"error: unknown step(s) {unknown}; choose from {', '.join(STEPS)}", file=sys.stderr)
+    try:
+        chosen = parse_steps(args.steps, STEPS)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     args.work = args.work.resolve()
     args.out = args.out.resolve()
     paths = set_nnunet_paths(args.work)
+    table = {  # the recipe, in order
+        "data": lambda: step_data(args, paths),
+        "plan": lambda: step_plan(args, paths),
+        "preprocess": lambda: step_preprocess(args, paths),
+        "train": lambda: step_train(args, paths),
+        "export": lambda: step_export(args, paths),
+        "evaluate": lambda: step_evaluate(args, paths, argv),
+    }
+    assert tuple(table) == STEPS
     t0 = time.time()
-    for step in STEPS:
-        if step not in steps:
-            continue
-        ts = time.time()
-        _log(f"== {step}")
-        if step == "evaluate":
-            step_evaluate(args, paths, argv)
-        else:
-            globals()[f"step_{step}"](args, paths)
-        _log(f"== {step} done in {(time.time() - ts) / 60:.1f} min")
-        record_step_time(args.work, step, time.time() - ts)
+    run_steps(table, chosen, log=_log, on_done=lambda step, seconds: record_step_time(args.work, step, seconds))
     _log(f"all done in {(time.time() - t0) / 60:.1f} min")
     return 0
 

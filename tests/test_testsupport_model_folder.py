@@ -1,4 +1,4 @@
-"""benchmarks.model_folder: nnU-Net v2 model folders with random weights."""
+"""testsupport.model_folder: nnU-Net v2 model folders with random weights."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from benchmarks.model_folder import (
+from testsupport.model_folder import (
     PAPER,
     PRESETS,
     SMALL,

@@ -13,19 +13,19 @@ The network is built from the plans by nnU-Net itself (`get_network_from_plans`,
 the FLARE24 method paper (30,713,158 parameters with 1 input channel and 14 outputs); `SMALL` (and
 `SMALL_COARSE`, the same at a coarser spacing) is a narrow network for CPU benchmarks; `TINY` is for fast tests.
 
-CLI: `python -m benchmarks.model_folder OUT_DIR --preset paper|small|small_coarse|tiny [--resampling torch|default]`.
+CLI: `python -m testsupport.model_folder OUT_DIR --preset paper|small|small_coarse|tiny [--resampling torch|default]`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flare.labels import NUM_CLASSES, dataset_json_labels
+from inference.atomic import atomic_output
 
 TRAINER_NAME = "nnUNetTrainer"
 CONFIGURATION = "3d_fullres"
@@ -77,7 +77,7 @@ class Architecture:
                     patch_size=self.patch_size, spacing=self.spacing)
 
 
-# The paper's final model (FLARE.md section 5): nnU-Net's default planning for patch 40x192x224 at
+# The paper's final model (docs/flare.md section 5): nnU-Net's default planning for patch 40x192x224 at
 # [2.5, 0.78, 0.78] mm.
 PAPER = Architecture(
     features=(32, 64, 128, 256, 320, 320),
@@ -230,11 +230,9 @@ def count_parameters(module) -> int:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; model folders are read by other users (docker)
-    os.replace(tmp, path)
+    # 0644: model folders are read by other users (docker)
+    with atomic_output(path, mode=0o644) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 def write_model_folder(out_dir: str | os.PathLike, *, features: Sequence[int], patch_size: Sequence[int],
@@ -276,11 +274,8 @@ def write_model_folder(out_dir: str | os.PathLike, *, features: Sequence[int], p
         }
         fold_dir = out / f"fold_{fold_value}"
         fold_dir.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=fold_dir, prefix=f".{checkpoint_name}.", suffix=".tmp")
-        os.close(fd)
-        torch.save(ckpt, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, fold_dir / checkpoint_name)
+        with atomic_output(fold_dir / checkpoint_name, mode=0o644) as tmp:
+            torch.save(ckpt, tmp)
     return out
 
 
@@ -302,13 +297,18 @@ def model_parameter_count(model_dir: str | os.PathLike) -> int:
     return count_parameters(net)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.model_folder", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m testsupport.model_folder", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="folder to write (created)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--resampling", choices=sorted(RESAMPLING), default="torch")
     p.add_argument("--folds", nargs="+", default=["all"], help="fold names: all or integers")
     p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     out = write_preset(a.out_dir, a.preset, resampling=a.resampling, folds=a.folds, seed=a.seed)
     n = model_parameter_count(out)

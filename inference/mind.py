@@ -1,6 +1,6 @@
 """MIND-SSC: modality-independent neighbourhood descriptor, self-similarity context (torch).
 
-Written from the definition (Heinrich et al. 2012/2013, summarised in shared/FLARE.md section 5):
+Written from the definition (Heinrich et al. 2012/2013, summarised in docs/flare.md section 5):
 
 * six face-neighbour offsets at distance ``dilation`` voxels: +z, -z, +y, -y, +x, -x;
 * the 12 pairs of those offsets that lie on different axes (the three opposite pairs are left out);
