@@ -7,8 +7,8 @@ cluster scheduler, e.g.
     Slurm:       #SBATCH --array=0-31      -> python -m labeltransfer pseudolabel IN OUT --model M --parts 32
     Kubernetes:  Indexed Job, completions 32 -> same command (the index comes from JOB_COMPLETION_INDEX)
 
-Without --part the shard index is taken from SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) or
-JOB_COMPLETION_INDEX. Resumable: a case whose `<case>.nii.gz` exists in the output folder is skipped,
+Without --part the shard index is taken from SLURM_ARRAY_TASK_ID (array indices are the shard numbers,
+0..parts-1, so a resubmitted `--array=5,9` redoes shards 5 and 9) or JOB_COMPLETION_INDEX. Resumable: a case whose `<case>.nii.gz` exists in the output folder is skipped,
 so rerunning a failed or pre-empted shard only does what is left.
 
 Prediction is the project's predictor: the model is loaded once per shard and
@@ -54,10 +54,12 @@ def shard(cases: list[str], part: int, parts: int) -> list[str]:
 
 
 def part_from_environment(env: dict | None = None) -> int | None:
-    """Shard index from the scheduler: Slurm array task (made 0-based) or Kubernetes indexed job."""
+    """Shard index from the scheduler: the Slurm array task id itself (never offset by
+    SLURM_ARRAY_TASK_MIN: a partial resubmission must keep its shard numbers) or the Kubernetes
+    indexed job's completion index."""
     env = os.environ if env is None else env
     if "SLURM_ARRAY_TASK_ID" in env:
-        return int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(env["SLURM_ARRAY_TASK_ID"])
     if "JOB_COMPLETION_INDEX" in env:
         return int(env["JOB_COMPLETION_INDEX"])
     return None

@@ -100,7 +100,8 @@ def test_shard_round_robin_and_validation():
         pseudolabel.shard(cases, 3, 3)
     with pytest.raises(ValueError, match="--parts must be >= 1"):
         pseudolabel.shard(cases, 0, 0)
-    assert pseudolabel.part_from_environment({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1"}) == 4
+    # a resubmitted --array=5,9 has SLURM_ARRAY_TASK_MIN=5 and must still run shard 5, not shard 0
+    assert pseudolabel.part_from_environment({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "5"}) == 5
     assert pseudolabel.part_from_environment({"JOB_COMPLETION_INDEX": "2"}) == 2
     assert pseudolabel.part_from_environment({}) is None
 
