@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch (0 < s <= 1; default 0.5)")
     parser.add_argument("--timings", type=Path, default=None, help="write per-stage seconds as JSON here")
+    parser.add_argument("--gpu-memory-budget", type=float, default=4096, metavar="MIB",
+                        help="keep the whole GPU's memory (CUDA context included) within MIB where the case "
+                             "allows: steers tile batch, logits dtype, export chunking and the allocator cap "
+                             "(default 4096, FLARE's tolerance; 0: no budget). See docs/gpu_memory.md")
     return parser
 
 
@@ -68,8 +72,12 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if not 0 < args.step_size <= 1:
         print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
         return 2
+    if args.gpu_memory_budget < 0:
+        print(f"error: --gpu-memory-budget must be >= 0 MiB, got {args.gpu_memory_budget}", file=sys.stderr)
+        return 2
 
     from inference.api import DEFAULT_MODEL_DIR, check_output_dir, resolve_device, segment_case
+    from inference.gpu_budget import GpuBudget
     from inference.io import find_cases
     from inference.model import load_model
     imports_done = time.perf_counter()
@@ -93,13 +101,14 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if not cases:
         print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
 
+    budget = GpuBudget(args.gpu_memory_budget or None, device)
     progress = _progress_bar()
     records, failed = [], 0
     for case in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # segment_case records them; printed below once
             result = segment_case(case, args.output, model, tta=args.tta, step_size=args.step_size,
-                                  progress=progress)
+                                  progress=progress, budget=budget)
         for message in result.warnings:
             print(f"warning: {message}", file=sys.stderr)
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())

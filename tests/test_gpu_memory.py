@@ -1,0 +1,78 @@
+"""inference.gpu_memory's arithmetic, with exact values (pure arithmetic: runs on a CPU)."""
+from __future__ import annotations
+
+import pytest
+
+from inference.gpu_memory import (
+    FP16,
+    FP32,
+    MIB,
+    RESERVE_BYTES,
+    CaseShape,
+    allocator_fraction,
+    export_bytes,
+    logits_bytes,
+    network_bytes,
+    network_voxels,
+    plan_case,
+    preprocess_bytes,
+    tiles_bytes,
+    weights_resident_bytes,
+)
+
+R = 268_435_456  # RESERVE_BYTES, 256 MiB
+SHAPE = CaseShape(channels=1, classes=14, image_voxels=1000, cropped_voxels=800, network_voxels=2000,
+                  patch_voxels=100, weights_bytes=4000, activation_bytes=10_000)
+
+
+def test_reserve_is_256_mib():
+    assert RESERVE_BYTES == R == 256 * MIB
+
+
+def test_terms():
+    # crop 4*1*(1000+800)=7200 < resample 4*1*(1600+4000)=22400; + weights 4000 + reserve
+    assert preprocess_bytes(SHAPE) == 22_400 + 4000 + R
+    assert weights_resident_bytes(SHAPE) == 6000
+    assert logits_bytes(SHAPE, FP32) == 4 * 15 * 2000 == 120_000
+    assert logits_bytes(SHAPE, FP16) == 60_000
+    # per tile: 10000 activations + 4*1*100 input + 2*dtype*14*100 prediction and weighted product
+    assert tiles_bytes(SHAPE, 1, FP32) == 21_600
+    assert tiles_bytes(SHAPE, 3, FP16) == 3 * 16_000
+    # 6000 weights + 8000 input + logits + tiles + reserve
+    assert network_bytes(SHAPE, 2, FP32) == 6000 + 8000 + 120_000 + 43_200 + R
+    assert network_bytes(SHAPE, 1, FP16) == 6000 + 8000 + 60_000 + 16_000 + R
+    # 4000 weights + dtype*14*2000 logits + 4*c*(2000+1600) chunk + 13*800 running max + 1000 labels
+    assert export_bytes(SHAPE, 1, FP32) == 4000 + 112_000 + 14_400 + 10_400 + 1000 + R
+    assert export_bytes(SHAPE, 14, FP16) == 4000 + 56_000 + 201_600 + 10_400 + 1000 + R
+
+
+@pytest.mark.parametrize("room, dtype, batch, chunk, fits", [
+    (200_000, FP32, 3, 5, True),       # fp32 network fits (155,600); 134,000 + 21,600 b; 127,400 + 14,400 c
+    (150_000, FP16, 4, 5, True),       # fp32 does not; fp16: 74,000 + 16,000 b; 71,400 + 14,400 c
+    (80_000, FP16, 1, 1, False),       # even batch 1 (90,000) and one class (85,800) exceed it
+    (10 ** 9, FP32, 8, None, True),    # everything fits: all classes at once
+])
+def test_plan_under_a_budget(room, dtype, batch, chunk, fits):
+    context = 1000
+    plan = plan_case(SHAPE, budget_bytes=R + context + room, context_bytes=context)
+    assert (plan.logits_dtype_bytes, plan.tile_batch, plan.classes_per_chunk, plan.fits) == (dtype, batch, chunk, fits)
+    assert plan.terms["network"] == network_bytes(SHAPE, batch, dtype)
+    assert plan.terms["export"] == export_bytes(SHAPE, chunk or 14, dtype)
+    assert "tile batch" in plan.describe()
+
+
+def test_no_budget_is_the_most_generous_plan():
+    plan = plan_case(SHAPE, None, 123)
+    assert (plan.logits_dtype_bytes, plan.tile_batch, plan.classes_per_chunk, plan.fits) == (FP32, 8, None, True)
+    assert plan_case(SHAPE, None, max_batch=2).tile_batch == 2
+
+
+def test_allocator_fraction():
+    assert allocator_fraction(5000, 1000, 100_000) == 0.04
+    assert allocator_fraction(500, 1000, 100_000) == 0.01     # context above the budget: torch's minimum
+    assert allocator_fraction(200_000, 0, 100_000) == 1.0
+
+
+def test_network_voxels_pad_to_the_patch():
+    assert network_voxels((10, 20, 30), (16, 16, 16)) == 16 * 20 * 30
+    assert network_voxels((40, 192, 224), (40, 192, 224)) == 40 * 192 * 224
