@@ -37,6 +37,7 @@ from pathlib import Path
 
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
 
+from .nifti_io import header_geometry
 from .sampler import Sampler, SamplerError, SourceSpec, resolve_source
 from .summary import summarise_folder
 
@@ -72,35 +73,27 @@ def find_cases(inputs: str | os.PathLike, only: Sequence[str] | None = None) -> 
 
 def image_size(path: Path) -> str:
     """'x, y, z' voxel size from the header (the paper's Table 6 notation), '' if unreadable."""
-    import SimpleITK as sitk
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
     try:
-        r.ReadImageInformation()
-    except RuntimeError:
+        size = header_geometry(path)[0]
+    except ValueError:
         return ""
-    return ", ".join(str(s) for s in r.GetSize())
+    return ", ".join(str(s) for s in size)
 
 
 def check_output(pred: Path, ref: Path) -> str:
     """'ok' if `pred` exists with the geometry of `ref` (size, spacing, origin, direction), else why not."""
-    import SimpleITK as sitk
     if not pred.is_file():
         return "missing"
     infos = []
     for p in (pred, ref):
-        r = sitk.ImageFileReader()
-        r.SetFileName(str(p))
         try:
-            r.ReadImageInformation()
-        except RuntimeError as e:
-            return f"unreadable: {p.name}: {str(e).splitlines()[0][:120]}"
-        infos.append(r)
-    a, b = infos
-    if a.GetSize() != b.GetSize():
-        return f"geometry mismatch: size {a.GetSize()} != {b.GetSize()}"
-    for what, fa, fb in (("spacing", a.GetSpacing(), b.GetSpacing()), ("origin", a.GetOrigin(), b.GetOrigin()),
-                         ("direction", a.GetDirection(), b.GetDirection())):
+            infos.append(header_geometry(p))  # SimpleITK, or nibabel where SimpleITK is not installed
+        except ValueError as e:
+            return f"unreadable: {p.name}: {e}"
+    (size_a, *geom_a), (size_b, *geom_b) = infos
+    if tuple(size_a) != tuple(size_b):
+        return f"geometry mismatch: size {tuple(size_a)} != {tuple(size_b)}"
+    for what, fa, fb in zip(("spacing", "origin", "direction"), geom_a, geom_b):
         if any(abs(x - y) > 1e-4 * max(1.0, abs(y)) for x, y in zip(fa, fb)):
             return f"geometry mismatch: {what} {tuple(round(v, 4) for v in fa)} != {tuple(round(v, 4) for v in fb)}"
     return "ok"

@@ -84,6 +84,8 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     """
     timer = timer or StageTimer()
     cuda = model.device.type == "cuda"
+    if cuda and budget is not None and budget.active:
+        budget.prepare(model)   # once per model: measures the context and caps the allocator before any stage
     with timer.stage("preprocess"):
         prep = run_with_fallback("preprocess", [
             ("the planned settings", lambda: preprocess(image, spacing, model, source)),

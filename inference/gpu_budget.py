@@ -37,13 +37,18 @@ class GpuBudget:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-        probe = torch.zeros((1, model.num_channels, *model.config.patch_size), device=dev)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-            for network in model.networks:
-                network(probe)
-        torch.cuda.synchronize(dev)
-        self._activation[id(model)] = torch.cuda.max_memory_allocated(dev) - base
-        del probe
+        try:
+            probe = torch.zeros((1, model.num_channels, *model.config.patch_size), device=dev)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+                for network in model.networks:
+                    network(probe)
+            torch.cuda.synchronize(dev)
+            self._activation[id(model)] = torch.cuda.max_memory_allocated(dev) - base
+        except torch.cuda.OutOfMemoryError:
+            # The device is already full: plan with no activation term; the stages' fallbacks will act.
+            log.warning("GPU budget: no memory for one probe tile; planning without its activations")
+            self._activation[id(model)] = 0
+        probe = None
         torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info(dev)
         self.total_bytes = total

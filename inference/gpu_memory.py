@@ -25,6 +25,7 @@ MAX_TILE_BATCH = 8
 # fixed reserve (cuDNN's largest inference workspaces for 3D convolutions stay below it).
 RESERVE_BYTES = 256 * MIB
 FP32, FP16 = 4, 2
+MIN_FRACTION = 1e-4
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,9 @@ def plan_case(s: CaseShape, budget_bytes: int | None, context_bytes: int = 0,
 
 def allocator_fraction(budget_bytes: int, context_bytes: int, total_bytes: int) -> float:
     """Fraction for torch.cuda.set_per_process_memory_fraction: the allocator may hold what the budget
-    leaves after the context, never less than 1 % of the device (torch refuses 0)."""
-    return min(1.0, max(0.01, (budget_bytes - context_bytes) / total_bytes))
+    leaves after the context; at least MIN_FRACTION (a budget below the context leaves the allocator
+    almost nothing, and every stage then falls back to the CPU)."""
+    return min(1.0, max(MIN_FRACTION, (budget_bytes - context_bytes) / total_bytes))
 
 
 def network_voxels(shape_after_resampling, patch_size) -> int:
