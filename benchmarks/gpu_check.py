@@ -83,12 +83,24 @@ def pinned(names: Sequence[str]) -> list[str]:
     return specs
 
 
+SDIST_ONLY = ("acvl-utils",)   # pure Python, published as a source archive only: built into a wheel here
+
+
 def pip_download(specs: Sequence[str], dest: Path, log=print) -> int:
-    """pip download of cp312 manylinux x86_64 wheels (no dependencies: each one is named)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(dest), *specs]
-    log("$ " + " ".join(cmd))
-    return subprocess.run(cmd).returncode
+    """pip download of cp312 manylinux x86_64 wheels (no dependencies: each one is named); the few
+    pure-Python packages without a wheel are built with `pip wheel`."""
+    built = [s for s in specs if s.split("==")[0] in SDIST_ONLY]
+    binary = [s for s in specs if s not in built]
+    cmds = [[sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+             "--implementation", "cp", *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(dest), *binary]]
+    if built:
+        cmds.append([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dest), *built])
+    for cmd in cmds:
+        log("$ " + " ".join(cmd))
+        rc = subprocess.run(cmd).returncode
+        if rc != 0:
+            return rc
+    return 0
 
 
 def prepare_wheels(dest: Path, with_nnunet: bool = False, log=print, download=pip_download) -> int:
@@ -113,9 +125,12 @@ def prepare_wheels(dest: Path, with_nnunet: bool = False, log=print, download=pi
         log(f"error: {total / MIB:.2f} MiB exceeds {TRAVEL_LIMIT_BYTES / MIB:.0f} MiB; wheels removed"
             + (" (nnU-Net's predictor needs SimpleITK, 52.8 MB: drop --with-nnunet)" if with_nnunet else ""))
         return 2
+    if not dest.resolve().is_relative_to(REPO):
+        log(f"ok, but {dest} is outside the repository: only the checkout travels; use e.g. --prepare-wheels .whl")
+        return 0
     ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", str(dest.resolve())]).returncode == 0
     log(f"ok: name '{os.path.relpath(dest.resolve(), REPO)}' in the device call's carry list"
-        + ("" if ignored else f"; it is NOT ignored by git, so it travels anyway and counts twice if carried"))
+        + ("" if ignored else "; it is NOT ignored by git, so it travels anyway (do not also carry it)"))
     return 0
 
 
@@ -187,9 +202,13 @@ class Report:
         if name not in self.data["files"] and len(self.data["files"]) + 2 >= MAX_FILES:
             return  # gpu_check.json and .md always fit
         if with_environment and name.endswith(".csv"):   # a column that names GPU, driver, torch, CUDA
-            lines = src.read_text().splitlines()
-            rows = [lines[0] + ",Environment"] + [f'{ln},"{self.env["line"]}"' for ln in lines[1:]]
-            _atomic_write(self.out / name, "\n".join(rows) + "\n")
+            import csv
+            import io
+            rows = list(csv.reader(io.StringIO(src.read_text())))
+            text = io.StringIO()
+            csv.writer(text, lineterminator="\n").writerows(
+                [rows[0] + ["Environment"]] + [r + [self.env["line"]] for r in rows[1:]])
+            _atomic_write(self.out / name, text.getvalue())
         else:
             _atomic_write(self.out / name, src.read_bytes())
         if name not in self.data["files"]:
