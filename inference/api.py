@@ -48,7 +48,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 _CPU = torch.device("cpu")
-_cpu_networks: dict[int, list[torch.nn.Module]] = {}   # id(model) -> CPU copies for the OOM fallback
 
 
 def _network_options(**wanted) -> dict:
@@ -62,14 +61,15 @@ def _on_cpu(model: LoadedModel) -> list[torch.nn.Module]:
     device-side copy: the device has just run out of memory)."""
     if model.device.type == "cpu":
         return model.networks
-    if id(model) not in _cpu_networks:
-        nets = []
+    cached = vars(model).get("_cpu_networks")   # kept on the model: built once, gone with it
+    if cached is None:
+        cached = []
         for network in model.networks:
             cpu_net = build_network(model.config.architecture, model.num_channels, model.num_classes)
             cpu_net.load_state_dict({k: v.cpu() for k, v in network.state_dict().items()})
-            nets.append(cpu_net.eval())
-        _cpu_networks[id(model)] = nets
-    return _cpu_networks[id(model)]
+            cached.append(cpu_net.eval())
+        vars(model)["_cpu_networks"] = cached
+    return cached
 
 
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,

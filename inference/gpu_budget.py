@@ -21,7 +21,8 @@ class GpuBudget:
         self.context_bytes = 0
         self.total_bytes = 0
         self.fraction: float | None = None
-        self._activation: dict[int, int] = {}   # id(model) -> bytes of one tile's forward pass
+        # id(model) -> (model, bytes of one tile's forward pass); the reference keeps the id from being reused
+        self._activation: dict[int, tuple[object, int]] = {}
 
     @property
     def active(self) -> bool:
@@ -43,11 +44,11 @@ class GpuBudget:
                 for network in model.networks:
                     network(probe)
             torch.cuda.synchronize(dev)
-            self._activation[id(model)] = torch.cuda.max_memory_allocated(dev) - base
+            self._activation[id(model)] = (model, torch.cuda.max_memory_allocated(dev) - base)
         except torch.cuda.OutOfMemoryError:
             # The device is already full: plan with no activation term; the stages' fallbacks will act.
             log.warning("GPU budget: no memory for one probe tile; planning without its activations")
-            self._activation[id(model)] = 0
+            self._activation[id(model)] = (model, 0)
         probe = None
         torch.cuda.empty_cache()
         free, total = torch.cuda.mem_get_info(dev)
@@ -57,7 +58,7 @@ class GpuBudget:
             self.fraction = allocator_fraction(self.budget_bytes, self.context_bytes, total)
             torch.cuda.set_per_process_memory_fraction(self.fraction, dev)
         log.info("GPU budget: context %.0f MiB, one tile's activations %.0f MiB, allocator cap %s",
-                 self.context_bytes / MIB, self._activation[id(model)] / MIB,
+                 self.context_bytes / MIB, self._activation[id(model)][1] / MIB,
                  "none" if self.fraction is None else f"{self.fraction * total / MIB:.0f} MiB")
 
     def plan(self, model, image_shape, cropped_shape, network_shape) -> MemoryPlan:
@@ -68,5 +69,5 @@ class GpuBudget:
                           image_voxels=math.prod(image_shape), cropped_voxels=math.prod(cropped_shape),
                           network_voxels=network_voxels(network_shape, model.config.patch_size),
                           patch_voxels=math.prod(model.config.patch_size), weights_bytes=weights,
-                          activation_bytes=self._activation.get(id(model), 0))
+                          activation_bytes=self._activation.get(id(model), (None, 0))[1])
         return plan_case(shape, self.budget_bytes, self.context_bytes)

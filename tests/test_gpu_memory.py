@@ -76,3 +76,41 @@ def test_allocator_fraction():
 def test_network_voxels_pad_to_the_patch():
     assert network_voxels((10, 20, 30), (16, 16, 16)) == 16 * 20 * 30
     assert network_voxels((40, 192, 224), (40, 192, 224)) == 40 * 192 * 224
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monkeypatch):
+    """GpuBudget's wiring with torch.cuda's queries replaced by fixed numbers (no GPU here): the context
+    is total - free - reserved after the probe, the cap is (budget - context) / total, and the plan
+    uses the probed activations. The probe itself runs on the CPU model."""
+    import torch
+
+    from benchmarks.model_folder import write_preset
+    from inference.gpu_budget import GpuBudget
+    from inference.gpu_memory import export_bytes, network_bytes
+    from inference.model import load_model
+    model = load_model(write_preset(tmp_path / "tiny", "tiny"))
+    allocated = iter([1000, 1000 + 5 * MIB])   # before the probe, peak during it
+    caps = []
+    for name, fn in {"synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None,
+                     "empty_cache": lambda *a: None,
+                     "memory_allocated": lambda *a: next(allocated), "max_memory_allocated": lambda *a: next(allocated),
+                     "mem_get_info": lambda *a: (100_000 * MIB, 140_000 * MIB),
+                     "memory_reserved": lambda *a: 20 * MIB,
+                     "set_per_process_memory_fraction": lambda f, d=None: caps.append(f)}.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    budget = GpuBudget(4096, "cpu")
+    monkeypatch.setattr(GpuBudget, "active", property(lambda self: True))
+    plan = budget.plan(model, (12, 40, 40), (12, 40, 40), (16, 54, 54))
+    assert budget.context_bytes == (140_000 - 100_000 - 20) * MIB
+    # a 4096 MiB budget below a 39,980 MiB context: the allocator keeps the minimum fraction
+    assert caps == [1e-4] and budget.fraction == 1e-4
+    assert plan.context_bytes == budget.context_bytes and not plan.fits
+    weights = sum(p.numel() * 4 for p in model.networks[0].parameters())
+    shape = CaseShape(channels=1, classes=14, image_voxels=12 * 40 * 40, cropped_voxels=12 * 40 * 40,
+                      network_voxels=16 * 54 * 54, patch_voxels=16 * 32 * 32, weights_bytes=weights,
+                      activation_bytes=5 * MIB)
+    assert plan.terms["network"] == network_bytes(shape, 1, FP16)
+    assert plan.terms["export"] == export_bytes(shape, 1, FP16)
+    budget.prepare(model)          # once per model: no second probe, no second cap
+    assert caps == [1e-4]
