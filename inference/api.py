@@ -105,10 +105,12 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
         planned = {} if plan is None else {"batch_size": plan.tile_batch,
                                            "logits_dtype": torch.float16 if plan.logits_dtype_bytes == FP16
                                            else torch.float32}
+        smaller = {"batch_size": 1, "logits_dtype": torch.float16 if cuda else None}
+        # Say what the retry really changes: predict_logits may not take these options (yet).
+        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items()) or "the cache emptied"
         logits = run_with_fallback("network", [
             ("the planned settings", lambda: network(model.device, model.networks, **planned)),
-            ("tile batch 1 and fp16 logits", lambda: network(model.device, model.networks, batch_size=1,
-                                                             logits_dtype=torch.float16 if cuda else None)),
+            (how, lambda: network(model.device, model.networks, **smaller)),
             ("the CPU", lambda: network(_CPU, _on_cpu(model))),
         ], source)
         prep = replace(prep, data=None)  # the network input is no longer needed
