@@ -75,3 +75,15 @@ def test_wheels_are_pinned_to_the_tested_versions():
     import importlib.metadata
     assert f"nibabel=={importlib.metadata.version('nibabel')}" in gpu_check.pinned(gpu_check.CORE_WHEELS)
     assert gpu_check.pinned(["no-such-package-xyz"]) == ["no-such-package-xyz"]
+
+
+def test_table6_cuts_runs_that_do_not_fit_the_budget(tmp_path, monkeypatch):
+    import benchmarks.harness as harness
+    calls = []
+    monkeypatch.setattr(harness, "run_case", lambda *a, **k: calls.append(a[0]))
+    image = gpu_check.write_volume(tmp_path, "c1", (20, 18, 6), seed=0, spacing_xyz=(1.5, 1.5, 3.0))
+    clock = gpu_check.Clock(50)   # the first estimate is 30 s, and a run starts only if twice it fits
+    res = gpu_check.table6([("c1", image)], tmp_path, None, "cpu", {}, tmp_path / "t6", clock, 0, spec=None,
+                           report=None, simpleitk=True)
+    assert calls == [] and res["done"] == {"ours": []}
+    assert res["skipped"][0].startswith("ours/c1 (estimate 30 s") and "cut for time" in res["summary"]

@@ -114,3 +114,14 @@ def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monk
     assert plan.terms["export"] == export_bytes(shape, 1, FP16)
     budget.prepare(model)          # once per model: no second probe, no second cap
     assert caps == [1e-4]
+
+
+def test_profile_reports_max_and_auc_above_the_tolerance():
+    from benchmarks.profile_case import gpu_memory_summary, markdown
+    g = gpu_memory_summary({"source": "nvml", "memory": [4000.0, 5000.0, 4196.0]})
+    assert g == {"source": "nvml", "samples": 3, "max_mib": 5000.0, "auc_mib_s": 1320.0, "tolerance_mib": 4096.0,
+                 "auc_above_tolerance_mib_s": pytest.approx(100.4)}
+    res = {"case": "c", "image_size": [4, 4, 4], "device": "GPU", "model": "m", "tta": False, "step_size": 0.5,
+           "torch_threads": 1, "total_seconds": 1.0, "gpu_memory_budget_mib": 4096, "gpu_memory": g,
+           "stages": {"network": {"seconds": 1.0, "rss_peak_mib": 10, "torch_peak_allocated_mib": 900}}}
+    assert "max 5,000 MiB, AUC 1,320 MiB·s, above 4,096 MiB 100 MiB·s; budget 4096" in markdown(res)
