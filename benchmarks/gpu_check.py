@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 HARD_MARGIN_S = 45
 GPU_BUDGET_MIB = 4096
 MAX_FILES = 8
+RESERVED_FILES = 3   # gpu_check.json, gpu_check.md, and gpu_check.log that the device call's `tee` writes
 
 
 # --- wheels ------------------------------------------------------------------------------------------
@@ -199,8 +200,8 @@ class Report:
         self.save()
 
     def add_file(self, src: Path, name: str, with_environment: bool = False) -> None:
-        if name not in self.data["files"] and len(self.data["files"]) + 2 >= MAX_FILES:
-            return  # gpu_check.json and .md always fit
+        if name not in self.data["files"] and len(self.data["files"]) + RESERVED_FILES >= MAX_FILES:
+            return  # gpu_check.json, .md and the console log the device call tees always fit
         if with_environment and name.endswith(".csv"):   # a column that names GPU, driver, torch, CUDA
             import csv
             import io
@@ -413,7 +414,7 @@ def nnunet_importable(env: dict) -> tuple[bool, str]:
     return False, (r.stderr.strip().splitlines() or ["import failed"])[-1]
 
 
-def table6(cases: list[tuple[str, Path]], ours_model: Path, nn_model: Path | None, device: str, env: dict,
+def table6(cases: list[tuple[str, tuple[int, ...], Callable[[], Path]]], ours_model: Path, nn_model: Path | None, device: str, env: dict,
            work: Path, clock: Clock, reserve_s: float, spec, report: Report, simpleitk: bool) -> dict:
     """Smallest volumes first; a case starts only if twice the estimate (last time x voxel ratio) fits."""
     from .compare_nnunet import model_folds, nnunet_command
@@ -433,13 +434,15 @@ def table6(cases: list[tuple[str, Path]], ours_model: Path, nn_model: Path | Non
     last: dict[str, tuple[float, int]] = {}
     done: dict[str, list[str]] = {k: [] for k in runs}
     skipped = []
-    for case, image in cases:
-        voxels = int(np.prod([int(s) for s in image_size_xyz(image)]))
+    for case, size_xyz, make_image in cases:
+        voxels = math.prod(size_xyz)
+        image = None
         for label, builder in runs.items():
             est = 30.0 if label not in last else last[label][0] * max(1.0, voxels / last[label][1])
             if clock.left() - reserve_s < 2 * est:
                 skipped.append(f"{label}/{case} (estimate {est:.0f} s, {clock.left():.0f} s left)")
                 continue
+            image = image or make_image()   # written only when a run will use it (1024x1024x82: seconds)
             r = run_case(case, image, builder, work / label, spec, 0.1, env, keep_output=False)
             last[label] = (r.time_s, voxels)
             done[label].append(case)
@@ -468,11 +471,6 @@ def table6(cases: list[tuple[str, Path]], ours_model: Path, nn_model: Path | Non
                          + (f"; {len(skipped)} run(s) cut for time" if skipped else "")
                          + (f"; {len(bad)} output(s) missing/wrong" if bad else ""))
     return result
-
-
-def image_size_xyz(path: Path) -> tuple[int, ...]:
-    from .nifti_io import header_geometry
-    return tuple(header_geometry(path)[0])
 
 
 def sampler_period(device: str, seconds: float) -> dict:
@@ -588,7 +586,8 @@ def run_check(out: Path, wheels: Path | None, budget_s: float, dry_run: bool, lo
         from .compare_nnunet import with_default_resampling
         from .sampler import resolve_source
         spec = resolve_source("gpu" if device == "cuda" else "cpu", 0)
-        cases = [(c, write_volume(inputs, c, sizes[c], seed=seeds[c], spacing_xyz=dry_spacing)) for c in order]
+        cases = [(c, sizes[c], lambda c=c: write_volume(inputs, c, sizes[c], seed=seeds[c], spacing_xyz=dry_spacing))
+                 for c in order]
         nn_model = with_default_resampling(arch_model, work / "model_arch_nnunet") if nn_ok and not dry_run else None
         res = table6(cases, arch_model, nn_model, device, env_vars, work / "table6", clock, reserve_s=15,
                      spec=spec, report=report, simpleitk=simpleitk)

@@ -83,7 +83,7 @@ def test_table6_cuts_runs_that_do_not_fit_the_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "run_case", lambda *a, **k: calls.append(a[0]))
     image = gpu_check.write_volume(tmp_path, "c1", (20, 18, 6), seed=0, spacing_xyz=(1.5, 1.5, 3.0))
     clock = gpu_check.Clock(50)   # the first estimate is 30 s, and a run starts only if twice it fits
-    res = gpu_check.table6([("c1", image)], tmp_path, None, "cpu", {}, tmp_path / "t6", clock, 0, spec=None,
+    res = gpu_check.table6([("c1", (20, 18, 6), lambda: image)], tmp_path, None, "cpu", {}, tmp_path / "t6", clock, 0, spec=None,
                            report=None, simpleitk=True)
     assert calls == [] and res["done"] == {"ours": []}
     assert res["skipped"][0].startswith("ours/c1 (estimate 30 s") and "cut for time" in res["summary"]
