@@ -8,6 +8,7 @@ import json
 import pytest
 
 import benchmarks.gpu_check as gpu_check
+import benchmarks.gpu_wheels as gpu_wheels
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +62,20 @@ def fake_download(size):
 
 
 def test_prepare_wheels_refuses_over_the_travel_limit(tmp_path, monkeypatch, capsys):
-    tree, _ = gpu_check.travelling_tree_bytes()
-    monkeypatch.setattr(gpu_check, "TRAVEL_LIMIT_BYTES", tree + 3 * 1000)
-    assert gpu_check.prepare_wheels(tmp_path / "w", download=fake_download(1000)) == 2   # 4 wheels: over
+    tree, _ = gpu_wheels.travelling_tree_bytes()
+    monkeypatch.setattr(gpu_wheels, "TRAVEL_LIMIT_BYTES", tree + 3 * 1000)
+    assert gpu_wheels.prepare_wheels(tmp_path / "w", download=fake_download(1000)) == 2   # 4 wheels: over
     assert "exceeds" in capsys.readouterr().out and not list((tmp_path / "w").glob("*.whl"))
-    assert gpu_check.prepare_wheels(tmp_path / "w", download=fake_download(700)) == 0    # 2,800: fits
-    assert len(list((tmp_path / "w").glob("*.whl"))) == len(gpu_check.CORE_WHEELS)
+    assert gpu_wheels.prepare_wheels(tmp_path / "w", download=fake_download(700)) == 0    # 2,800: fits
+    assert len(list((tmp_path / "w").glob("*.whl"))) == len(gpu_wheels.CORE_WHEELS)
     out = capsys.readouterr().out
     assert "outside the repository" in out and "of the" in out
 
 
 def test_wheels_are_pinned_to_the_tested_versions():
     import importlib.metadata
-    assert f"nibabel=={importlib.metadata.version('nibabel')}" in gpu_check.pinned(gpu_check.CORE_WHEELS)
-    assert gpu_check.pinned(["no-such-package-xyz"]) == ["no-such-package-xyz"]
+    assert f"nibabel=={importlib.metadata.version('nibabel')}" in gpu_wheels.pinned(gpu_wheels.CORE_WHEELS)
+    assert gpu_wheels.pinned(["no-such-package-xyz"]) == ["no-such-package-xyz"]
 
 
 def test_table6_cuts_runs_that_do_not_fit_the_budget(tmp_path, monkeypatch):
