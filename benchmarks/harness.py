@@ -38,8 +38,9 @@ from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
 from inference.atomic import atomic_output
 from inference.device import DEVICE_CHOICES
 from inference.io import find_cases as discover_cases
-from inference.io import same_geometry
+from inference.io import grid_difference
 
+from .nifti_io import header_geometry
 from .sampler import SamplerError, SamplerSet, SourceSpec, resolve_source
 from .summary import summarise_folder
 
@@ -78,31 +79,24 @@ def find_cases(inputs: str | os.PathLike, only: Sequence[str] | None = None) -> 
 
 def image_size(path: Path) -> str:
     """'x, y, z' voxel size from the header (the paper's Table 6 notation), '' if unreadable."""
-    import SimpleITK as sitk
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
     try:
-        r.ReadImageInformation()
-    except RuntimeError:
+        size = header_geometry(path)[0]
+    except ValueError:
         return ""
-    return ", ".join(str(s) for s in r.GetSize())
+    return ", ".join(str(s) for s in size)
 
 
 def check_output(pred: Path, ref: Path) -> str:
     """'ok' if `pred` exists with the geometry of `ref` (size, spacing, origin, direction), else why not."""
-    import SimpleITK as sitk
     if not pred.is_file():
         return "missing"
     infos = []
     for p in (pred, ref):
-        r = sitk.ImageFileReader()
-        r.SetFileName(str(p))
         try:
-            r.ReadImageInformation()
-        except RuntimeError as e:
-            return f"unreadable: {p.name}: {str(e).splitlines()[0][:120]}"
-        infos.append(r)
-    why = same_geometry(*infos)
+            infos.append(header_geometry(p))  # SimpleITK, or nibabel where SimpleITK is not installed
+        except ValueError as e:
+            return f"unreadable: {p.name}: {e}"
+    why = grid_difference(*infos)
     return f"geometry mismatch: {why}" if why else "ok"
 
 

@@ -7,8 +7,11 @@ Stages: imports, model_load (start-up), then read, preprocess, network, export, 
 wall seconds (CUDA synchronised at the boundaries), torch's peak allocated CUDA memory within the
 stage (torch.cuda.max_memory_allocated after a reset at its start; what the caching allocator handed
 out, below what NVML shows: the allocator's reserve and the CUDA context come on top) and the peak
-resident memory of this process within the stage (a 5 ms polling thread). For the whole-device
-number the organisers record, use benchmarks.harness.
+resident memory of this process within the stage (a 5 ms polling thread). On a GPU the whole device's
+memory is also sampled every 0.1 s with NVML (benchmarks.sampler, as the organisers do) from model load
+to the end: its maximum, AUC and tolerance-adjusted AUC (only memory above 4096 MiB counted) are
+reported. For the organisers' whole-run numbers (imports and process start included), use
+benchmarks.harness. Without SimpleITK (the GPU check's machine) files are read with nibabel.
 """
 from __future__ import annotations
 
@@ -89,9 +92,45 @@ def make_profiling_timer(cuda: bool, rss: _RssPeak):
     return ProfilingTimer()
 
 
+def _case_io(image: Path, model):
+    """(case id, read() -> (data, spacing, reference), write(labels, reference, path)) for `image`:
+    the predictor's SimpleITK I/O, or nibabel where SimpleITK is not installed."""
+    from inference.io import find_cases, read_case, write_segmentation  # imports SimpleITK only when reading
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        from .nifti_io import read_volume, write_labels
+        suffix = "_0000" + model.file_ending
+        if not image.name.endswith(suffix):
+            raise FileNotFoundError(f"{image}: not a <case>{suffix} file") from None
+        return image.name[: -len(suffix)], lambda: read_volume(image), write_labels
+    cases, _ = find_cases(image.parent, model.num_input_files, model.file_ending)
+    case = next((c for c in cases if Path(c.channel_files[0]).name == image.name), None)
+    if case is None:
+        raise FileNotFoundError(f"{image}: not a <case>_0000{model.file_ending} file the predictor recognises")
+
+    def read():
+        volume = read_case(case)
+        return volume.data, volume.spacing, volume.reference
+    return case.case_id, read, write_segmentation
+
+
+def gpu_memory_summary(samples: dict, tolerance_mib: float = 4096.0) -> dict:
+    """Max, AUC and tolerance-adjusted AUC of NVML samples, computed as the organisers do."""
+    from .summary import official_auc, official_max, tolerant_auc
+    memory = samples["memory"]
+    return {"source": samples["source"], "samples": len(memory), "max_mib": official_max(memory),
+            "auc_mib_s": official_auc(memory), "tolerance_mib": tolerance_mib,
+            "auc_above_tolerance_mib_s": tolerant_auc(memory, tolerance_mib)}
+
+
 def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool = False,
-            step_size: float = 0.5, out_dir: Path | None = None) -> dict:
-    """Profile one case in this process; returns {device, stages: {name: {seconds, ...}}, ...}."""
+            step_size: float = 0.5, out_dir: Path | None = None, gpu_memory_budget: float | None = None,
+            sample_gpu: bool = True) -> dict:
+    """Profile one case in this process; returns {device, stages: {name: {seconds, ...}}, ...}.
+
+    `gpu_memory_budget` (MiB) applies the predictor's budget (inference.gpu_memory) on CUDA.
+    """
     rss = _RssPeak()
     t0 = time.perf_counter()
     rss.begin()
@@ -99,11 +138,15 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
 
     from inference.api import DEFAULT_MODEL_DIR, segment_array
     from inference.device import resolve_device
-    from inference.io import find_cases, read_case, write_segmentation
+    from inference.gpu_budget import GpuBudget
     from inference.model import load_model
     stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
+    sampler = None
+    if cuda and sample_gpu:
+        from .sampler import Sampler, resolve_source
+        sampler = Sampler(resolve_source("gpu", torch.cuda.current_device()), 0.1).start()
     rss.begin()
     t1 = time.perf_counter()
     model = load_model(model_dir or DEFAULT_MODEL_DIR, None, "checkpoint_final.pth", dev)
@@ -112,29 +155,29 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
     stages["model_load"] = {"seconds": time.perf_counter() - t1, "rss_peak_mib": rss.peak()}
     if cuda:
         stages["model_load"]["torch_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
-    cases, _ = find_cases(image.parent, model.num_channels, model.file_ending)
-    case = next((c for c in cases if Path(c.channel_files[0]).name == image.name), None)
-    if case is None:
-        raise FileNotFoundError(f"{image}: not a <case>_0000{model.file_ending} file the predictor recognises")
+    case_id, read, write = _case_io(image, model)
+    budget = GpuBudget(gpu_memory_budget, dev) if gpu_memory_budget else None
     timer = make_profiling_timer(cuda, rss)
     with timer.stage("read"):
-        volume = read_case(case)
-    labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size, timer=timer)
+        data, spacing, reference = read()
+    labels = segment_array(data, spacing, model, tta=tta, step_size=step_size, timer=timer, budget=budget)
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        target = (out_dir or Path(tmp)) / f"{case.case_id}.nii.gz"
+        target = (out_dir or Path(tmp)) / f"{case_id}.nii.gz"
         with timer.stage("write"):
-            write_segmentation(labels, volume.reference, target)
+            write(labels, reference, target)
     rss.close()
+    gpu_memory = gpu_memory_summary(sampler.stop()) if sampler else None
     for name, sec in timer.seconds.items():
         stages[name] = {"seconds": sec, **timer.peaks.get(name, {})}
     from .sampler import cpu_description, nvml_probe
     dev_desc = (nvml_probe(torch.cuda.current_device())[0] or torch.cuda.get_device_name()) if cuda \
         else cpu_description()
-    # image_size: (x, y, z) as in Table 6; volume.data is (C, Z, Y, X)
-    return {"device": dev_desc, "torch_device": str(dev), "case": case.case_id,
-            "image_size": list(volume.data.shape[1:][::-1]), "tta": tta, "step_size": step_size,
+    # image_size: (x, y, z) as in Table 6; data is (C, Z, Y, X)
+    return {"device": dev_desc, "torch_device": str(dev), "case": case_id,
+            "image_size": list(data.shape[1:][::-1]), "tta": tta, "step_size": step_size,
             "torch_threads": torch.get_num_threads(), "model": str(model.model_dir), "stages": stages,
+            "gpu_memory_budget_mib": gpu_memory_budget, "gpu_memory": gpu_memory,
             "total_seconds": sum(s["seconds"] for s in stages.values())}
 
 
@@ -149,6 +192,12 @@ def markdown(res: dict) -> str:
         gpu = f" {s['torch_peak_allocated_mib']:,.0f} |" if "torch_peak_allocated_mib" in s else (" - |" if cuda else "")
         lines.append(f"| {name} | {s['seconds']:.3f} |{gpu} {s.get('rss_peak_mib', 0):,.0f} |")
     lines.append(f"| **total** | {res['total_seconds']:.3f} |" + (" |" if cuda else "") + " |")
+    g = res.get("gpu_memory")
+    if g:
+        lines += ["", (f"Whole-device GPU memory (NVML every 0.1 s, model load to end, {g['samples']} samples): "
+                       f"max {g['max_mib']:,.0f} MiB, AUC {g['auc_mib_s']:,.0f} MiB·s, above "
+                       f"{g['tolerance_mib']:,.0f} MiB {g['auc_above_tolerance_mib_s']:,.0f} MiB·s; budget "
+                       f"{res.get('gpu_memory_budget_mib') or 'none'}.")]
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-size", type=float, default=0.5)
     p.add_argument("--json", type=Path, help="write the profile as JSON")
     p.add_argument("--md", type=Path, help="write the table as markdown")
+    p.add_argument("--gpu-memory-budget", type=float, default=None, metavar="MIB",
+                   help="the predictor's GPU-memory budget (default: none; the CLI's default is 4096)")
     return p
 
 
@@ -175,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The package root only: cheap, and not counted in the profile's "imports".
     from inference import InferenceError
     try:
-        res = profile(a.image, a.model, a.device, a.tta, a.step_size)
+        res = profile(a.image, a.model, a.device, a.tta, a.step_size, gpu_memory_budget=a.gpu_memory_budget)
     except (FileNotFoundError, RuntimeError, InferenceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,11 +5,12 @@
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -17,11 +18,16 @@ import torch
 from inference import InferenceError
 from inference.device import resolve_device
 from inference.export import logits_to_segmentation
-from inference.io import Case, find_cases, read_case, write_segmentation
-from inference.model import DEFAULT_CHECKPOINT, LoadedModel, load_model
+from inference.gpu_budget import GpuBudget
+from inference.gpu_memory import FLARE_BUDGET_MIB, FP16
+from inference.model import DEFAULT_CHECKPOINT, LoadedModel, build_network, load_model
+from inference.oom import run_with_fallback
 from inference.preprocess import preprocess
 from inference.sliding_window import predict_logits
 from inference.timings import StageTimer
+
+if TYPE_CHECKING:  # inference.io needs SimpleITK; segment_array does not (the GPU check reads with nibabel)
+    from inference.io import Case
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -37,28 +43,88 @@ class CaseResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+_CPU = torch.device("cpu")
+
+
+def _network_options(**wanted) -> dict:
+    """The tile-batch / logits-dtype options that this predict_logits accepts (others are not passed)."""
+    accepted = inspect.signature(predict_logits).parameters
+    return {k: v for k, v in wanted.items() if k in accepted and v is not None}
+
+
+def _on_cpu(model: LoadedModel) -> list[torch.nn.Module]:
+    """The model's networks on the CPU, built from the plans and a host copy of the weights (never a
+    device-side copy: the device has just run out of memory)."""
+    if model.device.type == "cpu":
+        return model.networks
+    cached = vars(model).get("_cpu_networks")   # kept on the model: built once, gone with it
+    if cached is None:
+        cached = []
+        for network in model.networks:
+            cpu_net = build_network(model.config.architecture, model.num_channels, model.num_classes)
+            cpu_net.load_state_dict({k: v.cpu() for k, v in network.state_dict().items()})
+            cached.append(cpu_net.eval())
+        vars(model)["_cpu_networks"] = cached
+    return cached
+
+
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,
                   tta: bool = False, step_size: float = 0.5, timer: StageTimer | None = None,
-                  progress: Callable[[int, int], None] | None = None, source: str = "image") -> np.ndarray:
+                  progress: Callable[[int, int], None] | None = None, source: str = "image",
+                  budget: GpuBudget | None = None) -> np.ndarray:
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
-    `source` names the image in warnings (e.g. its file).
+    `source` names the image in warnings (e.g. its file). On CUDA, `budget` plans the tile batch, the
+    logits dtype and the export chunking of this case (inference.gpu_memory). A CUDA out-of-memory error
+    in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.oom).
     """
     timer = timer or StageTimer()
+    cuda = model.device.type == "cuda"
+    if cuda and budget is not None and budget.active:
+        budget.prepare(model)   # once per model: measures the context and caps the allocator before any stage
     with timer.stage("preprocess"):
-        prep = preprocess(image, spacing, model, source)
+        prep = run_with_fallback("preprocess", [
+            ("the planned settings", lambda: preprocess(image, spacing, model, source)),
+            ("the cache emptied", lambda: preprocess(image, spacing, model, source)),
+            ("the CPU", lambda: preprocess(image, spacing, replace(model, device=_CPU), source)),
+        ], source)
+    plan = budget.plan(model, image.shape[1:], prep.shape_after_cropping, prep.data.shape[1:]) \
+        if cuda and budget is not None and budget.active else None
+    mirror = model.mirror_axes if tta else None
+
+    def network(device: torch.device, networks, **options) -> torch.Tensor:
+        data = prep.data.to(device)
+        return predict_logits(data, networks, model.num_classes, model.config.patch_size, step_size, mirror,
+                              progress, **_network_options(**options))
+
     with timer.stage("network"):
-        logits = predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
-                                step_size, model.mirror_axes if tta else None, progress)
-        del prep.data
+        planned = {} if plan is None else {"batch_size": plan.tile_batch,
+                                           "logits_dtype": torch.float16 if plan.logits_dtype_bytes == FP16
+                                           else torch.float32}
+        smaller = {"batch_size": 1, "logits_dtype": torch.float16 if cuda else None}
+        # Say what the retry really changes: predict_logits may not take these options (yet).
+        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items()) or "the cache emptied"
+        logits = run_with_fallback("network", [
+            ("the planned settings", lambda: network(model.device, model.networks, **planned)),
+            (how, lambda: network(model.device, model.networks, **smaller)),
+            ("the CPU", lambda: network(_CPU, _on_cpu(model))),
+        ], source)
+        prep = replace(prep, data=None)  # the network input is no longer needed
     with timer.stage("export"):
-        labels = logits_to_segmentation(logits, prep, model)
+        chunk = None if plan is None else plan.classes_per_chunk
+        labels = run_with_fallback("export", [
+            ("the planned settings", lambda: logits_to_segmentation(logits, prep, model, chunk)),
+            ("one class per chunk", lambda: logits_to_segmentation(logits, prep, model, 1)),
+            ("the CPU", lambda: logits_to_segmentation(logits.cpu(), prep, model)),
+        ], source)
     return labels
 
 
 def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool = False,
-                 step_size: float = 0.5, progress: Callable[[int, int], None] | None = None) -> CaseResult:
+                 step_size: float = 0.5, progress: Callable[[int, int], None] | None = None,
+                 budget: GpuBudget | None = None) -> CaseResult:
     """Segment one case into `output_dir/<case>.nii.gz`; failures come back as a result, not raised."""
+    from inference.io import read_case, write_segmentation
     sync = torch.cuda.synchronize if model.device.type == "cuda" else None
     timer = StageTimer(sync=sync)
     result = CaseResult(case=case.case_id, ok=False)
@@ -68,7 +134,8 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
             with timer.stage("read"):
                 volume = read_case(case, model)
             labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size,
-                                   timer=timer, progress=progress, source=str(case.channel_files[0]))
+                                   timer=timer, progress=progress, source=str(case.channel_files[0]),
+                                   budget=budget)
             with timer.stage("write"):
                 out_file = output_dir / f"{case.case_id}.nii.gz"
                 write_segmentation(labels, volume.reference, out_file)
@@ -112,7 +179,8 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    model: LoadedModel | None = None, cases: list[Case] | None = None,
                    on_result: Callable[[CaseResult], None] | None = None,
                    on_skipped: Callable[[str], None] | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
+                   progress: Callable[[int, int], None] | None = None,
+                   gpu_memory_budget_mib: float | None = FLARE_BUDGET_MIB) -> list[CaseResult]:
     """Segment every `<case>_0000` image of `input_dir` (or only `cases`) into `output_dir/<case>.nii.gz`.
 
     model: an already loaded model (then model_dir, folds, checkpoint, device and configuration are
@@ -120,9 +188,13 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     of a folder; default: every case found in `input_dir`. on_result is called after each case;
     on_skipped with the message for each file in `input_dir` that is not an input (default: a warning).
 
+    On CUDA the whole device's memory is kept within `gpu_memory_budget_mib` where the case allows
+    (None: no budget); see inference.gpu_memory.
+
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
     InferenceError; a bad case gives a failed CaseResult and the others still run.
     """
+    from inference.io import find_cases
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_folders(input_dir, output_dir)
     if model is None:
@@ -134,9 +206,11 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 on_skipped(message)
             else:
                 warnings.warn(message, stacklevel=2)
+    budget = GpuBudget(gpu_memory_budget_mib, model.device)
     results = []
     for case in cases:
-        result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress)
+        result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress,
+                              budget=budget)
         results.append(result)
         if on_result:
             on_result(result)

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timings", type=Path, default=None, help="write per-stage seconds as JSON here")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no per-case progress lines (failures and warnings are still printed)")
+    parser.add_argument("--gpu-memory-budget", type=float, default=4096, metavar="MIB",
+                        help="keep the whole GPU's memory (CUDA context included) within MIB where the case "
+                             "allows: steers tile batch, logits dtype, export chunking and the allocator cap "
+                             "(default 4096, FLARE's tolerance; 0: no budget). See docs/gpu_memory.md")
     return parser
 
 
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if not 0 < args.step_size <= 1:
         print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
         return 2
+    if args.gpu_memory_budget < 0:
+        print(f"error: --gpu-memory-budget must be >= 0 MiB, got {args.gpu_memory_budget}", file=sys.stderr)
+        return 2
 
     from inference.api import DEFAULT_MODEL_DIR, check_folders, segment_folder
     from inference.atomic import write_json
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {device}; "
           f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
 
+    budget_mib = args.gpu_memory_budget or None
+
     def report(result) -> None:
         for message in result.warnings:
             print(f"warning: {message}", file=sys.stderr)
@@ -95,7 +104,8 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     try:
         results = segment_folder(args.input, args.output, model=model, tta=args.tta, step_size=args.step_size,
                                  on_result=report, progress=None if args.quiet else _progress_bar(),
-                                 on_skipped=lambda message: print(f"warning: {message}", file=sys.stderr))
+                                 on_skipped=lambda message: print(f"warning: {message}", file=sys.stderr),
+                                 gpu_memory_budget_mib=budget_mib)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,10 +29,17 @@ def classes_per_chunk(num_classes: int, shape: tuple[int, ...], device: torch.de
     return max(1, budget // per_class)
 
 
-def logits_to_segmentation(logits: torch.Tensor, prep: Preprocessed, model: LoadedModel) -> np.ndarray:
-    """(K, X, Y, Z) logits in the network's grid -> label map (Z, Y, X) uint8 in the input's array order."""
+def logits_to_segmentation(logits: torch.Tensor, prep: Preprocessed, model: LoadedModel,
+                           max_classes: int | None = None) -> np.ndarray:
+    """(K, X, Y, Z) logits in the network's grid -> label map (Z, Y, X) uint8 in the input's array order.
+
+    `max_classes` caps the classes resampled at once (a GPU-memory plan's choice); the chunking never
+    changes the labels.
+    """
     axis = separate_axis(model.config.spacing, prep.spacing, model.config.logits_force_separate_z)
     chunk = classes_per_chunk(logits.shape[0], prep.shape_after_cropping, logits.device)
+    if max_classes is not None:
+        chunk = min(chunk or logits.shape[0], max_classes)
     labels = resample_argmax(logits, prep.shape_after_cropping, axis, chunk)
     full = torch.zeros(prep.shape_before_cropping, dtype=labels.dtype, device=labels.device)
     full[tuple(slice(a, b) for a, b in prep.bbox)] = labels

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from inference import InferenceError, nifti
 from inference.atomic import atomic_output
@@ -142,6 +141,7 @@ def _open_channel(path: Path, links: ExitStack) -> _Channel:
         link = folder / ("image.nii.gz" if header.compressed else "image.nii")
         link.symlink_to(path.resolve())
         name = str(link)
+    import SimpleITK as sitk  # here, not at the top: the harness and the GPU check use this module without it
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
     _run(path, reader.ReadImageInformation)
@@ -161,19 +161,23 @@ def _run(path: Path, step):
         raise InferenceError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from None
 
 
-def same_geometry(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
-    """None when images (or header readers) `a` and `b` share one grid, else why not (for messages).
-
-    Size must be equal; spacing, origin and direction agree within `tol` x max(1, |a|, |b|) per
-    component (see GEOMETRY_TOLERANCE).
-    """
-    if tuple(a.GetSize()) != tuple(b.GetSize()):
-        return f"size {tuple(a.GetSize())} != {tuple(b.GetSize())}"
-    for what, va, vb in (("spacing", a.GetSpacing(), b.GetSpacing()), ("origin", a.GetOrigin(), b.GetOrigin()),
-                         ("direction", a.GetDirection(), b.GetDirection())):
+def grid_difference(a: tuple, b: tuple, tol: float = GEOMETRY_TOLERANCE) -> str | None:
+    """None when grids a and b, each (size, spacing, origin, direction) in one reader's convention, are
+    the same; else why not (for messages). Size must be equal; spacing, origin and direction agree within
+    `tol` x max(1, |a|, |b|) per component (see GEOMETRY_TOLERANCE)."""
+    if tuple(a[0]) != tuple(b[0]):
+        return f"size {tuple(a[0])} != {tuple(b[0])}"
+    for what, va, vb in zip(("spacing", "origin", "direction"), a[1:], b[1:]):
         if any(abs(x - y) > tol * max(1.0, abs(x), abs(y)) for x, y in zip(va, vb)):
             return f"{what} {tuple(round(v, 4) for v in va)} != {tuple(round(v, 4) for v in vb)}"
     return None
+
+
+def same_geometry(a, b, tol: float = GEOMETRY_TOLERANCE) -> str | None:
+    """grid_difference of two SimpleITK images (or header readers)."""
+    def grid(x):
+        return x.GetSize(), x.GetSpacing(), x.GetOrigin(), x.GetDirection()
+    return grid_difference(grid(a), grid(b), tol)
 
 
 def header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], float]:
@@ -191,6 +195,7 @@ def read_case(case: Case, model=None) -> Volume:
     the file's size; with `model` (an inference.model.LoadedModel) the case is also costed
     (inference.cost.check_case: resampled grid and peak memory) and refused when it cannot be afforded.
     """
+    import SimpleITK as sitk
     with ExitStack() as links:
         channels = [_open_channel(p, links) for p in case.channel_files]
         if model is not None:
@@ -217,6 +222,7 @@ def read_case(case: Case, model=None) -> Volume:
 def write_segmentation(labels: np.ndarray, reference: sitk.Image, out_file: Path) -> None:
     """Write a (Z, Y, X) label map with the reference geometry, compressed, under a temporary name,
     then rename: readers never see a partial file, and a failure leaves nothing behind."""
+    import SimpleITK as sitk
     image = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
     image.SetSpacing(reference.GetSpacing())
     image.SetOrigin(reference.GetOrigin())

@@ -165,6 +165,7 @@ def test_bad_inputs_raise():
         mind_ssc(torch.zeros(3, 3, 3), device="cpu", dtype=torch.float16)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fp16_matches_cpu():
     img = torch.from_numpy(_structured((20, 24, 22), seed=4)).float()
