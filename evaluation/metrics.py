@@ -1,12 +1,14 @@
 """FLARE 2024 Task 3 DSC and NSD per organ, following the official scorer's rules.
 
-Rules (T2andT3_FLARE24_DSC_NSD_Eval.py, ../shared/FLARE.md section 4), per case and organ i:
+Rules (the organisers' T2andT3_FLARE24_DSC_NSD_Eval.py), per case and organ i:
 - emptiness is judged on the whole volume: GT and prediction both empty -> DSC = NSD = 1; exactly one
   empty -> 0 and 0;
 - aorta, IVC and esophagus (`Organ.z_range_rule`) are scored only on the GT organ's axial range along
   the third nibabel array axis; the official code slices `[z_min:z_max]` and so drops the top GT slice.
   That off-by-one is the default; `exact_z_range=True` scores `[z_min:z_max + 1]`. When the GT organ is
-  one slice thick the official slab is empty and both values are NaN (0/0), as the official code gives;
+  one slice thick the official slab is empty: DSC is 0/0 = NaN, and the organisers' code then stops
+  with a ValueError in its surface distances (tests/data/official_scores/README.md); here NSD is NaN
+  too and scoring goes on;
 - DSC = 2|A & B| / (|A| + |B|); NSD = 0 when DSC < 0.2, else NSD at the organ's tolerance (mm) with
   the GT header spacing;
 - values are rounded to 4 decimals with Python's round().
