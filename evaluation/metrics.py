@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from flare.labels import ORGANS, Organ
 
-from .surface import compute_surface_distances, dice_coefficient, surface_dice_at_tolerance
+from .surface import normalised_surface_dice, surface_distances, volume_dice
 
 DSC_NSD_MIN_DSC = 0.2  # below this DSC the official scorer sets NSD = 0 without computing it
 
@@ -56,11 +56,11 @@ def organ_dsc_nsd(gt: np.ndarray, pred: np.ndarray, organ: Organ, spacing: tuple
         z_lo, z_hi = int(z[0]), int(z[-1]) + (1 if exact_z_range else 0)
         lo, hi = z_lo - box[2].start, z_hi - box[2].start
         g, p = g[:, :, lo:hi], p[:, :, lo:hi]
-    dsc = dice_coefficient(g, p)
+    dsc = volume_dice(g, p)
     if dsc < DSC_NSD_MIN_DSC:
         nsd = 0.0
     else:  # also when dsc is NaN (empty slab): NaN < 0.2 is False officially, and NSD comes out NaN
-        nsd = surface_dice_at_tolerance(compute_surface_distances(g, p, spacing), organ.nsd_tolerance_mm)
+        nsd = normalised_surface_dice(surface_distances(g, p, spacing), organ.nsd_tolerance_mm)
     return dsc, nsd
 
 
