@@ -12,7 +12,7 @@ import pytest
 
 from evaluation import score_case
 from flare.labels import csv_columns
-from tests._official_pairs import CASES, DATA, SAMPLE_LABELS, ground_truth, prediction
+from _official_pairs import CASES, DATA, SAMPLE_LABELS, ground_truth, prediction
 
 
 def _official_rows() -> dict[str, dict[str, float]]:
