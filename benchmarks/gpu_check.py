@@ -445,7 +445,7 @@ def run_check(out: Path, wheels: Path | None, budget_s: float, dry_run: bool, lo
         failed |= res["status"] != "ok"
         log(f"cuda tests: {res['summary']}")
 
-        from .model_folder import write_preset
+        from testsupport.model_folder import write_preset
         from .nifti_io import read_volume
         inputs = work / "inputs"
         inputs.mkdir()

@@ -6,7 +6,9 @@ Rules (T2andT3_FLARE24_DSC_NSD_Eval.py, docs/flare.md section 4), per case and o
 - aorta, IVC and esophagus (`Organ.z_range_rule`) are scored only on the GT organ's axial range along
   the third nibabel array axis; the official code slices `[z_min:z_max]` and so drops the top GT slice.
   That off-by-one is the default; `exact_z_range=True` scores `[z_min:z_max + 1]`. When the GT organ is
-  one slice thick the official slab is empty and both values are NaN (0/0), as the official code gives;
+  one slice thick the official slab is empty: DSC is 0/0 = NaN, and the organisers' code then stops
+  with a ValueError in its surface distances (tests/data/official_scores/README.md); here NSD is NaN
+  too and scoring goes on;
 - DSC = 2|A & B| / (|A| + |B|); NSD = 0 when DSC < 0.2, else NSD at the organ's tolerance (mm) with
   the GT header spacing;
 - values are rounded to 4 decimals with Python's round().
@@ -18,7 +20,7 @@ from scipy import ndimage
 
 from flare.labels import ORGANS, Organ
 
-from .surface import compute_surface_distances, dice_coefficient, surface_dice_at_tolerance
+from .surface import normalised_surface_dice, surface_distances, volume_dice
 
 DSC_NSD_MIN_DSC = 0.2  # below this DSC the official scorer sets NSD = 0 without computing it
 
@@ -54,11 +56,11 @@ def organ_dsc_nsd(gt: np.ndarray, pred: np.ndarray, organ: Organ, spacing: tuple
         z_lo, z_hi = int(z[0]), int(z[-1]) + (1 if exact_z_range else 0)
         lo, hi = z_lo - box[2].start, z_hi - box[2].start
         g, p = g[:, :, lo:hi], p[:, :, lo:hi]
-    dsc = dice_coefficient(g, p)
+    dsc = volume_dice(g, p)
     if dsc < DSC_NSD_MIN_DSC:
         nsd = 0.0
     else:  # also when dsc is NaN (empty slab): NaN < 0.2 is False officially, and NSD comes out NaN
-        nsd = surface_dice_at_tolerance(compute_surface_distances(g, p, spacing), organ.nsd_tolerance_mm)
+        nsd = normalised_surface_dice(surface_distances(g, p, spacing), organ.nsd_tolerance_mm)
     return dsc, nsd
 
 

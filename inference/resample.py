@@ -3,8 +3,16 @@
 Semantics follow nnunetv2's `resample_torch_fornnunet` (so that models planned with it agree):
 linear interpolation without corner alignment; when the spacing is anisotropic (max/min > 3) the
 low-resolution axis is handled separately: bilinear in-plane per slice, then nearest-exact along it.
-Written here rather than imported because ours stays on the device, never round-trips through numpy,
-and can resample logits a few classes at a time straight into an argmax (memory for 1024x1024 MRI).
+
+Why nnunetv2's function is not imported (checked against nnunetv2 2.8.1):
+- The logits must be resampled a few classes at a time into a running argmax (`resample_argmax`), so
+  that a 1024x1024 MRI never holds all 14 resampled classes in float32 at once. nnunetv2's function
+  interpolates every channel in one call and has no argmax; its label-map path (`is_seg`) resamples a
+  segmentation, not logits.
+- Importing `nnunetv2.preprocessing.resampling.resample_torch` imports `default_resampling`, which
+  imports pandas, scikit-image, SciPy and batchgenerators' augmentations (plus einops): packages the
+  slim image leaves out (docker/README.md, "What is left out").
+It also sets torch's global thread count on every call (`num_threads`, default 4).
 """
 from __future__ import annotations
 

@@ -3,8 +3,10 @@
 Skips when no Docker engine is reachable (`docker info` fails). Otherwise builds the CPU image with
 docker/build.sh (Docker's layer cache makes this a no-op when .ci/docker_smoke.sh already built it), or
 uses FLARE_DOCKER_IMAGE as it is when set (e.g. flare-mri-seg:cuda, which also runs on the CPU).
-The container runs are skipped when build/docker-smoke.json records that docker/smoke.py passed on this
-very image (content id) and these sample files, as .ci/docker_smoke.sh does just before the suite in CI.
+The sample runs that repeat docker/smoke.py are skipped when build/docker-smoke.json records that it
+passed on this very image (content id) and these sample files, as .ci/docker_smoke.sh does just before
+the suite in CI. The contract check and the container-versus-host comparison always run (they check what
+the smoke run does not; one sample case, seconds on the CPU).
 """
 from __future__ import annotations
 
@@ -81,6 +83,34 @@ def test_organisers_command_on_sample(image, not_checked_before, case, tmp_path)
     result = smoke.check_case(image, SAMPLES, case, tmp_path, min_dice=0.8, network_none=(case == CASES[0]))
     assert result.problems == [], f"{case}: {result.problems}\ncontainer output:\n{result.log}"
     assert result.mean_dice >= 0.8
+
+
+def test_container_labels_equal_the_host_predictor(image, tmp_path):
+    """The image segments a sample as this checkout's predictor does in-process with the same weights
+    (inference.api.segment_folder). Torch in the image is the CPU wheel, here it may be another build,
+    so float rounding can flip a few boundary voxels: >= 99.9 % of voxels must agree."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from inference.api import segment_folder
+
+    case = min(CASES, key=lambda c: (SAMPLES / "inputs" / f"{c}_0000.nii.gz").stat().st_size)  # quickest
+    inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
+    inputs.mkdir()
+    outputs.mkdir()
+    shutil.copy2(SAMPLES / "inputs" / f"{case}_0000.nii.gz", inputs)
+    code, log, _ = smoke.run_container(image, f"flare-test-host-{os.getpid()}", inputs, outputs,
+                                       ["--network", "none"], timeout=600)
+    assert code == 0, log[-2000:]
+    results = segment_folder(inputs, tmp_path / "host", device="cpu")
+    assert [r.ok for r in results] == [True], results[0].error
+    container = sitk.ReadImage(str(outputs / f"{case}.nii.gz"))
+    host = sitk.ReadImage(str(tmp_path / "host" / f"{case}.nii.gz"))
+    assert container.GetSize() == host.GetSize() and container.GetSpacing() == host.GetSpacing()
+    assert container.GetOrigin() == host.GetOrigin() and container.GetDirection() == host.GetDirection()
+    a, b = sitk.GetArrayFromImage(container), sitk.GetArrayFromImage(host)
+    assert len(np.unique(b)) >= 2                                    # a non-trivial segmentation
+    assert np.mean(a == b) >= 0.999
 
 
 def test_empty_inputs_exit_cleanly(image, not_checked_before, tmp_path):

@@ -17,7 +17,7 @@ from evaluation import MaskError, score_case, score_folder, write_csv
 from evaluation.__main__ import main as cli_main
 from evaluation.masks import LabelMap
 from evaluation.metrics import organ_dsc_nsd, score_arrays
-from evaluation.surface import compute_surface_distances, dice_coefficient, surface_dice_at_tolerance
+from evaluation.surface import normalised_surface_dice, surface_distances, volume_dice
 from flare.labels import ORGAN_BY_LABEL, ORGANS, csv_columns
 
 GB = ORGAN_BY_LABEL[9]        # gallbladder: tolerance 2 mm, no axial-range rule
@@ -55,9 +55,9 @@ def test_shifted_cube_nsd_matches_closed_form(L, s, h, tol):
     shape = (L + 10, L + 6, L + 6)
     gt = _cube(shape, (2, 3, 3), L).astype(bool)
     pred = _cube(shape, (2 + s, 3, 3), L).astype(bool)
-    nsd = surface_dice_at_tolerance(compute_surface_distances(gt, pred, (h, h, h)), tol)
+    nsd = normalised_surface_dice(surface_distances(gt, pred, (h, h, h)), tol)
     assert nsd == pytest.approx(shifted_cube_nsd(L, s, h, tol), abs=1e-12)
-    assert dice_coefficient(gt, pred) == pytest.approx((L - s) / L)
+    assert volume_dice(gt, pred) == pytest.approx((L - s) / L)
 
 
 def test_shifted_cube_scores_through_official_rules():
@@ -95,7 +95,7 @@ def test_nsd_is_zero_when_dsc_below_0_2():
     pred = np.zeros_like(gt)
     gt[10, 2:18, 2:18] = 1
     pred[11, 2:18, 2:18] = 1
-    raw = surface_dice_at_tolerance(compute_surface_distances(gt == 1, pred == 1, (1, 1, 1)), 5.0)
+    raw = normalised_surface_dice(surface_distances(gt == 1, pred == 1, (1, 1, 1)), 5.0)
     assert raw == 1.0
     s = score_arrays(gt, pred, (1.0, 1.0, 1.0))
     assert (s["Liver_DSC"], s["Liver_NSD"]) == (0.0, 0.0)
@@ -189,14 +189,18 @@ def test_surface_distance_equals_deepmind_package():
             warnings.simplefilter("ignore", DeprecationWarning)   # scipy.ndimage.filters namespace
             ref = sd.compute_surface_distances(a, b, spacing)
             ref_dsc = sd.compute_dice_coefficient(a, b)
-        ours = compute_surface_distances(a, b, spacing)
-        assert np.array_equal(np.sort(ours.distances_gt_to_pred), ref["distances_gt_to_pred"])
-        assert np.array_equal(np.sort(ours.distances_pred_to_gt), ref["distances_pred_to_gt"])
-        assert np.isclose(ours.surfel_areas_gt.sum(), ref["surfel_areas_gt"].sum(), rtol=1e-12)
+        ours = surface_distances(a, b, spacing)
+        assert np.array_equal(np.sort(ours.gt.distance_mm), ref["distances_gt_to_pred"])
+        assert np.array_equal(np.sort(ours.pred.distance_mm), ref["distances_pred_to_gt"])
+        # the package sorts (distance, area) pairs, so compare the pairs as sorted multisets
+        pairs = np.array(sorted(zip(ours.gt.distance_mm, ours.gt.area_mm2)))
+        assert np.array_equal(pairs[:, 1], ref["surfel_areas_gt"])
+        pairs = np.array(sorted(zip(ours.pred.distance_mm, ours.pred.area_mm2)))
+        assert np.array_equal(pairs[:, 1], ref["surfel_areas_pred"])
         for tol in (1.0, 2.0, 5.0):
-            assert surface_dice_at_tolerance(ours, tol) == pytest.approx(
+            assert normalised_surface_dice(ours, tol) == pytest.approx(
                 sd.compute_surface_dice_at_tolerance(ref, tol), abs=1e-12)
-        assert dice_coefficient(a, b) == pytest.approx(ref_dsc, abs=1e-15)
+        assert volume_dice(a, b) == pytest.approx(ref_dsc, abs=1e-15)
 
 
 # --- files, geometry, folders, CLI -----------------------------------------------------------------
@@ -222,11 +226,17 @@ def test_score_case_from_files_uses_third_nibabel_axis_and_gt_spacing(tmp_path):
     assert (s["Aorta_DSC"], s["Aorta_NSD"]) == (1.0, 1.0)
     e = score_case(tmp_path / "pred.nii.gz", tmp_path / "gt.nii.gz", exact_z_range=True)
     assert e["Aorta_DSC"] == 0.9474
-    # NSD at 2 mm with 3 mm slices: the missing top slice is 3 mm away -> the exact-range NSD equals
-    # the direct computation with the GT header spacing
+    # NSD at 2 mm with 3 mm slices: the missing top slice is 3 mm away. The exact-range NSD equals
+    # DeepMind's package (a second implementation) on the slab with the GT header spacing (0.7, 0.7, 3);
+    # with the slab's z spacing taken as 1 mm instead, the top slice would be within 2 mm (NSD 1).
+    sd = pytest.importorskip("surface_distance")
     g, p = gt[:, :, 10:20] == 5, pred[:, :, 10:20] == 5
-    direct = surface_dice_at_tolerance(compute_surface_distances(g, p, (0.7, 0.7, 3.0)), 2.0)
-    assert e["Aorta_NSD"] == round(direct, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ref = sd.compute_surface_dice_at_tolerance(sd.compute_surface_distances(g, p, (0.7, 0.7, 3.0)), 2.0)
+        ref_1mm = sd.compute_surface_dice_at_tolerance(sd.compute_surface_distances(g, p, (0.7, 0.7, 1.0)), 2.0)
+    assert e["Aorta_NSD"] == round(ref, 4) < 1.0
+    assert ref_1mm == 1.0
 
 
 def test_sitk_input_equals_file_input(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from benchmarks.volumes import mri_like_array, table6_spacing
 from inference.api import segment_array
 from inference.gpu_budget import GpuBudget

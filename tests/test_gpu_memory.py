@@ -85,7 +85,7 @@ def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monk
     uses the probed activations. The probe itself runs on the CPU model."""
     import torch
 
-    from benchmarks.model_folder import write_preset
+    from testsupport.model_folder import write_preset
     from inference.gpu_budget import GpuBudget
     from inference.gpu_memory import export_bytes, network_bytes
     from inference.model import load_model

@@ -171,10 +171,12 @@ def test_pseudolabel_loop_exception_fails_only_the_cases_left(tmp_path):
 
 
 def test_pseudolabel_with_the_project_predictor(tmp_path):
-    """Real predictor (inference.api.segment_folder) on a tiny random-weights model: two shards give the
-    same labels as one segment_folder call over the whole folder."""
+    """Real predictor on a tiny random-weights model, two shards: every case is written once, on its
+    input's grid, with the labels nnU-Net's own nnUNetPredictor gives for the same model folder (>= 99 %
+    of voxels: the two differ only in float rounding, as in test_inference_equivalence)."""
+    from testsupport.nnunet_reference import geometry, run_nnunet
+
     from testsupport.model_folder import write_preset
-    from inference.api import segment_folder
     model = write_preset(tmp_path / "model", "tiny")
     inp = tmp_path / "in"
     for i in range(3):
@@ -184,12 +186,14 @@ def test_pseudolabel_with_the_project_predictor(tmp_path):
     for part in (0, 1):
         assert cli(["pseudolabel", str(inp), str(out), "--model", str(model), "--part", str(part), "--parts", "2",
                     "--device", "cpu", "-q"]) == 0
-    ref = tmp_path / "ref"
-    assert all(r.ok for r in segment_folder(inp, ref, model, device="cpu"))
-    for i in range(3):
-        got, want = sitk.ReadImage(str(out / f"c{i}.nii.gz")), sitk.ReadImage(str(ref / f"c{i}.nii.gz"))
-        assert np.array_equal(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(want))
-        assert got.GetSize() == (20, 18, 10) and got.GetSpacing() == (3.0, 3.0, 4.0)
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"c{i}.nii.gz" for i in range(3)]
+    for i in (0, 1):                                            # one case of each shard
+        want_file = run_nnunet(model, [inp / f"c{i}_0000.nii.gz"], tmp_path / "nnunet")
+        got, want = sitk.ReadImage(str(out / f"c{i}.nii.gz")), sitk.ReadImage(str(want_file))
+        assert geometry(got) == geometry(want) and got.GetSize() == (20, 18, 10)
+        got_a, want_a = sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(want)
+        assert len(np.unique(want_a)) >= 2                      # a non-trivial prediction to compare
+        assert np.mean(got_a == want_a) >= 0.99
     rep = json.loads((out / "pseudolabel_part1of2.json").read_text())
     assert rep["done"] == ["c1"] and rep["failed"] == {}
 

@@ -56,21 +56,3 @@ def test_nnunet_subprocesses_can_import_the_project(tmp_path, monkeypatch):
     assert paths[0] == str(Path(toy.__file__).resolve().parent.parent) and "/elsewhere" in paths
     assert env["nnUNet_extTrainer"] == str(toy.TRAINER_DIR)
 
-
-def test_final_epochs_trains_round2_longer_and_names_it(tmp_path, monkeypatch):
-    """--final-epochs reaches only the round-2 training, and its scores are reported under a name that
-    says so; without it round 2 uses --epochs under the plain name. (nnU-Net runs are replaced here.)"""
-    from types import SimpleNamespace
-    trained, named = [], []
-    monkeypatch.setattr(toy.propagate, "build_jobs", lambda *args: ([], []))
-    monkeypatch.setattr(toy.propagate, "run_jobs", lambda *args, **kw: SimpleNamespace(failed=[]))
-    monkeypatch.setattr(toy.asm, "assemble", lambda *args, **kw: None)
-    monkeypatch.setattr(toy, "train", lambda w, did, a, timings: trained.append((did, a.epochs, a.iterations)) or w)
-    monkeypatch.setattr(toy, "predict", lambda *args, **kw: None)
-    monkeypatch.setattr(toy, "_score_test", lambda w, name, pred, scores: named.append(name))
-    base = dict(epochs=50, iterations=40)
-    toy.step_round2(tmp_path, SimpleNamespace(**base, final_epochs=100), {})
-    toy.step_round2(tmp_path, SimpleNamespace(**base, final_epochs=None), {})
-    assert trained == [(toy.FINAL_ID, 100, 40), (toy.FINAL_ID, 50, 40)]
-    assert named == ["round 2: final model (all MRI + CT), 100 x 40 iterations",
-                     "round 2: final model (all MRI + CT)"]

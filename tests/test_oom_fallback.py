@@ -8,12 +8,12 @@ import SimpleITK as sitk
 import torch
 
 import inference.api as api
-from benchmarks.model_folder import write_preset
+from testsupport.model_folder import write_preset
 from inference.cli import main
 from inference.io import Case
 from inference.model import load_model
 from inference.oom import OutOfMemoryFallback, run_with_fallback
-from nnunet_reference import blob_volume, write_image
+from testsupport.nnunet_reference import blob_volume, write_image
 
 # The function each stage calls, as inference.api names it.
 STAGE_FUNCTIONS = {"preprocess": "preprocess", "network": "predict_logits", "export": "logits_to_segmentation"}

@@ -397,7 +397,7 @@ iterations instead of 1000 x 250; CPU, {t.get('precision', 'fp32')}). Only the f
 narrowed. Training data: {d['train']['cases']} phantoms ({d['train']['modalities']}),
 subject seeds {d['train']['subject_seeds'][0]}-{d['train']['subject_seeds'][1]}, grid families {d['train']['grid_families']}
 ({families}). Wall time on {prov['machine']['cpu_count']} CPU cores: training
-{t.get('train_seconds', float('nan')) / 60:.0f} min, all steps {total:.0f} min.
+{t.get('train_seconds', float('nan')) / 60:.1f} min, all steps {total:.1f} min (`step_seconds` in provenance.json).
 
 ## Held-out phantoms
 
