@@ -512,11 +512,11 @@ def run_check(out: Path, wheels: Path | None, budget_s: float, dry_run: bool, lo
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("-o", "--output", "--out", type=Path, help="folder for the (at most 8) result files")
+    p.add_argument("-o", "--output", type=Path, help="folder for the (at most 8) result files (--out works too)")
     p.add_argument("--wheels", type=Path, help="folder of wheels made with --prepare-wheels (installed first)")
     p.add_argument("--budget-s", type=float, default=420.0, help="seconds for all steps (default 420; the run "
                    f"ends by budget + {HARD_MARGIN_S} s at the latest)")
@@ -524,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--prepare-wheels", type=Path, metavar="DIR", help="download the wheels into DIR and exit")
     p.add_argument("--with-nnunet", action="store_true",
                    help="--prepare-wheels: also nnU-Net's predictor chain (SimpleITK; refused over 64 MiB)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.prepare_wheels:
         return prepare_wheels(a.prepare_wheels, a.with_nnunet)

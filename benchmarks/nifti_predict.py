@@ -16,8 +16,7 @@ import warnings
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = time.perf_counter()
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.nifti_predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -28,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-memory-budget", type=float, default=4096, metavar="MIB",
                    help="as python -m inference (0: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-case lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    p = build_parser()
     a = p.parse_args(argv)
 
     from inference import InferenceError

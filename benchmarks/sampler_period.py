@@ -180,7 +180,7 @@ def _atomic_write(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sampler_period", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -192,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=2000, help="calls per query for the cost table")
     p.add_argument("-o", "--output", type=Path, default=RESULTS, help="folder for the .md and .json")
     p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.seconds <= 0.5 or any(b < 0 for b in a.busy):
         p.error("--seconds must be > 0.5 and --busy >= 0")

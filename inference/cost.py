@@ -313,18 +313,24 @@ def check_case(shape: Sequence[int], spacing: Sequence[float], files: int, bytes
 
 # --- command line: what a file would cost --------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m inference.cost -i FILE [-m MODEL] [--device cpu|cuda]`: the estimate, stage by stage."""
+def build_parser():
     import argparse
+    from inference.device import DEVICE_CHOICES
     parser = argparse.ArgumentParser(prog="python -m inference.cost",
                                      description="Estimate a case's peak memory per stage from its header "
                                                  "(no voxel is read) and compare it with the memory limit.")
     parser.add_argument("-i", "--input", required=True, type=Path, help="a <case>_0000.nii.gz file")
     parser.add_argument("-m", "--model", type=Path, default=None, help="model folder (default: weights/)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                        help="device whose layout to estimate for (default cpu)")
-    args = parser.parse_args(argv)
-    from inference.api import DEFAULT_MODEL_DIR, resolve_device
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="device whose layout to estimate for (auto: cuda when available)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m inference.cost -i FILE [-m MODEL] [--device auto|cpu|cuda]`: the estimate, stage by stage."""
+    args = build_parser().parse_args(argv)
+    from inference.api import DEFAULT_MODEL_DIR
+    from inference.device import resolve_device
     from inference.io import header_geometry
     from inference.model import load_model
     try:
