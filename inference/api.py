@@ -46,9 +46,16 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                   progress: Callable[[int, int], None] | None = None, source: str = "image") -> np.ndarray:
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
+    A model with a localiser runs it first and itself only inside the organs' box (inference/roi.py).
+
     `source` names the image in warnings (e.g. its file).
     """
     timer = timer or StageTimer()
+    if model.localizer is not None:   # ROI-first: localise, then this function on the box only
+        from inference.roi import segment_with_roi
+        return segment_with_roi(image, model, lambda img, m: segment_array(
+            img, spacing, m, tta=tta, step_size=step_size, timer=timer, progress=progress, source=source),
+            timer, spacing=spacing)
     with timer.stage("preprocess"):
         prep = preprocess(image, spacing, model, source)
     with timer.stage("network"):

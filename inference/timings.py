@@ -5,7 +5,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-CASE_STAGES = ("read", "preprocess", "network", "export", "write")
+CASE_STAGES = ("read", "localize", "preprocess", "network", "export", "write")
 
 
 @dataclass

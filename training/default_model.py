@@ -13,6 +13,8 @@ Steps (each can be run alone with --steps; later steps reuse what earlier ones l
   export      `inference.weights import` of the trained folder into --out (training state stripped)
   evaluate    our predictor on the held-out images, FLARE DSC/NSD with `evaluation`, then
               --out/provenance.json and --out/README.md with the per-organ table
+  localizer   (only with --localizer or --steps localizer) the coarse localiser of ROI-first
+              prediction, added to --out as localizer/ (training/localizer.py)
 
 The nnU-Net folders (nnUNet_raw, nnUNet_preprocessed, nnUNet_results) live under --work, which should
 be outside the repository.
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted training from its checkpoint_latest.pth")
     g = ap.add_argument_group("other")
     g.add_argument("-j", "--workers", type=int, default=2, help="processes for data writing/preprocessing")
+    from training.localizer import add_arguments as add_localizer_arguments
+    add_localizer_arguments(ap)
     return ap
 
 
@@ -442,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    if "localizer" in steps:   # --steps localizer: only the localiser (training/localizer.py)
+        steps.remove("localizer")
+        args.localizer = True
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         print(f"error: unknown step(s) {unknown}; choose from {', '.join(STEPS)}", file=sys.stderr)
@@ -461,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
             globals()[f"step_{step}"](args, paths)
         _log(f"== {step} done in {(time.time() - ts) / 60:.1f} min")
         record_step_time(args.work, step, time.time() - ts)
+    if args.localizer:
+        from training.localizer import run as run_localizer
+        run_localizer(args, paths, argv)
     _log(f"all done in {(time.time() - t0) / 60:.1f} min")
     return 0
 
