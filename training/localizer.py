@@ -43,8 +43,8 @@ def add_arguments(ap) -> None:
                    help="ExperimentPlanner's memory target in GB (sets the patch size; default 0.25)")
     g.add_argument("--loc-features", type=int, default=8, help="features of the first stage (default 8)")
     g.add_argument("--loc-max-features", type=int, default=32, help="feature cap per stage (default 32)")
-    g.add_argument("--loc-epochs", type=int, default=40, help="epochs (default 40)")
-    g.add_argument("--loc-iterations", type=int, default=40, help="iterations per epoch (default 40)")
+    g.add_argument("--loc-epochs", type=int, default=6, help="epochs (default 6)")
+    g.add_argument("--loc-iterations", type=int, default=20, help="iterations per epoch (default 20)")
 
 
 def _log(msg: str) -> None:
