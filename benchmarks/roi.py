@@ -192,7 +192,14 @@ def measure_set(name: str, images: Path, labels: Path, model_dir: Path, device: 
     return rows
 
 
-def markdown(rows: list[dict], header: str) -> str:
+def _drop_times(line: str) -> str:
+    """A table line without the time columns (5-7) and the load column (12), for untimed runs."""
+    cells = line.split("|")
+    keep = [c for i, c in enumerate(cells) if i not in (4, 5, 6, 7, 12)]
+    return "|".join(keep)
+
+
+def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
     lines = [header, "",
              "| set | case | box % | time no ROI (s) | time ROI (s) | of which localize | ratio | peak RSS no ROI / ROI (GB) "
              "| tiles no ROI / ROI | DSC no ROI / ROI | NSD no ROI / ROI | load avg |",
@@ -215,6 +222,8 @@ def markdown(rows: list[dict], header: str) -> str:
                      f"{sum(r['plain_tiles'] for r in sub)} / {sum(r['roi_tiles'] for r in sub)} | "
                      f"**{100 * sum(r['plain_dsc'] for r in sub) / n:.2f} / {100 * sum(r['roi_dsc'] for r in sub) / n:.2f}** | "
                      f"{100 * sum(r['plain_nsd'] for r in sub) / n:.2f} / {100 * sum(r['roi_nsd'] for r in sub) / n:.2f} | |")
+    if not timed:
+        lines = [_drop_times(x) if x.startswith("|") else x for x in lines]
     paper = [r for r in rows if "paper_tiles" in r]
     if paper:
         lines += ["", "The paper's architecture (patch 40x192x224 at 2.5x0.78x0.78 mm, random weights; the "
@@ -245,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=910000, help="their first subject seed (default 910000)")
     ap.add_argument("--no-samples", action="store_true", help="skip samples/")
     ap.add_argument("--prepare", action="store_true", help="only write the phantoms (no measurement)")
+    ap.add_argument("--untimed", action="store_true",
+                    help="outside the measurement lock: write only boxes, tiles, peak memory and DSC/NSD "
+                         "(roi_untimed_<machine>.md), no times")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device (default cpu)")
     args = ap.parse_args(argv)
 
@@ -275,8 +287,15 @@ def main(argv: list[str] | None = None) -> int:
               f"of that process. Load average (1 min) before/after the no-ROI and the ROI run in the last column "
               f"(the machine is shared).")
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"roi_{machine_slug()}"
-    text = markdown(rows, header)
+    stem = args.output / f"roi_{'untimed_' if args.untimed else ''}{machine_slug()}"
+    if args.untimed:
+        header = header.replace("Time: sum of", "Times not recorded (run outside the measurement lock; "
+                                "they would be meaningless). Time would be: sum of")
+    text = markdown(rows, header, timed=not args.untimed)
+    if args.untimed:
+        for r in rows:
+            for k in ("plain_s", "roi_s", "localize_s", "plain_timings", "roi_timings", "load"):
+                r.pop(k, None)
     for path, content in ((stem.with_suffix(".md"), text), (stem.with_suffix(".json"), json.dumps(rows, indent=2))):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(content)
