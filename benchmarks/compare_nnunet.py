@@ -123,7 +123,8 @@ def nnunet_command(inputs: Path, outputs: Path, model: Path, folds: Sequence[str
 
 def ours_command(inputs: Path, outputs: Path, model: Path, timings: Path, tta: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(outputs), "-m", str(model),
-           "--device", "cpu", "--timings", str(timings)]
+           "--device", "cpu", "--timings", str(timings),
+           "--no-roi"]   # nnU-Net's predictor has no localiser: compare the same whole-image work
     return cmd + ["--tta"] if tta else cmd
 
 

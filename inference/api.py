@@ -74,11 +74,17 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                   budget: GpuBudget | None = None) -> np.ndarray:
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
-    `source` names the image in warnings (e.g. its file). On CUDA, `budget` plans the tile batch, the
+    `source` names the image in warnings (e.g. its file). A model with a localiser runs it first and
+    itself only inside the organs' box (inference/roi.py). On CUDA, `budget` plans the tile batch, the
     logits dtype and the export chunking of this case (inference.gpu_memory). A CUDA out-of-memory error
     in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.oom).
     """
     timer = timer or StageTimer()
+    if model.localizer is not None:   # ROI-first: localise, then this function on the box only
+        from inference.roi import segment_with_roi
+        return segment_with_roi(image, model, lambda img, m: segment_array(
+            img, spacing, m, tta=tta, step_size=step_size, timer=timer, progress=progress, source=source,
+            budget=budget), timer, spacing=spacing)
     cuda = model.device.type == "cuda"
     if cuda and budget is not None and budget.active:
         budget.prepare(model)   # once per model: measures the context and caps the allocator before any stage

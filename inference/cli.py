@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test-time mirroring over the axes the checkpoint allows (slower)")
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch (0 < s <= 1; default 0.5)")
+    parser.add_argument("--no-roi", action="store_true",
+                        help="ignore the model's localizer/ (if any) and run the model on the whole image "
+                             "(see docs/roi.md)")
     parser.add_argument("--timings", type=Path, default=None, help="write per-stage seconds as JSON here")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no per-case progress lines (failures and warnings are still printed)")
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         check_folders(args.input, args.output)  # before the model load: a usage error costs nothing
         device = resolve_device(args.device)
         model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration)
+        if args.no_roi:
+            model.localizer = None   # the whole image, as without a localiser
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ class LoadedModel:
     folds: list[str]
     device: torch.device
     mind_params: dict | None = None   # set for models on MIND-SSC descriptors (inference.mind)
+    localizer: "LoadedModel | None" = None   # coarse model of localizer/ (inference/roi.py)
 
     @property
     def num_channels(self) -> int:
@@ -250,6 +251,10 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         networks.append(network.to(device).eval())
 
     mirror = first.get("inference_allowed_mirroring_axes")
+    localizer = None
+    if (model_dir / "localizer").is_dir():   # ROI-first prediction (inference/roi.py)
+        from inference.roi import load_localizer
+        localizer = load_localizer(model_dir, device)
     return LoadedModel(
         model_dir=model_dir, networks=networks, config=config,
         transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),
@@ -257,5 +262,5 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         channel_names=channel_names, labels=labels,
         file_ending=dataset_json.get("file_ending", ".nii.gz"),
         mirror_axes=tuple(mirror) if mirror is not None else None,
-        folds=folds, device=device, mind_params=mind_params,
+        folds=folds, device=device, mind_params=mind_params, localizer=localizer,
     )

@@ -1,13 +1,16 @@
 """Import a trained nnU-Net v2 model folder into place (default: weights/), validated and stripped.
 
     python -m inference.weights import SRC_MODEL_DIR [-o weights/] [--folds 0 1 ...] [--half] [--overwrite]
+                                        [--localizer LOCALIZER_MODEL_DIR]
 
 The source is loaded the way the predictor loads it (weights-only unpickling, network built from the
 plans, strict state-dict match, label count checked against dataset.json). What is written holds only
 what inference needs: dataset.json, plans.json and per fold a checkpoint with the network weights
 (optionally fp16), the configuration name, trainer name and allowed mirroring axes. Optimizer state,
 logs and other training state are dropped. A manifest.json with the sha256 of every file lets the
-predictor refuse a file changed afterwards. The destination is replaced only when the new folder is
+predictor refuse a file changed afterwards. With --localizer, a second (coarse) model folder is
+validated the same way and written to <dest>/localizer/ (see inference/roi.py); the one manifest covers
+both. Without it, a localizer/ the source carries is imported too. The destination is replaced only when the new folder is
 complete (written beside it, then renamed).
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 
 from inference import InferenceError
 from inference.manifest import write_manifest
+from inference.roi import LOCALIZER_DIR
 from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
     strip_wrapper_prefixes
 
@@ -57,9 +61,43 @@ def _stripped_checkpoint(source: dict, half: bool) -> dict:
     }
 
 
+def _write_stripped(source_dir: Path, target: Path, folds: list[str], checkpoint: str, half: bool,
+                    configuration: str) -> None:
+    target.mkdir(exist_ok=True)
+    shutil.copyfile(source_dir / "dataset.json", target / "dataset.json")
+    shutil.copyfile(source_dir / "plans.json", target / "plans.json")
+    for fold in folds:
+        src = load_checkpoint(source_dir / f"fold_{fold}" / checkpoint)
+        stripped = _stripped_checkpoint(src, half)
+        stripped["init_args"]["configuration"] = configuration
+        (target / f"fold_{fold}").mkdir()
+        torch.save(stripped, target / f"fold_{fold}" / DEFAULT_CHECKPOINT)
+
+
+def _validated_localizer(localizer_dir: Path, model, checkpoint: str):
+    """(folds, checkpoint name, loaded localiser) after checking it can serve `model`: same input files
+    per case. Its checkpoint is `checkpoint` if it has one by that name, else the default name (an
+    imported localizer carries checkpoint_final.pth)."""
+    if not localizer_dir.is_dir():
+        raise InferenceError(f"{localizer_dir}: localizer model folder not found")
+    if not any(localizer_dir.glob(f"fold_*/{checkpoint}")):
+        checkpoint = DEFAULT_CHECKPOINT
+    folds = available_folds(localizer_dir, checkpoint)
+    loc = load_model(localizer_dir, folds, checkpoint, "cpu")
+    if loc.num_input_files != model.num_input_files:
+        raise InferenceError(f"{localizer_dir}: the localizer takes {loc.num_input_files} image(s) per case, "
+                             f"the model {model.num_input_files}; it must read the same input files")
+    if (localizer_dir / LOCALIZER_DIR).is_dir():
+        raise InferenceError(f"{localizer_dir}: a localizer cannot carry a localizer of its own")
+    return folds, checkpoint, loc
+
+
 def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds: list[str] | None = None,
-                 checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, overwrite: bool = False) -> Path:
-    """Validate `source_dir`, write a stripped copy with a manifest to `dest`; return `dest`."""
+                 checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, overwrite: bool = False,
+                 localizer: str | Path | None = None, source_label: str | None = None) -> Path:
+    """Validate `source_dir` (and `localizer`, a model folder), write a stripped copy with a manifest to
+    `dest` (the localizer as `dest/localizer/`); return `dest`. `source_label`: what the manifest names
+    as the source (default: the source folder)."""
     source_dir, dest = Path(source_dir), Path(dest)
     if source_dir.resolve() == dest.resolve():
         raise InferenceError(f"{dest}: source and destination are the same folder")
@@ -68,22 +106,26 @@ def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds:
     folds = [str(f) for f in folds] if folds else available_folds(source_dir, checkpoint)
     # Validation = loading it exactly as the predictor will (raises InferenceError with the file named).
     model = load_model(source_dir, folds, checkpoint, "cpu")
+    if localizer is None and (source_dir / LOCALIZER_DIR).is_dir():
+        localizer = source_dir / LOCALIZER_DIR
+    loc_info = None
+    if localizer is not None:
+        localizer = Path(localizer)
+        loc_folds, loc_ckpt, loc = _validated_localizer(localizer, model, checkpoint)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
     try:
-        shutil.copyfile(source_dir / "dataset.json", staging / "dataset.json")
-        shutil.copyfile(source_dir / "plans.json", staging / "plans.json")
-        for fold in folds:
-            src = load_checkpoint(source_dir / f"fold_{fold}" / checkpoint)
-            stripped = _stripped_checkpoint(src, half)
-            stripped["init_args"]["configuration"] = model.config.name
-            (staging / f"fold_{fold}").mkdir()
-            torch.save(stripped, staging / f"fold_{fold}" / DEFAULT_CHECKPOINT)
-        write_manifest(staging, {"source": str(source_dir.resolve()), "folds": folds,
+        _write_stripped(source_dir, staging, folds, checkpoint, half, model.config.name)
+        if localizer is not None:
+            _write_stripped(localizer, staging / LOCALIZER_DIR, loc_folds, loc_ckpt, half, loc.config.name)
+            loc_info = {"source": str(localizer.resolve()), "folds": loc_folds, "configuration": loc.config.name,
+                        "spacing": list(loc.config.spacing), "labels": loc.labels}
+        write_manifest(staging, {"source": source_label or str(source_dir.resolve()), "folds": folds,
                                  "configuration": model.config.name, "half": half,
-                                 "checkpoint": DEFAULT_CHECKPOINT})
-        load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu")  # the copy loads too
+                                 "checkpoint": DEFAULT_CHECKPOINT,
+                                 **({"localizer": loc_info} if loc_info else {})})
+        load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu")  # the copy loads too (with its localizer)
         for p in staging.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
         staging.chmod(0o755)
@@ -112,20 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint name in the source folds")
     imp.add_argument("--half", action="store_true", help="store weights in fp16 (half the size)")
     imp.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    imp.add_argument("--localizer", type=Path, default=None,
+                     help="a coarse nnU-Net model folder to import as <output>/localizer/: the predictor runs it "
+                          "first and the model only inside the box it finds (docs/roi.md)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.overwrite)
+        dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.overwrite,
+                            localizer=args.localizer)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     manifest = json.loads((dest / "manifest.json").read_text())
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    loc = manifest.get("localizer")
     print(f"imported {args.source} -> {dest}: folds {' '.join(manifest['folds'])}, configuration "
-          f"{manifest['configuration']}, {len(manifest['files'])} files, {size / 1e6:.1f} MB")
+          f"{manifest['configuration']}, {len(manifest['files'])} files, {size / 1e6:.1f} MB"
+          + (f"; localizer {loc['source']} at {loc['spacing']} mm" if loc else ""))
     return 0
 
 

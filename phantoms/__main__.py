@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .generate import FIELDS
 from .geometry import DIRECTION_CHOICES
 from .tissues import MODALITIES
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--slice-range", type=_floats(2), default=None, help="draw slice spacing from lo,hi mm")
     ap.add_argument("--size", type=_ints3, default=None,
                     help="fixed grid size nx,ny,nz (default: field of view / spacing)")
+    ap.add_argument("--field", choices=FIELDS, default="abdomen",
+                    help="field of view drawn: abdomen (a slab of the upper abdomen, default) or large (chest "
+                         "to pelvis, 400-480 mm each way, much air around the body: the organs fill about a "
+                         "quarter of the volume)")
+    ap.add_argument("--fov", type=_floats(3), default=None, help="fixed field of view fx,fy,fz in mm")
     ap.add_argument("--direction", default="random", help=f"one of {', '.join(DIRECTION_CHOICES)} (default random)")
     ap.add_argument("--variation", type=float, default=1.0, help="scale of anatomical variation (default 1)")
     ap.add_argument("--no-motion", action="store_true", help="no per-sequence rigid displacement")
@@ -62,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     from .dataset import write_dataset
 
     options = {k: v for k, v in dict(spacing=args.spacing, inplane_range=args.inplane_range,
-                                     slice_range=args.slice_range, size=args.size).items() if v is not None}
+                                     slice_range=args.slice_range, size=args.size,
+                                     fov_mm=args.fov).items() if v is not None}
+    options["field"] = args.field
     try:
         ids = write_dataset(args.output, args.num, args.sequences or args.modality, args.seed,
                             all_sequences=args.sequences is not None, first=args.first, prefix=args.prefix,

@@ -17,6 +17,13 @@ from .tissues import MODALITIES, check_modality
 
 MAX_INPLANE_MATRIX = 512
 MAX_DRAWN_VOXELS = 12_000_000   # a drawn (not given) grid coarsens its in-plane spacing to stay below
+MAX_DRAWN_VOXELS_LARGE = 30_000_000   # the same for the large field (512 x 512 x ~110 fits)
+
+#: Fields of view a grid is drawn with. "abdomen": the body with a little air around it, a slab of the
+#: upper abdomen (the generator's presets). "large": chest to pelvis (400-480 mm along z) and a square
+#: in-plane field of 400-480 mm, much more air around the body, and the centre placed loosely - the
+#: kind of scan where the 13 organs fill only about a quarter of the volume.
+FIELDS = ("abdomen", "large")
 
 
 def _sequence_rng(seed: int, sequence: str) -> np.random.Generator:
@@ -26,18 +33,28 @@ def _sequence_rng(seed: int, sequence: str) -> np.random.Generator:
 
 def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing=None, size=None,
               fov_mm=None, inplane_range=None, slice_range=None, direction="random",
-              origin=None, center_mm=None) -> Grid:
+              origin=None, center_mm=None, field: str = "abdomen") -> Grid:
     """The scan's grid. Unset values are drawn: spacing from the modality's preset (or the given
-    ranges); field of view: body width x 1.08-1.2 + 20 mm, 75-100 % of that front to back (at least
-    the body depth + 40 mm), a slab along z from the preset; size = fov / spacing (in-plane matrix at
-    most 512 and at most 12 M voxels: a drawn spacing grows to fit, slices first); centre on the
-    subject's upper abdomen with a random offset, unless `center_mm` (physical) or `origin` is given."""
+    ranges); field of view (`field`, see FIELDS): "abdomen": body width x 1.08-1.2 + 20 mm, 75-100 % of
+    that front to back (at least the body depth + 40 mm), a slab along z from the preset; "large":
+    400-480 mm square in-plane (at least the body width + 60 mm), 400-480 mm along z; size = fov /
+    spacing (in-plane matrix at most 512 and at most 12 M voxels, 30 M for "large": a drawn spacing
+    grows to fit, slices first); centre on the subject's upper abdomen with a random offset (abdomen:
+    +-8/10 mm in-plane, 5-30 mm above L1; large: +-25 mm in-plane, 40 mm below to 10 mm above L1),
+    unless `center_mm` (physical) or `origin` is given."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown field {field!r}; choose one of {', '.join(FIELDS)}")
     preset = PRESETS[modality]
     direction_m = resolve_direction(direction, rng)
     body_w = 2 * (147.0 + 1.1 * subject.fat_mm) * subject.scale[0]
     body_ap = 2 * (112.0 + 0.85 * subject.fat_mm) * subject.scale[1]
-    fx = body_w * rng.uniform(1.08, 1.2) + 20.0
-    fov = np.array([fx, max(fx * rng.uniform(0.75, 1.0), body_ap + 40.0), rng.uniform(*preset.z_extent_mm)])
+    if field == "large":
+        fx = max(rng.uniform(400.0, 480.0), body_w + 60.0)
+        fov = np.array([fx, fx, rng.uniform(400.0, 480.0)])
+    else:
+        fx = body_w * rng.uniform(1.08, 1.2) + 20.0
+        fov = np.array([fx, max(fx * rng.uniform(0.75, 1.0), body_ap + 40.0), rng.uniform(*preset.z_extent_mm)])
+    max_voxels = MAX_DRAWN_VOXELS_LARGE if field == "large" else MAX_DRAWN_VOXELS
     if fov_mm is not None:
         fov = np.asarray(fov_mm, dtype=np.float64)
     if spacing is None:
@@ -46,12 +63,12 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
             inplane = max(spacing[0], float(fov[:2].max()) / MAX_INPLANE_MATRIX)
             slice_mm = spacing[2]
             voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
-            if voxels > MAX_DRAWN_VOXELS:   # thicker slices first (up to the preset's maximum) ...
+            if voxels > max_voxels:   # thicker slices first (up to the preset's maximum) ...
                 slice_mm = min(max(slice_mm, (slice_range or preset.slice_mm)[1]),
-                               slice_mm * voxels / MAX_DRAWN_VOXELS)
+                               slice_mm * voxels / max_voxels)
                 voxels = np.prod(fov / np.array([inplane, inplane, slice_mm]))
-            if voxels > MAX_DRAWN_VOXELS:   # ... then coarser pixels
-                inplane *= float(np.sqrt(voxels / MAX_DRAWN_VOXELS))
+            if voxels > max_voxels:   # ... then coarser pixels
+                inplane *= float(np.sqrt(voxels / max_voxels))
             spacing = (round(inplane, 4), round(inplane, 4), round(slice_mm, 3))
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
@@ -62,7 +79,11 @@ def draw_grid(rng: np.random.Generator, modality: str, subject: Subject, spacing
     if origin is not None:
         return Grid(size, spacing, tuple(float(o) for o in origin),
                     tuple(float(v) for v in direction_m.ravel()))
-    if center_mm is None:
+    if center_mm is None and field == "large":
+        center_anat = np.array([rng.uniform(-25, 25), 12.0 * subject.scale[1] + rng.uniform(-25, 25),
+                                rng.uniform(-40, 10) * subject.scale[2]])
+        center_mm = subject.placement + center_anat
+    elif center_mm is None:
         center_anat = np.array([rng.uniform(-8, 8), 12.0 * subject.scale[1] + rng.uniform(-10, 10),
                                 rng.uniform(5, 30) * subject.scale[2]])
         center_mm = subject.placement + center_anat
@@ -99,7 +120,8 @@ def generate_case(seed: int, modality: str, **geometry):
     phase), "dwi". Keyword options (all optional):
       spacing (sx, sy, sz) mm; size (nx, ny, nz); fov_mm (3,) mm; inplane_range / slice_range (lo, hi)
       mm to draw the spacing from; direction: "random", "axial", "oblique", "flip_x", "flip_y",
-      "flip_xy", "flip_z" or 9 numbers (row-major); origin (3,) mm or center_mm (3,) mm (physical);
+      "flip_xy", "flip_z" or 9 numbers (row-major); field: "abdomen" (default) or "large" (chest to
+      pelvis, much air around the body; see FIELDS); origin (3,) mm or center_mm (3,) mm (physical);
       motion (bool, default True): the sequence's small rigid displacement; sequence (str): tag of the
       acquisition (default: the modality) - same seed and sequence give the same grid and motion;
       variation (float, default 1): scale of anatomical variation; absent: FLARE labels to leave out

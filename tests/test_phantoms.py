@@ -389,3 +389,49 @@ def test_committed_samples_match_their_command():
     assert not np.allclose(np.abs(d1), np.eye(3).ravel())                 # oblique
     assert np.allclose(d3, np.diag([-1.0, -1.0, 1.0]).ravel())            # flipped x and y
     assert SAMPLES[0][1] == SAMPLES[1][1] != SAMPLES[2][1]               # 0001 and 0002: one subject
+
+
+# --- large fields of view -------------------------------------------------------------------------------
+
+def _organ_box_fraction(label: np.ndarray) -> float:
+    nz = np.nonzero(label)
+    return float(np.prod([a.max() - a.min() + 1 for a in nz]) / label.size)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_large_field_is_chest_to_pelvis_with_air_around(seed):
+    """field="large": 400-480 mm each way, the organs (all 13 labels present) in a small part of it,
+    lung above and air around the body, deterministic per seed."""
+    img, lab, grid, tissue = generate_arrays(seed, "t1", field="large", inplane_range=(3.0, 3.5),
+                                             slice_range=(5.0, 6.0))
+    fov = np.asarray(grid.size) * np.asarray(grid.spacing)
+    assert np.all(fov >= 395) and np.all(fov <= 490), fov
+    assert fov[0] == pytest.approx(fov[1], rel=0.02)
+    assert set(np.unique(lab)) >= set(range(1, 14)) - {GALLBLADDER}
+    assert 0.05 < _organ_box_fraction(lab) < 0.35
+    assert (tissue == T["air"]).mean() > 0.3            # much more air than an abdomen slab
+    assert (tissue == T["lung"]).any()                  # the chest is in the field
+    img2, lab2, grid2, _ = generate_arrays(seed, "t1", field="large", inplane_range=(3.0, 3.5),
+                                           slice_range=(5.0, 6.0))
+    assert grid2 == grid and np.array_equal(lab2, lab) and np.array_equal(img2, img)
+
+
+def test_large_field_drawn_grid_fits_the_larger_voxel_cap():
+    s = make_subject(3)
+    g = draw_grid(_sequence_rng(3, "t1"), "t1", s, field="large")
+    assert max(g.size[:2]) <= 512 and 12_000_000 < np.prod(g.size) <= 30_000_000 * 1.01
+    abdomen = draw_grid(_sequence_rng(3, "t1"), "t1", s)        # the default field is unchanged
+    assert abdomen == draw_grid(_sequence_rng(3, "t1"), "t1", s, field="abdomen")
+    assert np.prod(np.asarray(abdomen.size) * abdomen.spacing) < np.prod(np.asarray(g.size) * g.spacing) / 2
+    with pytest.raises(ValueError, match="unknown field"):
+        draw_grid(_sequence_rng(3, "t1"), "t1", s, field="whole_body")
+
+
+def test_cli_large_field_and_fixed_fov(tmp_path):
+    out = tmp_path / "large"
+    assert cli_main(["-o", str(out), "-n", "1", "--field", "large", "--spacing", "8,8,8", "-q"]) == 0
+    img = sitk.ReadImage(str(out / "imagesTr" / "phantom_0001_0000.nii.gz"))
+    assert all(400 <= n * s <= 490 for n, s in zip(img.GetSize(), img.GetSpacing()))
+    assert cli_main(["-o", str(out), "-n", "1", "--fov", "200,160,120", "--spacing", "8,8,8", "-q"]) == 0
+    img = sitk.ReadImage(str(out / "imagesTr" / "phantom_0001_0000.nii.gz"))
+    assert img.GetSize() == (25, 20, 15)

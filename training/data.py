@@ -28,6 +28,8 @@ SUFFIX = ".nii.gz"
 GEOMETRIES: dict[str, dict] = {
     "preset": {},
     "coarse": {"inplane_range": (1.8, 3.0), "slice_range": (3.5, 6.5)},
+    # chest to pelvis with much air around the body (phantoms' field="large"), on a coarse grid
+    "large": {"field": "large", "inplane_range": (2.5, 4.0), "slice_range": (4.0, 8.0)},
 }
 
 

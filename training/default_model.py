@@ -14,6 +14,8 @@ Steps (each can be run alone with --steps; later steps reuse what earlier ones l
   export      `inference.weights import` of the trained folder into --out (training state stripped)
   evaluate    our predictor on the held-out images, FLARE DSC/NSD with `evaluation`, then
               --out/provenance.json and --out/README.md with the per-organ table
+  localizer   (only with --localizer or --steps localizer) the coarse localiser of ROI-first
+              prediction, added to --out as localizer/ (training/localizer.py)
 
 The nnU-Net folders (nnUNet_raw, nnUNet_preprocessed, nnUNet_results) live under --work, which should
 be outside the repository.
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted training from its checkpoint_latest.pth")
     g = ap.add_argument_group("other")
     g.add_argument("-j", "--workers", type=int, default=2, help="processes for data writing/preprocessing")
+    from training.localizer import add_arguments as add_localizer_arguments
+    add_localizer_arguments(ap)
     return ap
 
 
@@ -447,10 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        chosen = parse_steps(args.steps, STEPS)
+        chosen = parse_steps(args.steps, STEPS + ("localizer",))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from training.localizer import run as run_localizer
     args.work = args.work.resolve()
     args.out = args.out.resolve()
     paths = set_nnunet_paths(args.work)
@@ -461,9 +466,12 @@ def main(argv: list[str] | None = None) -> int:
         "train": lambda: step_train(args, paths),
         "export": lambda: step_export(args, paths),
         "evaluate": lambda: step_evaluate(args, paths, argv),
+        "localizer": lambda: run_localizer(args, paths, argv),   # only when asked for (not in STEPS)
     }
-    assert tuple(table) == STEPS
+    assert tuple(table) == STEPS + ("localizer",)
     t0 = time.time()
+    if args.localizer and "localizer" not in chosen:
+        chosen.append("localizer")   # --localizer: after the other chosen steps
     run_steps(table, chosen, log=_log, on_done=lambda step, seconds: record_step_time(args.work, step, seconds))
     _log(f"all done in {(time.time() - t0) / 60:.1f} min")
     return 0

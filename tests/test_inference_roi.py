@@ -1,0 +1,292 @@
+"""ROI-first prediction (inference/roi.py): import of a localiser, the box it gives, fall-backs, and
+results that equal running the model on the box (or on the whole image when the box is all of it).
+
+The localiser is a real imported nnU-Net model folder (random weights, 2 labels) whose networks are
+replaced, after loading, by a controllable one: foreground where the normalised intensity exceeds a
+threshold. Everything around it (preprocessing, crop, transposition, resampling, sliding window,
+box mapping, widening, clipping, pasting) is the predictor's own.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from testsupport.model_folder import write_preset
+from inference import InferenceError
+from inference.api import segment_array, segment_folder
+from inference.model import load_model
+from inference.roi import RoiSettings, decide_box, segment_with_roi, widen_box
+from inference.timings import StageTimer
+from inference.weights import import_model
+from inference.weights import main as weights_main
+from testsupport.nnunet_reference import oblique_direction, write_image
+
+SPACING = (6.0, 3.0, 3.0)            # (z, y, x) mm: images and the main model's target spacing
+SHAPE = (24, 64, 64)                  # 144 x 192 x 192 mm; the main model's patch is 96 mm each way
+BLOCK = (slice(8, 16), slice(16, 31), slice(30, 45))      # 48 x 45 x 45 mm
+
+
+class ThresholdNet(torch.nn.Module):
+    """Two-class 'localiser': logit of class 1 = channel-0 intensity - threshold."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x):
+        fg = x[:, :1] - self.threshold
+        return torch.cat([torch.zeros_like(fg), fg], 1)
+
+
+def image_with_block(block, shape=SHAPE, channels=1, seed=0) -> np.ndarray:
+    """(C, Z, Y, X) noise on a body-like level with one bright block (slices `block`)."""
+    rng = np.random.default_rng(seed)
+    img = (100.0 + rng.normal(0, 10, (channels, *shape))).astype(np.float32)
+    img[(slice(None), *block)] += 400.0
+    return img
+
+
+def model_with_localizer(tmp_path, *, channels=1, loc_plans_edit=None, main_dataset_edit=None,
+                         loc_channels=None, threshold=2.0, name="model"):
+    main = write_preset(tmp_path / f"{name}_main", "tiny", num_input_channels=channels, spacing=SPACING)
+    if main_dataset_edit:
+        ds = json.loads((main / "dataset.json").read_text())
+        main_dataset_edit(ds)
+        (main / "dataset.json").write_text(json.dumps(ds))
+    loc = write_preset(tmp_path / f"{name}_loc", "tiny", num_input_channels=loc_channels or channels,
+                       num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
+    if loc_plans_edit:
+        plans = json.loads((loc / "plans.json").read_text())
+        loc_plans_edit(plans)
+        (loc / "plans.json").write_text(json.dumps(plans))
+    dest = import_model(main, tmp_path / name, localizer=loc)
+    model = load_model(dest)
+    model.localizer.networks = [ThresholdNet(threshold)]
+    return model
+
+
+def without_localizer(model):
+    from dataclasses import replace
+    return replace(model, localizer=None)
+
+
+def segment_box_only(image, model, box):
+    """The expected ROI result: the model on the box, zeros elsewhere."""
+    labels = segment_array(image[(slice(None), *box)], SPACING, without_localizer(model))
+    full = np.zeros(image.shape[1:], np.uint8)
+    full[box] = labels
+    return full
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+def test_import_with_localizer_manifest_and_tamper_check(tmp_path, capsys):
+    main = write_preset(tmp_path / "main", "tiny", spacing=SPACING)
+    loc = write_preset(tmp_path / "loc", "tiny", num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
+    assert weights_main(["import", str(main), "--dest", str(tmp_path / "w"), "--localizer", str(loc)]) == 0
+    assert "localizer" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
+    assert {"localizer/dataset.json", "localizer/plans.json",
+            "localizer/fold_all/checkpoint_final.pth"} <= set(manifest["files"])
+    assert manifest["localizer"]["spacing"] == [6.0, 6.0, 6.0]
+    model = load_model(tmp_path / "w")
+    assert model.localizer is not None and model.localizer.num_classes == 2
+    assert model.localizer.config.spacing == (6.0, 6.0, 6.0)
+    # re-import of an imported folder carries the localizer along
+    import_model(tmp_path / "w", tmp_path / "w2")
+    assert load_model(tmp_path / "w2").localizer is not None
+    # a changed localizer file is refused, naming it
+    plans = tmp_path / "w" / "localizer" / "plans.json"
+    plans.write_text(plans.read_text().replace('"batch_size": 2', '"batch_size": 3'))
+    with pytest.raises(InferenceError, match="localizer/plans.json: sha256 differs"):
+        load_model(tmp_path / "w")
+    # without a localizer nothing changes
+    assert load_model(main).localizer is None
+
+
+def test_import_refuses_a_localizer_with_other_inputs(tmp_path):
+    main = write_preset(tmp_path / "main", "tiny", num_input_channels=2, spacing=SPACING)
+    loc = write_preset(tmp_path / "loc", "tiny", num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
+    with pytest.raises(InferenceError, match="localizer takes 1 image"):
+        import_model(main, tmp_path / "w", localizer=loc)
+    with pytest.raises(InferenceError, match="localizer model folder not found"):
+        import_model(main, tmp_path / "w", localizer=tmp_path / "nowhere")
+    assert not (tmp_path / "w").exists()
+
+
+# --- the box --------------------------------------------------------------------------------------
+
+def test_box_contains_the_organs_and_result_is_the_model_on_the_box(tmp_path):
+    model = model_with_localizer(tmp_path)
+    block = BLOCK
+    image = image_with_block(block)
+    decision = decide_box(image, SPACING, model)
+    assert decision.reason == "box" and 0.1 < decision.fraction < 0.5
+    assert decision.foreground_ml == pytest.approx(48 * 45 * 45 / 1000, rel=0.5)
+    for sl, b, s in zip(decision.box, block, SPACING):
+        margin = int(np.ceil(20.0 / s))
+        assert sl.start <= b.start - margin + 1 and sl.stop >= b.stop + margin - 1   # block + margin inside
+        assert sl.start >= b.start - margin - 2 * int(np.ceil(6.0 / s)) - 2            # ... not much more
+    timer = StageTimer()
+    labels = segment_array(image, SPACING, model, timer=timer)
+    assert "localize" in timer.seconds and list(timer.seconds)[0] == "localize"
+    assert np.array_equal(labels, segment_box_only(image, model, decision.box))
+    outside = np.ones(SHAPE, bool)
+    outside[decision.box] = False
+    assert not labels[outside].any()
+
+
+def test_localizer_finds_nothing_falls_back_to_the_whole_image(tmp_path):
+    model = model_with_localizer(tmp_path, threshold=1e6)
+    image = image_with_block(BLOCK)
+    decision = decide_box(image, SPACING, model)
+    assert decision.box is None and decision.reason == "localizer found no foreground"
+    assert np.array_equal(segment_array(image, SPACING, model), segment_array(image, SPACING, without_localizer(model)))
+
+
+def test_implausibly_little_and_box_covering_most_fall_back(tmp_path):
+    model = model_with_localizer(tmp_path)
+    small = image_with_block((slice(12, 13), slice(30, 32), slice(30, 32)))       # 6 x 6 x 6 mm
+    decision = decide_box(small, SPACING, model)
+    assert decision.box is None and "mL" in decision.reason
+    big = image_with_block((slice(1, 23), slice(3, 61), slice(3, 61)))
+    model.localizer.networks = [ThresholdNet(0.0)]           # the block is most of the image's mean
+    decision = decide_box(big, SPACING, model)
+    assert decision.box is None and "of the image" in decision.reason and decision.fraction > 0.8
+
+
+def test_box_at_the_image_border_is_clipped(tmp_path):
+    model = model_with_localizer(tmp_path)
+    block = (slice(0, 8), slice(49, 64), slice(0, 15))           # touches three borders
+    image = image_with_block(block)
+    decision = decide_box(image, SPACING, model)
+    assert decision.box is not None
+    assert decision.box[0].start == 0 and decision.box[1].stop == 64 and decision.box[2].start == 0
+    assert all(0 <= sl.start < sl.stop <= n for sl, n in zip(decision.box, SHAPE))
+    assert np.array_equal(segment_array(image, SPACING, model), segment_box_only(image, model, decision.box))
+
+
+def test_widen_box_grows_to_one_patch_and_stays_inside():
+    # margin 3 mm at 1 mm: (10, 12) -> (7, 15); a 20 mm minimum grows it to (1, 21)
+    assert widen_box([(10, 12)], [100], [1.0], 3.0, [20.0]) == [(1, 21)]
+    # at the border the growth goes to the other side
+    assert widen_box([(0, 2)], [100], [1.0], 3.0, [20.0]) == [(0, 20)]
+    assert widen_box([(95, 100)], [100], [1.0], 0.0, [20.0]) == [(80, 100)]
+    # never beyond the image
+    assert widen_box([(0, 5)], [8], [1.0], 3.0, [20.0]) == [(0, 8)]
+
+
+def test_image_smaller_than_the_patch(tmp_path, monkeypatch):
+    """A box (and image) smaller than the model's patch: the box grows to the whole image, the model
+    pads as it does for any small image."""
+    model = model_with_localizer(tmp_path)
+    shape = (6, 12, 12)                                           # 36 mm each way < patch 96 mm
+    image = image_with_block((slice(2, 4), slice(4, 8), slice(4, 8)), shape)
+    monkeypatch.setattr("inference.roi.foreground_box", lambda *a: ([(2, 4), (4, 8), (4, 8)], 500.0))
+    decision = decide_box(image, SPACING, model, RoiSettings(max_box_fraction=1.0))
+    assert decision.box == (slice(0, 6), slice(0, 12), slice(0, 12))
+    labels = segment_with_roi(image, model, lambda img, m: segment_array(img, SPACING, m), StageTimer(),
+                              RoiSettings(max_box_fraction=1.0), spacing=SPACING)
+    assert labels.shape == shape
+    assert np.array_equal(labels, segment_array(image, SPACING, without_localizer(model)))
+
+
+def test_result_equals_no_roi_when_the_box_is_the_whole_image(tmp_path, monkeypatch):
+    model = model_with_localizer(tmp_path)
+    image = image_with_block(BLOCK)
+    monkeypatch.setattr("inference.roi.foreground_box",
+                        lambda *a: ([(0, SHAPE[0]), (0, SHAPE[1]), (0, SHAPE[2])], 1000.0))
+    settings = RoiSettings(max_box_fraction=1.0)
+    decision = decide_box(image, SPACING, model, settings)
+    assert decision.box == tuple(slice(0, n) for n in SHAPE)           # the crop/paste path runs
+    with_roi = segment_with_roi(image, model, lambda img, m: segment_array(img, SPACING, m), StageTimer(),
+                                settings, spacing=SPACING)
+    plain = segment_array(image, SPACING, without_localizer(model))
+    assert np.array_equal(with_roi, plain) and len(np.unique(plain)) > 1
+
+
+def test_transposed_localizer_plans_map_the_box_back(tmp_path):
+    """A localiser whose plans transpose the axes still gives the box in the input's axes."""
+    def transpose(plans):
+        plans["transpose_forward"], plans["transpose_backward"] = [2, 0, 1], [1, 2, 0]
+    model = model_with_localizer(tmp_path, loc_plans_edit=transpose)
+    block = BLOCK
+    decision = decide_box(image_with_block(block), SPACING, model)
+    assert decision.box is not None
+    for sl, b in zip(decision.box, block):
+        assert sl.start <= b.start and sl.stop >= b.stop
+
+
+@pytest.mark.parametrize("direction", ["flip", "oblique"])
+def test_flipped_and_oblique_geometry_output_grid_is_the_input_grid(tmp_path, direction):
+    model = model_with_localizer(tmp_path)
+    block = BLOCK
+    image = image_with_block(block)[0]
+    d = (-1, 0, 0, 0, -1, 0, 0, 0, 1) if direction == "flip" else oblique_direction(25.0)
+    origin = (31.0, -240.5, 77.25)
+    write_image(tmp_path / "in" / "case_0000.nii.gz", image, SPACING[::-1], origin, d)
+    results = segment_folder(tmp_path / "in", tmp_path / "out", model=model)
+    assert results[0].ok, results[0].error
+    assert "localize" in results[0].timings
+    src = sitk.ReadImage(str(tmp_path / "in" / "case_0000.nii.gz"))
+    out = sitk.ReadImage(str(tmp_path / "out" / "case.nii.gz"))
+    assert out.GetSize() == src.GetSize()
+    assert np.allclose(out.GetSpacing(), src.GetSpacing()) and np.allclose(out.GetOrigin(), src.GetOrigin())
+    assert np.allclose(out.GetDirection(), src.GetDirection())
+    decision = decide_box(image[None], SPACING, model)
+    assert np.array_equal(sitk.GetArrayFromImage(out), segment_box_only(image[None], model, decision.box))
+
+
+def test_multi_channel_model_and_localizer(tmp_path):
+    model = model_with_localizer(tmp_path, channels=2)
+    block = BLOCK
+    image = image_with_block(block, channels=2)
+    decision = decide_box(image, SPACING, model)
+    assert decision.reason == "box"
+    labels = segment_array(image, SPACING, model)
+    assert np.array_equal(labels, segment_box_only(image, model, decision.box))
+
+
+def test_mind_model_computes_descriptors_once_for_the_box(tmp_path, monkeypatch):
+    from inference import mind
+    from inference.mind import mind_channel_names, mind_dataset_json_entry
+
+    def as_mind(ds):
+        ds["channel_names"] = mind_channel_names()
+        ds["mind"] = mind_dataset_json_entry(radius=1, dilation=2, patch="box")
+    model = model_with_localizer(tmp_path, channels=12, loc_channels=1, main_dataset_edit=as_mind)
+    assert model.mind_params is not None and model.localizer.mind_params is None
+    block = BLOCK
+    image = image_with_block(block)
+    calls = []
+    real = mind.mind_channels
+
+    def counting(img, *a, **k):
+        calls.append(tuple(img.shape))
+        return real(img, *a, **k)
+    monkeypatch.setattr(mind, "mind_channels", counting)
+    decision = decide_box(image, SPACING, model)
+    assert decision.box is not None and calls == []              # the localiser reads intensities
+    labels = segment_array(image, SPACING, model)
+    box_shape = tuple(sl.stop - sl.start for sl in decision.box)
+    assert calls == [(1, *box_shape)]                            # once, for the box only
+    assert np.array_equal(labels, segment_box_only(image, model, decision.box))
+
+
+def test_cli_no_roi_and_localize_stage(tmp_path):
+    from inference.cli import main as cli_main
+    model = model_with_localizer(tmp_path)
+    # the CLI loads the folder itself: give it a localiser whose real (random) network runs
+    image = image_with_block(BLOCK)[0]
+    write_image(tmp_path / "in" / "case_0000.nii.gz", image, SPACING[::-1])
+    for flag, name in (([], "roi"), (["--no-roi"], "plain")):
+        rc = cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / name), "-m", str(model.model_dir),
+                       "--device", "cpu", "--timings", str(tmp_path / f"{name}.json"), *flag])
+        assert rc == 0
+    roi = json.loads((tmp_path / "roi.json").read_text())["cases"][0]["seconds"]
+    plain = json.loads((tmp_path / "plain.json").read_text())["cases"][0]["seconds"]
+    assert "localize" in roi and "localize" not in plain
