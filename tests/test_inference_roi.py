@@ -87,7 +87,7 @@ def segment_box_only(image, model, box):
 def test_import_with_localizer_manifest_and_tamper_check(tmp_path, capsys):
     main = write_preset(tmp_path / "main", "tiny", spacing=SPACING)
     loc = write_preset(tmp_path / "loc", "tiny", num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
-    assert weights_main(["import", str(main), "--dest", str(tmp_path / "w"), "--localizer", str(loc)]) == 0
+    assert weights_main(["import", str(main), "-o", str(tmp_path / "w"), "--localizer", str(loc)]) == 0
     assert "localizer" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert {"localizer/dataset.json", "localizer/plans.json",
