@@ -53,7 +53,9 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
         prep = preprocess(image, spacing, model, source)
     with timer.stage("network"):
         logits = predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
-                                step_size, model.mirror_axes if tta else None, progress)
+                                step_size, model.mirror_axes if tta else None, progress,
+                                batch_size=model.plan.batch_size,
+                                autocast_dtype=model.plan.autocast_dtype if model.plan.backend == "torch" else None)
         del prep.data
     with timer.stage("export"):
         labels = logits_to_segmentation(logits, prep, model)
@@ -102,20 +104,23 @@ def check_output_dir(output_dir: Path) -> None:
 def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, folds: list[str] | None = None,
                    checkpoint: str = DEFAULT_CHECKPOINT, device: str = "auto", tta: bool = False,
-                   step_size: float = 0.5, model: LoadedModel | None = None,
+                   step_size: float = 0.5, model: LoadedModel | None = None, backend: str = "auto",
+                   precision: str = "auto", batch_size: int | None = None,
                    on_result: Callable[[CaseResult], None] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> list[CaseResult]:
     """Segment every `<case>_0000` image of `input_dir` into `output_dir`.
 
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
-    InferenceError; a bad case gives a failed CaseResult and the others still run.
+    InferenceError; a bad case gives a failed CaseResult and the others still run. `backend`,
+    `precision` and `batch_size` are load_model's (ignored when `model` is given).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise InferenceError(f"{input_dir}: input folder not found")
     check_output_dir(output_dir)
     if model is None:
-        model = load_model(model_dir, folds, checkpoint, resolve_device(device))
+        model = load_model(model_dir, folds, checkpoint, resolve_device(device), backend=backend,
+                           precision=precision, batch_size=batch_size)
     cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
     for message in skipped:
         warnings.warn(message, stacklevel=2)
