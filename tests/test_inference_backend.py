@@ -13,7 +13,7 @@ from benchmarks.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
 from inference.backend import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
-                               cpu_has_native_bf16, openvino_installed)
+                               cpu_has_native_bf16, default_batch_size, openvino_installed)
 from inference.model import load_model
 from inference.sliding_window import ACCUMULATION_DTYPE, predict_logits
 from nnunet_reference import blob_volume
@@ -80,6 +80,18 @@ def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
         backend.cpu_has_native_bf16.cache_clear()
         assert cpu_has_native_bf16() is expected
     backend.cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("backend,device,tile,expected", [
+    ("torch", "cpu", (16, 64, 64), 4),       # small tiles: batching pays on torch CPU
+    ("torch", "cpu", (16, 32, 32), 4),       # capped at 4
+    ("torch", "cpu", (32, 64, 96), 1),       # 196,608 voxels: two would pass 2^18
+    ("torch", "cpu", (32, 80, 96), 1),       # the default model's tile
+    ("openvino", "cpu", (16, 64, 64), 1),
+    ("torch", "cuda", (16, 64, 64), 1),
+])
+def test_default_batch_rule(backend, device, tile, expected):
+    assert default_batch_size(backend, device, tile) == expected
 
 
 def test_plan_autocast_dtypes():
@@ -159,23 +171,23 @@ def _torch_tiny(tmp_path, **options):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_batching_leaves_logits_unchanged(tmp_path, tta):
-    model = _torch_tiny(tmp_path, folds=(0, 1))
+    model = _torch_tiny(tmp_path, folds=(0,) if tta else (0, 1))
     torch.manual_seed(0)
-    data = torch.randn(1, 20, 50, 45)   # 2 x 3 x 2 = 12 tiles of 16x32x32: batches of 5 end with 2
+    data = torch.randn(1, 16, 40, 50)   # 1 x 2 x 3 = 6 tiles of 16x32x32: batches of 4 end with 2
     run = lambda b: predict_logits(data, model.networks, model.num_classes, model.config.patch_size, 0.5,  # noqa: E731
                                    (1, 2) if tta else None, batch_size=b)
     one = run(1)
-    assert one.dtype == ACCUMULATION_DTYPE and one.shape == (model.num_classes, 20, 50, 45)
-    for batch in (5, 64):
+    assert one.dtype == ACCUMULATION_DTYPE and one.shape == (model.num_classes, 16, 40, 50)
+    for batch in (4, 64):
         assert torch.allclose(run(batch), one, rtol=1e-5, atol=1e-5), batch
 
 
 def test_progress_counts_every_tile_with_batches(tmp_path):
     model = _torch_tiny(tmp_path)
     seen = []
-    predict_logits(torch.randn(1, 20, 50, 45), model.networks, model.num_classes, model.config.patch_size,
-                   progress=lambda done, total: seen.append((done, total)), batch_size=5)
-    assert seen == [(i, 12) for i in range(1, 13)]
+    predict_logits(torch.randn(1, 16, 40, 50), model.networks, model.num_classes, model.config.patch_size,
+                   progress=lambda done, total: seen.append((done, total)), batch_size=4)
+    assert seen == [(i, 6) for i in range(1, 7)]
     with pytest.raises(ValueError, match="batch size"):
         predict_logits(torch.randn(1, 20, 50, 45), model.networks, model.num_classes, model.config.patch_size,
                        batch_size=0)
