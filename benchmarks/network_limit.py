@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peak {precision}: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks[precision].items())
               + f" (load {load()})", flush=True)
     rows, levers = [], []
+    command = ("python -m benchmarks.network_limit " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     with tempfile.TemporaryDirectory(prefix="network-limit-") as tmp:
         for i, name in enumerate(args.models):
             folder = model_folder(name, Path(tmp))
@@ -292,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                 levers = measure_levers(folder, args.repeats)
                 for line in levers:
                     print(line, flush=True)
-    command = "python -m benchmarks.network_limit " + " ".join(argv if argv is not None else os.sys.argv[1:])
-    print(f"wrote {write_table(args.output, rows, peaks, levers, command.strip())}")
+            # rewritten after every model, so that a long run interrupted later keeps what it measured
+            print(f"wrote {write_table(args.output, rows, peaks, levers, command)}", flush=True)
     return 0
 
 
