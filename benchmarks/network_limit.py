@@ -8,7 +8,8 @@ precision and batch, and the machine's peak in the same precision.
 FLOPs of one tile are counted from the network's convolutions (forward hooks on every Conv3d and
 ConvTranspose3d: 2 x multiply-adds; normalisation and activations are left out, so GFLOP/s is a slight
 under-estimate of the work done). The peak is the best of a large matmul and a large 3x3x3 conv3d in
-torch and, for OpenVINO, that conv3d compiled by OpenVINO, each in the row's precision. "agree" is the
+torch and, for OpenVINO, that conv3d compiled by OpenVINO, each in the row's precision, measured before
+the first model and after each one (the best is kept: on a shared machine the load drifts). "agree" is the
 share of a random tile's voxels whose argmax equals torch fp32 batch 1 on the same tile.
 
 Models: `default` (weights/), `small` (the SMALL preset's widths and depth on a 16x64x64 tile: a
@@ -276,13 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     precisions = args.precisions or (["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"])
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}, "
           f"load {load()}", flush=True)
-    peaks = {}
-    for precision in precisions:
-        peaks[precision] = torch_peak(precision, args.repeats)
-        if "openvino" in backends:
-            peaks[precision]["openvino_conv3d"] = openvino_conv_peak(precision, args.repeats)
-        print(f"peak {precision}: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks[precision].items())
-              + f" (load {load()})", flush=True)
+    peaks: dict[str, dict[str, float]] = {}
+    measure_peaks(peaks, precisions, backends, args.repeats)
     rows, levers = [], []
     command = ("python -m benchmarks.network_limit " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     with tempfile.TemporaryDirectory(prefix="network-limit-") as tmp:
@@ -294,9 +290,24 @@ def main(argv: list[str] | None = None) -> int:
                 levers = measure_levers(folder, args.repeats)
                 for line in levers:
                     print(line, flush=True)
-            # rewritten after every model, so that a long run interrupted later keeps what it measured
+            # peaks again after each model (best of all: a shared machine's load drifts), and the table
+            # rewritten, so that a long run interrupted later keeps what it measured
+            measure_peaks(peaks, precisions, backends, args.repeats)
             print(f"wrote {write_table(args.output, rows, peaks, levers, command)}", flush=True)
     return 0
+
+
+def measure_peaks(peaks: dict, precisions, backends, repeats: int) -> None:
+    """Update `peaks` with this moment's measurement, keeping the best per precision and kernel."""
+    for precision in precisions:
+        now = torch_peak(precision, repeats)
+        if "openvino" in backends:
+            now["openvino_conv3d"] = openvino_conv_peak(precision, repeats)
+        best = peaks.setdefault(precision, {})
+        for kernel, value in now.items():
+            best[kernel] = max(best.get(kernel, 0.0), value)
+        print(f"peak {precision} now: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in now.items())
+              + f" (load {load()})", flush=True)
 
 
 if __name__ == "__main__":
