@@ -120,18 +120,18 @@ def choose_precision(requested: str, device_type: str, native_bf16: bool, cuda_b
     return requested
 
 
-# torch on the CPU gains from batching only while a batch stays small: measured (issue 16's table, quiet
-# 2-core EPYC, ms per tile at batch 1 -> 4) 26.5 -> 7.7 for a 16x64x64 tile (65,536 voxels) but
-# 208 -> 202 for the default model's 32x80x96 (245,760 voxels); OpenVINO gains nothing (76 -> 78, 5.3 ->
-# 5.1; benchmarks/results/network_limit_*.md has this machine's rows). So: batches up to this many voxels.
-TORCH_CPU_BATCH_VOXELS = 1 << 18
+# torch on the CPU gains from batching while a batch stays small. Measured on the 2-core EPYC at load 2
+# (benchmarks/results/network_limit_quiet/), ms per tile at batch 1 / 2 / 4: a 16x64x64 tile (65,536
+# voxels) 51.0 / 16.8 / 16.5, the default model's 32x80x96 (245,760 voxels) 433 / 348 / 444; OpenVINO
+# gains nothing (8.9 / 8.7 / 9.1 and 173 / 182 / 200). So torch batches up to 2^19 voxels.
+TORCH_CPU_BATCH_VOXELS = 1 << 19
 MAX_DEFAULT_BATCH = 4
 
 
 def default_batch_size(backend: str, device_type: str, patch_size: tuple[int, ...]) -> int:
     """Tiles per network call when none is given: the measured rule above.
 
-    OpenVINO: 1. torch on the CPU: the largest power of two <= 4 whose batch holds at most 2^18 voxels.
+    OpenVINO: 1. torch on the CPU: the largest power of two <= 4 whose batch holds at most 2^19 voxels.
     CUDA: 1 (nnU-Net's), until a measurement says otherwise; pass batch_size to predict_logits (the GPU
     memory budget does) to change it.
     """

@@ -85,8 +85,9 @@ def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
 @pytest.mark.parametrize("backend,device,tile,expected", [
     ("torch", "cpu", (16, 64, 64), 4),       # small tiles: batching pays on torch CPU
     ("torch", "cpu", (16, 32, 32), 4),       # capped at 4
-    ("torch", "cpu", (32, 64, 96), 1),       # 196,608 voxels: two would pass 2^18
-    ("torch", "cpu", (32, 80, 96), 1),       # the default model's tile
+    ("torch", "cpu", (32, 64, 96), 2),       # 196,608 voxels: four would pass 2^19
+    ("torch", "cpu", (32, 80, 96), 2),       # the default model's tile
+    ("torch", "cpu", (40, 192, 224), 1),     # the paper's
     ("openvino", "cpu", (16, 64, 64), 1),
     ("torch", "cuda", (16, 64, 64), 1),
 ])
