@@ -15,6 +15,11 @@
 #   EXTRA_PIP     more packages for the runtime venv, e.g. scipy for a model with use_mask_for_norm.
 #   KEEP_TRITON   1: keep triton (only torch.compile needs it; the predictor does not compile).
 #   PRUNE         0: keep torch's C++ headers, test binaries and tools (never used at inference).
+#   OPENVINO_SPEC pip requirement for OpenVINO, the CPU backend (docker/build.sh --variant cpu sets it;
+#                 empty: none, the CUDA image runs torch only). Installed without its telemetry package
+#                 and, with PRUNE=1, without what a CPU run of IR never loads: the GPU and NPU plugins
+#                 and the GPU kernel cache, the model-conversion frontends (ONNX, TF, PyTorch, ...; only
+#                 the IR reader stays), headers and conversion tools.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
@@ -24,6 +29,7 @@ ARG PIP_OFFLINE=0
 ARG EXTRA_PIP=""
 ARG KEEP_TRITON=0
 ARG PRUNE=1
+ARG OPENVINO_SPEC=""
 # pip reads these from the environment: no cache in any layer, no version check, system CA bundle
 # (the same one the base image's Python trusts).
 ENV PIP_NO_CACHE_DIR=1 \
@@ -59,6 +65,16 @@ COPY docker/requirements.txt /tmp/requirements.txt
 RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
     /opt/venv/bin/pip install --quiet --no-deps -r /tmp/requirements.txt; \
     if [ -n "$EXTRA_PIP" ]; then /opt/venv/bin/pip install --quiet $EXTRA_PIP; fi; \
+    if [ -n "$OPENVINO_SPEC" ]; then \
+        /opt/venv/bin/pip install --quiet --no-deps "$OPENVINO_SPEC"; \
+        if [ "$PRUNE" = 1 ]; then \
+            o=/opt/venv/lib/python3.11/site-packages/openvino; \
+            find "$o/libs" -name 'libopenvino_*_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' -delete; \
+            rm -rf "$o/libs/libopenvino_intel_gpu_plugin.so" "$o/libs/libopenvino_intel_npu_plugin.so" \
+                "$o/libs/libopenvino_auto_batch_plugin.so" "$o/libs/libopenvino_hetero_plugin.so" \
+                "$o/libs/libopenvino_auto_plugin.so" "$o/libs/cache.json" "$o/include" "$o/cmake" "$o/tools"; \
+        fi; \
+    fi; \
     if [ "$PRUNE" = 1 ]; then \
         find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests \
             \( -path '*/numpy/*' -o -path '*/SimpleITK/*' \) -exec rm -rf {} +; \

@@ -4,6 +4,9 @@
 
 Runs, each as a fresh process (as FLARE runs a container: imports and model load count):
   ours              python -m inference -i IN -o OUT -m MODEL --device cpu --timings T.json
+  ours, torch fp32  the same with --backend torch --precision fp32 --batch-size 1 (the pre-OpenVINO
+                    network stage; its Dice against ours is the default path's accuracy cost;
+                    --no-torch-run skips it)
   nnU-Net           nnUNetv2_predict_from_modelfolder -i IN -o OUT -m MODEL' -f FOLDS -device cpu
                     --disable_tta  (its defaults otherwise: 3 preprocessing and 3 export workers)
   nnU-Net + TTA     the same without --disable_tta (mirroring over the checkpoint's axes)
@@ -59,6 +62,8 @@ CASE_SPACING = (1.25, 1.25, 3.47)
 CASE_SEED = 910000
 TARGET_RATIO = 1 / 3
 TARGET_STARTUP_S = 3.0
+TARGET_RATIO_16 = 0.2           # issue #16: ours / nnU-Net end to end, no TTA
+TARGET_NETWORK_SPEEDUP = 2.5    # issue #16: network stage vs torch fp32 batch 1
 TARGET_AROUND_S = 1.5
 AROUND_STAGES = ("read", "preprocess", "export", "write")
 
@@ -121,9 +126,10 @@ def nnunet_command(inputs: Path, outputs: Path, model: Path, folds: Sequence[str
     return cmd if tta else cmd + ["--disable_tta"]
 
 
-def ours_command(inputs: Path, outputs: Path, model: Path, timings: Path, tta: bool = False) -> list[str]:
+def ours_command(inputs: Path, outputs: Path, model: Path, timings: Path, tta: bool = False,
+                 extra: Sequence[str] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(outputs), "-m", str(model),
-           "--device", "cpu", "--timings", str(timings),
+           "--device", "cpu", "--timings", str(timings), *extra,
            "--no-roi"]   # nnU-Net's predictor has no localiser: compare the same whole-image work
     return cmd + ["--tta"] if tta else cmd
 
@@ -180,6 +186,36 @@ def _fmt(x, nd=2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def network_rows(ours: RunStats, exact: RunStats | None, nnunet: RunStats | None,
+                 exact_dice: dict[int, float | None] | None) -> list[str]:
+    """Issue #16's rows: ours vs nnU-Net <= 0.2, the network stage vs torch fp32 batch 1 >= 2.5x, and the
+    default path's labels against torch fp32's (every label >= 0.97, mean >= 0.99); start-up and peak
+    memory must not grow."""
+    rows = []
+    yes = lambda ok: "yes" if ok else "no"  # noqa: E731
+    if nnunet and nnunet.to_file_s and ours.to_file_s:
+        ratio = ours.to_file_s / nnunet.to_file_s
+        rows.append(f"| ours / nnU-Net time (issue #16) | {ratio:.2f} | <= {TARGET_RATIO_16:.2f} | "
+                    f"{yes(ratio <= TARGET_RATIO_16)} |")
+    if not exact or not exact.timings:
+        return rows
+    net, net_exact = ours.timings.get("seconds", {}).get("network"), exact.timings.get("seconds", {}).get("network")
+    if net and net_exact:
+        speedup = net_exact / net
+        rows.append(f"| network stage vs torch fp32 batch 1 ({ours.timings.get('network')}) | {speedup:.2f}x | "
+                    f">= {TARGET_NETWORK_SPEEDUP:.1f}x | {yes(speedup >= TARGET_NETWORK_SPEEDUP)} |")
+    start, start_exact = (sum(r.timings.get("startup", {}).values()) for r in (ours, exact))
+    rows.append(f"| start-up vs torch fp32 (s) | {start:.2f} vs {start_exact:.2f} | not more | "
+                f"{yes(start <= start_exact * 1.05)} |")
+    rows.append(f"| peak RSS vs torch fp32 (MB) | {ours.peak_rss_mib:,.0f} vs {exact.peak_rss_mib:,.0f} | not more | "
+                f"{yes(ours.peak_rss_mib <= exact.peak_rss_mib * 1.05)} |")
+    values = [v for v in (exact_dice or {}).values() if v is not None]
+    if values:
+        rows.append(f"| Dice ours vs torch fp32: lowest label / mean | {min(values):.4f} / {np.mean(values):.4f} | "
+                    f">= 0.97 / 0.99 | {yes(min(values) >= 0.97 and np.mean(values) >= 0.99)} |")
+    return rows
+
+
 def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label_names: dict[int, str],
            device: str, model_desc: str, threads: int, load: str = "",
            counts: dict[int, int] | None = None, truth_dice: dict[str, float] | None = None) -> str:
@@ -214,6 +250,7 @@ def report(runs: list[RunStats], dice: dict[str, dict[int, float | None]], label
         if around is not None:
             lines.append(f"| read + preprocess + export + write (s) | {around:.2f} | <= {TARGET_AROUND_S:.1f} | "
                          f"{'yes' if around <= TARGET_AROUND_S else 'no'} |")
+        lines += network_rows(ours, by.get("ours, torch fp32"), ref, dice.get("ours, torch fp32"))
     if dice:
         cols = list(dice)
         counts = counts or {}
@@ -247,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-same-plans-run", action="store_true",
                    help="skip nnU-Net on the model's own plans (e.g. torch resampling)")
     p.add_argument("--ours-tta", action="store_true", help="also run ours with --tta")
+    p.add_argument("--no-torch-run", action="store_true",
+                   help="skip ours with --backend torch --precision fp32 --batch-size 1")
     p.add_argument("--work", type=Path, default=RESULTS / "tmp" / "compare_nnunet",
                    help="scratch folder (case, model, outputs, logs)")
     p.add_argument("-o", "--output", dest="out_dir", type=Path, default=RESULTS,
@@ -291,17 +330,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.setdefault("nnUNet_extTrainer", str(REPO / "training"))
     runs: list[RunStats] = []
     load_before = os.getloadavg()[0]
-    plan = [("ours", False, "ours")] + ([("ours + TTA", True, "ours_tta")] if a.ours_tta else [])
-    for label, tta, tag in plan:
+    plan = [("ours", False, "ours", ())]
+    if not a.no_torch_run:
+        plan.append(("ours, torch fp32", False, "ours_torch_fp32",
+                     ("--backend", "torch", "--precision", "fp32", "--batch-size", "1")))
+    if a.ours_tta:
+        plan.append(("ours + TTA", True, "ours_tta", ()))
+    for label, tta, tag, extra in plan:
         out = work / f"out_{tag}"
         out.mkdir(exist_ok=True)
         tfile = work / f"timings_{out.name}.json"
         print(f"running {label} ...", flush=True)
-        r = timed_run(label, ours_command(inputs, out, model, tfile, tta), out / f"{CASE}.nii.gz",
+        r = timed_run(label, ours_command(inputs, out, model, tfile, tta, extra), out / f"{CASE}.nii.gz",
                       work / "logs" / f"{out.name}.log", env, REPO)
         if tfile.is_file():
             t = json.loads(tfile.read_text())
-            r.timings = {"startup": t.get("startup", {}),
+            r.timings = {"startup": t.get("startup", {}), "network": t.get("network"),
                          "seconds": (t.get("cases") or [{}])[0].get("seconds", {})}
         runs.append(r)
     nn_plan = [("nnU-Net", nn_model, False, "nnunet")]

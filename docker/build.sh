@@ -5,12 +5,13 @@
 #
 # Usage: docker/build.sh [--variant cpu|cuda] [--plain] [--tag NAME:TAG] [-- extra docker build args]
 #   --variant cpu    torch ${TORCH_CPU_SPEC:-torch==2.13.0+cpu} from docker/wheelhouse/ (what CI builds)
+#                    and OpenVINO ${OPENVINO_SPEC:-openvino==2026.4.1} (the CPU backend)
 #   --variant cuda   the Dockerfile's default torch (PyPI's CUDA 12.1 build; several GB of downloads)
 #   --plain          docker/Dockerfile.plain instead: `pip install torch nnunetv2` with all their
 #                    dependencies, same base and predictor (the size comparison's reference)
 # Default tags: flare-mri-seg:latest (cpu), flare-mri-seg:cuda, flare-mri-seg-plain:cpu / :cuda.
 # Environment: BASE_IMAGE (default: the local stand-in flare-base:bookworm, built if missing; set it
-# to python:3.11-slim where a registry is reachable), TORCH_CPU_SPEC, TORCH_CUDA_SPEC.
+# to python:3.11-slim where a registry is reachable), TORCH_CPU_SPEC, TORCH_CUDA_SPEC, OPENVINO_SPEC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
         --plain) plain=1; shift ;;
         --tag) tag=$2; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -47,6 +48,7 @@ args=(--network host --build-arg "BASE_IMAGE=$base")
 if [ "$variant" = cpu ]; then
     docker/wheelhouse.sh >/dev/null
     args+=(--build-arg "TORCH_SPEC=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}")
+    args+=(--build-arg "OPENVINO_SPEC=${OPENVINO_SPEC:-openvino==2026.4.1}")
 elif [ -n "${TORCH_CUDA_SPEC:-}" ]; then
     args+=(--build-arg "TORCH_SPEC=$TORCH_CUDA_SPEC")
 fi

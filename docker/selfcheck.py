@@ -48,7 +48,7 @@ def main() -> None:
     from inference.model import load_model
 
     try:
-        model = load_model(workspace / "weights", device="cpu")
+        model = load_model(workspace / "weights", device="cpu", backend="torch")
     except Exception as e:  # noqa: BLE001 - InferenceError for a bad folder; anything else is a broken venv
         fail(f"loading {workspace / 'weights'}: {type(e).__name__}: {e}")
     if any(model.config.use_mask_for_norm):
@@ -72,9 +72,34 @@ def main() -> None:
     if tuple(out.shape) != (1, model.num_classes, *shape[2:]):
         fail(f"forward pass on {shape} gave shape {tuple(out.shape)}")
     mind = getattr(model, "mind_params", None) is not None
-    print(f"selfcheck: ok: torch {torch.__version__}, model {model.config.name} "
+    engines = check_openvino(workspace / "weights", model)
+    print(f"selfcheck: ok: torch {torch.__version__}{engines}, model {model.config.name} "
           f"(folds {' '.join(model.folds)}, {model.num_classes} classes{', MIND input' if mind else ''}), "
           f"forward on {shape[2:]}")
+
+
+def check_openvino(model_dir: Path, torch_model) -> str:
+    """Where the image has openvino and the model its IR, the OpenVINO backend (with the pruned
+    openvino package) must load and agree with torch on one full tile; returns a note for the ok line."""
+    from inference.backend import openvino_installed
+    if not openvino_installed():
+        return ""
+    import torch
+
+    from inference.model import load_model
+    try:
+        model = load_model(model_dir, device="cpu")
+    except Exception as e:  # noqa: BLE001 - a pruned library shows up here
+        fail(f"loading {model_dir} with OpenVINO: {type(e).__name__}: {e}")
+    if model.plan.backend != "openvino":
+        return " (openvino installed, model without IR: torch backend)"
+    torch.manual_seed(0)
+    tile = torch.randn(1, model.num_channels, *model.config.patch_size)
+    with torch.no_grad():
+        agree = (model.networks[0](tile).argmax(1) == torch_model.networks[0](tile).argmax(1)).float().mean()
+    if agree < 0.999:
+        fail(f"OpenVINO and torch disagree on {1 - float(agree):.2%} of a tile's voxels")
+    return f", OpenVINO backend ({float(agree):.4f} argmax agreement with torch on one tile)"
 
 
 if __name__ == "__main__":

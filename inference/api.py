@@ -104,16 +104,18 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                               progress, **_network_options(**options))
 
     with timer.stage("network"):
-        planned = {} if plan is None else {"batch_size": plan.tile_batch,
-                                           "logits_dtype": torch.float16 if plan.logits_dtype_bytes == FP16
-                                           else torch.float32}
-        smaller = {"batch_size": 1, "logits_dtype": torch.float16 if cuda else None}
-        # Say what the retry really changes: predict_logits may not take these options (yet).
-        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items()) or "the cache emptied"
+        torch_autocast = model.plan.autocast_dtype if model.plan.backend == "torch" else None
+        planned = {"batch_size": model.plan.batch_size, "autocast_dtype": torch_autocast}
+        if plan is not None:   # the GPU budget's choices (inference.gpu_memory)
+            planned.update(batch_size=plan.tile_batch,
+                           logits_dtype=torch.float16 if plan.logits_dtype_bytes == FP16 else torch.float32)
+        smaller = {"batch_size": 1, "autocast_dtype": torch_autocast,
+                   "logits_dtype": torch.float16 if cuda else None}
+        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items() if k != "autocast_dtype")
         logits = run_with_fallback("network", [
             ("the planned settings", lambda: network(model.device, model.networks, **planned)),
             (how, lambda: network(model.device, model.networks, **smaller)),
-            ("the CPU", lambda: network(_CPU, _on_cpu(model))),
+            ("the CPU", lambda: network(_CPU, _on_cpu(model), autocast_dtype=None)),
         ], source)
         prep = replace(prep, data=None)  # the network input is no longer needed
     with timer.stage("export"):
@@ -183,6 +185,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    checkpoint: str = DEFAULT_CHECKPOINT, device: str = "auto", tta: bool = False,
                    step_size: float = 0.5, configuration: str | None = None,
                    model: LoadedModel | None = None, cases: list[Case] | None = None,
+                   backend: str = "auto", precision: str = "auto", batch_size: int | None = None,
                    on_result: Callable[[CaseResult], None] | None = None,
                    on_skipped: Callable[[str], None] | None = None,
                    progress: Callable[[int, int], None] | None = None,
@@ -198,13 +201,15 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     (None: no budget); see inference.gpu_memory.
 
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
-    InferenceError; a bad case gives a failed CaseResult and the others still run.
+    InferenceError; a bad case gives a failed CaseResult and the others still run. `backend`,
+    `precision` and `batch_size` are load_model's (ignored when `model` is given).
     """
     from inference.io import find_cases
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_folders(input_dir, output_dir)
     if model is None:
-        model = load_model(model_dir, folds, checkpoint, resolve_device(device), configuration)
+        model = load_model(model_dir, folds, checkpoint, resolve_device(device), configuration,
+                           backend=backend, precision=precision, batch_size=batch_size)
     if cases is None:
         cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
         for message in skipped:

@@ -31,6 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plans configuration (default: the one named in the checkpoint)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                         help="compute device (auto: cuda when available)")
+    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+                        help="network engine (auto: OpenVINO on the CPU when the model folder has its IR and "
+                             "openvino is installed, else torch; CUDA is always torch)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="network precision (auto: fp32 on the CPU, fp16 autocast on CUDA; bf16 needs a "
+                             "CPU with native bfloat16; fp16 is CUDA only). Logits always sum in fp32")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="tiles per network call (default: a rule measured per backend and device)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time mirroring over the axes the checkpoint allows (slower)")
     parser.add_argument("--step-size", type=float, default=0.5,
@@ -85,14 +93,16 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     try:
         check_folders(args.input, args.output)  # before the model load: a usage error costs nothing
         device = resolve_device(args.device)
-        model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration)
+        model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration,
+                           backend=args.backend, precision=args.precision, batch_size=args.batch_size)
         if args.no_roi:
             model.localizer = None   # the whole image, as without a localiser
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-    print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {device}; "
+    print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {device} "
+          f"({model.plan.describe()}); "
           f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
 
     budget_mib = args.gpu_memory_budget or None
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if args.timings:
         records = [{"case": r.case, "ok": r.ok, "error": r.error,
                     "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
-        write_json(args.timings, {"device": str(device), "model": str(model_dir), "startup": startup,
+        write_json(args.timings, {"device": str(device), "model": str(model_dir), "network": model.plan.describe(), "startup": startup,
                                   "cases": records, "total_seconds": round(time.perf_counter() - started_at, 4)})
     failed = sum(not r.ok for r in results)
     if failed:

@@ -50,3 +50,19 @@ def verify_files(model_dir: Path, relative_paths: list[str]) -> None:
         if sha256_of(model_dir / rel) != listed[rel]:
             raise InferenceError(f"{model_dir / rel}: sha256 differs from {path}: the file was changed "
                                  f"after import; refusing to load it")
+
+
+def add_to_manifest(model_dir: Path, relative_paths: list[str]) -> None:
+    """Record (or refresh) the sha256 of these files in an existing manifest, keeping its other entries."""
+    path = model_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise InferenceError(f"{path}: missing or unreadable manifest") from None
+    for rel in relative_paths:
+        files[rel] = sha256_of(model_dir / rel)
+    manifest["files"] = dict(sorted(files.items()))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(path)

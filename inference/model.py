@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from inference import InferenceError
+from inference.backend import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
+    cpu_has_native_bf16, default_batch_size, fold_has_ir, openvino_installed
 from inference.manifest import verify_files
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
@@ -37,9 +39,13 @@ class Configuration:
 
 @dataclass
 class LoadedModel:
-    """Everything needed to segment: one network per fold, the configuration and the labels."""
+    """Everything needed to segment: one network per fold, the configuration and the labels.
+
+    `networks` are torch modules with the torch backend, compiled OpenVINO models with the OpenVINO one
+    (both map a (B, C, *patch) tensor to (B, K, *patch) logits); `plan` says which, in which precision.
+    """
     model_dir: Path
-    networks: list[torch.nn.Module]
+    networks: list
     config: Configuration
     transpose_forward: tuple[int, ...]
     transpose_backward: tuple[int, ...]
@@ -51,6 +57,7 @@ class LoadedModel:
     device: torch.device
     mind_params: dict | None = None   # set for models on MIND-SSC descriptors (inference.mind)
     localizer: "LoadedModel | None" = None   # coarse model of localizer/ (inference/roi.py)
+    plan: NetworkPlan = NetworkPlan("torch", "fp32", 1)
 
     @property
     def num_channels(self) -> int:
@@ -189,8 +196,14 @@ def build_network(architecture: dict, num_channels: int, num_classes: int) -> to
 
 def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
                checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
-               configuration: str | None = None) -> LoadedModel:
-    """Load a trained nnU-Net v2 model folder onto `device`; several folds make an ensemble."""
+               configuration: str | None = None, *, backend: str = "auto", precision: str = "auto",
+               batch_size: int | None = None, threads: int | None = None) -> LoadedModel:
+    """Load a trained nnU-Net v2 model folder onto `device`; several folds make an ensemble.
+
+    `backend`, `precision` (inference.backend) and `batch_size` (tiles per network call; None: the
+    measured rule of inference.backend.default_batch_size) choose how the network runs; `threads` caps
+    OpenVINO's threads (torch's are set process-wide with torch.set_num_threads).
+    """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InferenceError(f"{model_dir}: model folder not found")
@@ -205,8 +218,16 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     mind_params = _mind_params(dataset_json, model_dir / "dataset.json")
 
     folds = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
-    verify_files(model_dir, ["dataset.json", "plans.json"] + [f"fold_{f}/{checkpoint}" for f in folds
-                                                              if (model_dir / f"fold_{f}" / checkpoint).is_file()])
+    device = torch.device(device)
+    engine = choose_backend(backend, device.type,
+                            all(fold_has_ir(model_dir / f"fold_{f}") for f in folds), openvino_installed())
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    precision = choose_precision(precision, device.type, cpu_has_native_bf16() if device.type == "cpu" else False,
+                                 cuda_bf16)
+    checked = [f"fold_{f}/{checkpoint}" for f in folds if (model_dir / f"fold_{f}" / checkpoint).is_file()]
+    if engine == "openvino":
+        checked += [f"fold_{f}/{name}" for f in folds for name in (IR_XML, IR_BIN)]
+    verify_files(model_dir, ["dataset.json", "plans.json"] + checked)
     checkpoints = [load_checkpoint(model_dir / f"fold_{f}" / checkpoint) for f in folds]
     first = checkpoints[0]
     config_name = configuration or first.get("init_args", {}).get("configuration")
@@ -238,17 +259,16 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         raise InferenceError(f"{plans_path}: {len(config.normalization_schemes)} normalization schemes for "
                              f"{len(channel_names)} input channels in dataset.json")
 
-    device = torch.device(device)
-    networks = []
-    for fold, ckpt in zip(folds, checkpoints):
-        network = build_network(config.architecture, len(channel_names), len(labels))
-        try:
-            network.load_state_dict(strip_wrapper_prefixes(ckpt["network_weights"]))
-        except RuntimeError as e:
-            raise InferenceError(f"{model_dir / f'fold_{fold}' / checkpoint}: weights do not fit the network "
-                                 f"built from plans.json and dataset.json ({len(labels)} labels, "
-                                 f"{len(channel_names)} channels): {str(e).splitlines()[0]}") from None
-        networks.append(network.to(device).eval())
+    if batch_size is not None and batch_size < 1:
+        raise InferenceError(f"batch size must be >= 1, got {batch_size}")
+    plan = NetworkPlan(engine, precision, batch_size or default_batch_size(engine, device.type, config.patch_size))
+    if engine == "openvino":  # the torch network is not built at all: that saves start-up time
+        from inference.openvino_network import OpenVINONetwork
+        networks = [OpenVINONetwork(model_dir / f"fold_{f}" / IR_XML, plan.batch_size, precision, threads)
+                    for f in folds]
+    else:
+        networks = _torch_networks(model_dir, folds, checkpoint, checkpoints, config, len(channel_names),
+                                   len(labels), device)
 
     mirror = first.get("inference_allowed_mirroring_axes")
     localizer = None
@@ -262,5 +282,21 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         channel_names=channel_names, labels=labels,
         file_ending=dataset_json.get("file_ending", ".nii.gz"),
         mirror_axes=tuple(mirror) if mirror is not None else None,
-        folds=folds, device=device, mind_params=mind_params, localizer=localizer,
+        folds=folds, device=device, mind_params=mind_params, localizer=localizer, plan=plan,
     )
+
+
+def _torch_networks(model_dir: Path, folds: list[str], checkpoint: str, checkpoints: list[dict],
+                    config: Configuration, num_channels: int, num_classes: int,
+                    device: torch.device) -> list[torch.nn.Module]:
+    networks = []
+    for fold, ckpt in zip(folds, checkpoints):
+        network = build_network(config.architecture, num_channels, num_classes)
+        try:
+            network.load_state_dict(strip_wrapper_prefixes(ckpt["network_weights"]))
+        except RuntimeError as e:
+            raise InferenceError(f"{model_dir / f'fold_{fold}' / checkpoint}: weights do not fit the network "
+                                 f"built from plans.json and dataset.json ({num_classes} labels, "
+                                 f"{num_channels} channels): {str(e).splitlines()[0]}") from None
+        networks.append(network.to(device).eval())
+    return networks

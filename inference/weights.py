@@ -2,11 +2,14 @@
 
     python -m inference.weights import SRC_MODEL_DIR [-o weights/] [--folds 0 1 ...] [--half] [--overwrite]
                                         [--localizer LOCALIZER_MODEL_DIR]
+    python -m inference.weights ir MODEL_DIR [--folds ...]     (add OpenVINO IR to a folder in place)
 
 The source is loaded the way the predictor loads it (weights-only unpickling, network built from the
 plans, strict state-dict match, label count checked against dataset.json). What is written holds only
 what inference needs: dataset.json, plans.json and per fold a checkpoint with the network weights
-(optionally fp16), the configuration name, trainer name and allowed mirroring axes. Optimizer state,
+(optionally fp16), the configuration name, trainer name and allowed mirroring axes, and, when openvino
+is installed, the fold's network as OpenVINO IR (fold_<f>/network.xml + .bin, float32, fixed tile shape,
+any batch) for the CPU backend. Optimizer state,
 logs and other training state are dropped. A manifest.json with the sha256 of every file lets the
 predictor refuse a file changed afterwards. With --localizer, a second (coarse) model folder is
 validated the same way and written to <dest>/localizer/ (see inference/roi.py); the one manifest covers
@@ -25,7 +28,8 @@ from pathlib import Path
 import torch
 
 from inference import InferenceError
-from inference.manifest import write_manifest
+from inference.backend import IR_BIN, IR_XML, openvino_installed
+from inference.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
 from inference.roi import LOCALIZER_DIR
 from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
     strip_wrapper_prefixes
@@ -92,12 +96,45 @@ def _validated_localizer(localizer_dir: Path, model, checkpoint: str):
     return folds, checkpoint, loc
 
 
+def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
+    """Convert each fold's torch network to OpenVINO IR beside its checkpoint; return the written paths
+    (relative to `model_dir`). Each file appears whole or not at all (written under a temporary name)."""
+    if not openvino_installed():
+        raise InferenceError("OpenVINO IR needs the openvino package (pip install openvino)")
+    from inference.openvino_network import convert_to_ir
+    model = load_model(model_dir, folds, checkpoint, "cpu", backend="torch")
+    written = []
+    for fold, network in zip(model.folds, model.networks):
+        fold_dir = model_dir / f"fold_{fold}"
+        staging = Path(tempfile.mkdtemp(prefix=".ir-", dir=fold_dir))
+        try:
+            convert_to_ir(network, model.num_channels, model.config.patch_size, staging / IR_XML)
+            for name in (IR_BIN, IR_XML):  # the .xml last: a folder counts as having IR once it is there
+                (staging / name).chmod(0o644)
+                (staging / name).replace(fold_dir / name)
+                written.append(f"fold_{fold}/{name}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return sorted(written)
+
+
+def add_ir(model_dir: str | Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
+    """Add OpenVINO IR to an existing model folder, and to its manifest when it has one."""
+    model_dir = Path(model_dir)
+    written = write_ir(model_dir, folds, checkpoint)
+    if (model_dir / MANIFEST_NAME).is_file():
+        add_to_manifest(model_dir, written)
+    return written
+
+
 def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds: list[str] | None = None,
                  checkpoint: str = DEFAULT_CHECKPOINT, half: bool = False, overwrite: bool = False,
-                 localizer: str | Path | None = None, source_label: str | None = None) -> Path:
+                 localizer: str | Path | None = None, source_label: str | None = None,
+                 ir: bool | None = None) -> Path:
     """Validate `source_dir` (and `localizer`, a model folder), write a stripped copy with a manifest to
     `dest` (the localizer as `dest/localizer/`); return `dest`. `source_label`: what the manifest names
-    as the source (default: the source folder)."""
+    as the source (default: the source folder). `ir`: also write OpenVINO IR per fold of the model
+    (None: when openvino is installed)."""
     source_dir, dest = Path(source_dir), Path(dest)
     if source_dir.resolve() == dest.resolve():
         raise InferenceError(f"{dest}: source and destination are the same folder")
@@ -105,27 +142,32 @@ def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds:
         raise InferenceError(f"{dest}: not empty; pass --overwrite to replace it")
     folds = [str(f) for f in folds] if folds else available_folds(source_dir, checkpoint)
     # Validation = loading it exactly as the predictor will (raises InferenceError with the file named).
-    model = load_model(source_dir, folds, checkpoint, "cpu")
+    model = load_model(source_dir, folds, checkpoint, "cpu", backend="torch")
     if localizer is None and (source_dir / LOCALIZER_DIR).is_dir():
         localizer = source_dir / LOCALIZER_DIR
     loc_info = None
     if localizer is not None:
         localizer = Path(localizer)
         loc_folds, loc_ckpt, loc = _validated_localizer(localizer, model, checkpoint)
+    ir = openvino_installed() if ir is None else ir
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.import-", dir=dest.parent))
     try:
         _write_stripped(source_dir, staging, folds, checkpoint, half, model.config.name)
+        if ir:
+            write_ir(staging, folds)
         if localizer is not None:
             _write_stripped(localizer, staging / LOCALIZER_DIR, loc_folds, loc_ckpt, half, loc.config.name)
             loc_info = {"source": str(localizer.resolve()), "folds": loc_folds, "configuration": loc.config.name,
                         "spacing": list(loc.config.spacing), "labels": loc.labels}
         write_manifest(staging, {"source": source_label or str(source_dir.resolve()), "folds": folds,
                                  "configuration": model.config.name, "half": half,
-                                 "checkpoint": DEFAULT_CHECKPOINT,
+                                 "checkpoint": DEFAULT_CHECKPOINT, "openvino_ir": bool(ir),
                                  **({"localizer": loc_info} if loc_info else {})})
-        load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu")  # the copy loads too (with its localizer)
+        load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu", backend="torch")  # the copy loads too (with its localizer)
+        if ir:
+            load_model(staging, folds, DEFAULT_CHECKPOINT, "cpu", backend="openvino")
         for p in staging.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
         staging.chmod(0o755)
@@ -157,14 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--localizer", type=Path, default=None,
                      help="a coarse nnU-Net model folder to import as <output>/localizer/: the predictor runs it "
                           "first and the model only inside the box it finds (docs/roi.md)")
+    imp.add_argument("--no-ir", action="store_true",
+                     help="do not write OpenVINO IR (written by default when openvino is installed)")
+    add = sub.add_parser("ir", help="add OpenVINO IR to a model folder in place (and to its manifest)")
+    add.add_argument("model", type=Path, help="model folder (dataset.json, plans.json, fold_*/)")
+    add.add_argument("--folds", nargs="+", default=None, help="folds to convert (default: all found)")
+    add.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint name in the folds")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "ir":
+            written = add_ir(args.model, args.folds, args.checkpoint)
+            print(f"wrote {' '.join(written)} in {args.model}")
+            return 0
         dest = import_model(args.source, args.dest, args.folds, args.checkpoint, args.half, args.overwrite,
-                            localizer=args.localizer)
+                            localizer=args.localizer, ir=False if args.no_ir else None)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

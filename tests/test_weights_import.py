@@ -30,7 +30,7 @@ def trained(tmp_path):
 
 
 def test_import_strips_validates_and_predicts_the_same(trained, tmp_path):
-    dest = import_model(trained, tmp_path / "weights")
+    dest = import_model(trained, tmp_path / "weights", ir=False)
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
         "dataset.json", "fold_0/checkpoint_final.pth", "fold_1/checkpoint_final.pth", "manifest.json", "plans.json"]
     checkpoint = torch.load(dest / "fold_0" / "checkpoint_final.pth", weights_only=True)
@@ -49,7 +49,7 @@ def test_import_strips_validates_and_predicts_the_same(trained, tmp_path):
 def test_import_keeps_shared_parameters_shared(trained, tmp_path, half):
     """dynamic_network_architectures registers each conv twice (conv.weight, all_modules.0.weight): the
     imported file stores such a parameter once, not twice, and is no larger than the source weights."""
-    dest = import_model(trained, tmp_path / "w", half=half)
+    dest = import_model(trained, tmp_path / "w", half=half, ir=False)
     weights = torch.load(dest / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
     pairs = [(k, k.replace(".conv.weight", ".all_modules.0.weight")) for k in weights if k.endswith(".conv.weight")]
     assert pairs and all(k2 in weights for _, k2 in pairs)
@@ -62,8 +62,8 @@ def test_import_keeps_shared_parameters_shared(trained, tmp_path, half):
 
 
 def test_half_precision_storage(trained, tmp_path):
-    full = import_model(trained, tmp_path / "full")
-    half = import_model(trained, tmp_path / "half", half=True)
+    full = import_model(trained, tmp_path / "full", ir=False)
+    half = import_model(trained, tmp_path / "half", half=True, ir=False)
     weights = torch.load(half / "fold_0" / "checkpoint_final.pth", weights_only=True)["network_weights"]
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
     size = lambda d: sum(p.stat().st_size for p in d.rglob("*.pth"))  # noqa: E731
@@ -78,7 +78,7 @@ def test_half_precision_storage(trained, tmp_path):
 
 
 def test_tampered_file_is_refused(trained, tmp_path):
-    dest = import_model(trained, tmp_path / "weights")
+    dest = import_model(trained, tmp_path / "weights", ir=False)
     path = dest / "fold_1" / "checkpoint_final.pth"
     checkpoint = torch.load(path, weights_only=True)
     first = next(iter(checkpoint["network_weights"]))
@@ -94,13 +94,13 @@ def test_tampered_file_is_refused(trained, tmp_path):
 def test_missing_file_and_wrong_label_count(trained, tmp_path):
     (trained / "plans.json").rename(tmp_path / "plans.json")
     with pytest.raises(InferenceError, match=r"plans.json: missing"):
-        import_model(trained, tmp_path / "w1")
+        import_model(trained, tmp_path / "w1", ir=False)
     (tmp_path / "plans.json").rename(trained / "plans.json")
     dataset = json.loads((trained / "dataset.json").read_text())
     dataset["labels"] = {"background": 0, "liver": 1, "spleen": 2}
     (trained / "dataset.json").write_text(json.dumps(dataset))
     with pytest.raises(InferenceError, match=r"weights do not fit .*3 labels"):
-        import_model(trained, tmp_path / "w2")
+        import_model(trained, tmp_path / "w2", ir=False)
     assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
 
 
@@ -116,7 +116,7 @@ def test_pickle_that_would_run_code_is_refused(trained, tmp_path):
     checkpoint["logging"] = Evil()
     torch.save(checkpoint, path)
     with pytest.raises(InferenceError, match="weights-only"):
-        import_model(trained, tmp_path / "weights")
+        import_model(trained, tmp_path / "weights", ir=False)
     assert not marker.exists()
     assert not (tmp_path / "weights").exists()
 
@@ -127,7 +127,7 @@ def test_destination_is_replaced_only_with_overwrite(trained, tmp_path, capsys):
     (dest / "README.md").write_text("old model")
     assert main(["import", str(trained), "-o", str(dest)]) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
-    assert main(["import", str(trained), "--output", str(dest), "--overwrite", "--folds", "1"]) == 0
+    assert main(["import", str(trained), "--output", str(dest), "--overwrite", "--folds", "1", "--no-ir"]) == 0
     assert "imported" in capsys.readouterr().out
     assert not (dest / "README.md").exists()
     assert load_model(dest).folds == ["1"]

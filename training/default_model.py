@@ -326,7 +326,7 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, sampl
     train, heldout = case_lists(args)
     info_file = paths["trained"] / "train_info.json"
     train_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    net_params = sum(p.numel() for p in load_model(args.out, ["all"]).networks[0].parameters())
+    net_params = sum(p.numel() for p in load_model(args.out, ["all"], backend="torch").networks[0].parameters())
     prov = {
         "command": recipe_command(argv),
         "step_seconds": json.loads((args.work / "step_seconds.json").read_text())

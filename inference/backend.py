@@ -1,0 +1,146 @@
+"""Which engine runs the network (torch or OpenVINO), in which precision, and how many tiles at once.
+
+Choices are made once per model load, from the device, the model folder (does it carry OpenVINO IR?),
+the installed packages and the CPU's instruction set, so that a run never depends on a CPU's name:
+
+    backend   auto: OpenVINO on the CPU when the folder has IR and the package is installed, else torch;
+                    CUDA is always torch.
+    precision auto: exact where exactness is nearly free - float32 on the CPU (OpenVINO f32 agrees with
+                    torch fp32 to the last argmax on our models), fp16 autocast on CUDA (as nnU-Net does).
+              bf16: opt-in; on the CPU only where the instruction set has native bfloat16 (AVX512-BF16 or
+                    AMX-BF16), since emulated bf16 is slower than float32; on CUDA where torch says so.
+              fp16: CUDA only (CPUs here have no fast fp16 convolution).
+
+Logits always accumulate in float32 (see inference.sliding_window): it cannot overflow, unlike the fp16
+buffer nnU-Net uses.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from inference import InferenceError
+
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# OpenVINO IR of one fold, written by `python -m inference.weights import` beside its checkpoint.
+IR_XML = "network.xml"
+IR_BIN = "network.bin"
+# CPU flags (Linux /proc/cpuinfo) that mean native bfloat16 arithmetic in oneDNN's convolutions.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The resolved engine settings of one model load."""
+    backend: str     # "torch" or "openvino"
+    precision: str   # "fp32", "bf16" or "fp16"
+    batch_size: int  # tiles per network call
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """torch autocast dtype for the torch backend (None: plain fp32)."""
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision}, batch {self.batch_size}"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True if the CPU computes bfloat16 natively: a flag in /proc/cpuinfo, or oneDNN's own check."""
+    if cpu_flags() & set(NATIVE_BF16_FLAGS):
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def openvino_installed() -> bool:
+    """OpenVINO is importable (looked up without importing it: the import costs start-up time)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def fold_has_ir(fold_dir: Path) -> bool:
+    return (fold_dir / IR_XML).is_file() and (fold_dir / IR_BIN).is_file()
+
+
+def choose_backend(requested: str, device_type: str, ir_present: bool, openvino_available: bool) -> str:
+    """Resolve --backend. Explicit requests that cannot be met are errors, `auto` falls back to torch."""
+    if requested not in BACKENDS:
+        raise InferenceError(f"backend must be one of {BACKENDS}, got {requested!r}")
+    if requested == "torch":
+        return "torch"
+    usable = device_type == "cpu" and ir_present and openvino_available
+    if requested == "auto":
+        return "openvino" if usable else "torch"
+    if device_type != "cpu":
+        raise InferenceError("--backend openvino runs on the CPU only; use --device cpu or --backend torch")
+    if not openvino_available:
+        raise InferenceError("--backend openvino asked for, but the openvino package is not installed "
+                             "(pip install openvino)")
+    if not ir_present:
+        raise InferenceError("--backend openvino asked for, but the model folder has no OpenVINO IR "
+                             f"(fold_<f>/{IR_XML}); add it with `python -m inference.weights ir MODEL_DIR`")
+    return "openvino"
+
+
+def choose_precision(requested: str, device_type: str, native_bf16: bool, cuda_bf16: bool = False) -> str:
+    """Resolve --precision for a device; `native_bf16` is the CPU's, `cuda_bf16` the GPU's support."""
+    if requested not in PRECISIONS:
+        raise InferenceError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested == "auto":
+        return "fp16" if device_type == "cuda" else "fp32"
+    if requested == "fp16" and device_type != "cuda":
+        raise InferenceError("--precision fp16 is for CUDA; on the CPU use fp32 (exact) or bf16")
+    if requested == "bf16":
+        if device_type == "cpu" and not native_bf16:
+            raise InferenceError("--precision bf16 needs a CPU with native bfloat16 (avx512_bf16 or amx_bf16 "
+                                 "in /proc/cpuinfo); this one would emulate it, slower than fp32")
+        if device_type == "cuda" and not cuda_bf16:
+            raise InferenceError("--precision bf16 asked for, but this GPU has no bfloat16 support")
+    return requested
+
+
+# torch on the CPU gains from batching while a batch stays small. Measured on the 2-core EPYC at load 2
+# (benchmarks/results/network_limit_quiet/), ms per tile at batch 1 / 2 / 4: a 16x64x64 tile (65,536
+# voxels) 51.0 / 16.8 / 16.5, the default model's 32x80x96 (245,760 voxels) 433 / 348 / 444; OpenVINO
+# gains nothing (8.9 / 8.7 / 9.1 and 173 / 182 / 200). So torch batches up to 2^19 voxels.
+TORCH_CPU_BATCH_VOXELS = 1 << 19
+MAX_DEFAULT_BATCH = 4
+
+
+def default_batch_size(backend: str, device_type: str, patch_size: tuple[int, ...]) -> int:
+    """Tiles per network call when none is given: the measured rule above.
+
+    OpenVINO: 1. torch on the CPU: the largest power of two <= 4 whose batch holds at most 2^19 voxels.
+    CUDA: 1 (nnU-Net's), until a measurement says otherwise; pass batch_size to predict_logits (the GPU
+    memory budget does) to change it.
+    """
+    if backend != "torch" or device_type != "cpu":
+        return 1
+    voxels = 1
+    for size in patch_size:
+        voxels *= int(size)
+    batch = 1
+    while batch * 2 <= MAX_DEFAULT_BATCH and batch * 2 * voxels <= TORCH_CPU_BATCH_VOXELS:
+        batch *= 2
+    return batch

@@ -1,0 +1,205 @@
+"""Network engines: backend and precision choice, OpenVINO IR written at import (agreement with torch,
+manifest, tampering), folders without IR, and tile batching that leaves the logits unchanged."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from testsupport.model_folder import write_preset
+from inference import InferenceError
+from inference.api import segment_array
+from inference.backend import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
+                               cpu_has_native_bf16, default_batch_size, openvino_installed)
+from inference.model import load_model
+from inference.sliding_window import ACCUMULATION_DTYPE, predict_logits
+from testsupport.nnunet_reference import blob_volume
+
+needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
+
+
+@pytest.mark.parametrize("requested,device,ir,ov,expected", [
+    ("auto", "cpu", True, True, "openvino"),
+    ("auto", "cpu", False, True, "torch"),      # a user's nnU-Net folder: no IR
+    ("auto", "cpu", True, False, "torch"),      # image or venv without openvino
+    ("auto", "cuda", True, True, "torch"),      # CUDA stays torch
+    ("torch", "cpu", True, True, "torch"),
+    ("openvino", "cpu", True, True, "openvino"),
+])
+def test_backend_choice(requested, device, ir, ov, expected):
+    assert choose_backend(requested, device, ir, ov) == expected
+
+
+@pytest.mark.parametrize("device,ir,ov,message", [
+    ("cpu", False, True, r"no OpenVINO IR .*inference.weights ir"),
+    ("cpu", True, False, r"openvino package is not installed"),
+    ("cuda", True, True, r"CPU only"),
+])
+def test_explicit_openvino_that_cannot_run_is_an_error(device, ir, ov, message):
+    with pytest.raises(InferenceError, match=message):
+        choose_backend("openvino", device, ir, ov)
+    with pytest.raises(InferenceError, match="backend must be one of"):
+        choose_backend("onnx", "cpu", True, True)
+
+
+@pytest.mark.parametrize("requested,device,native,cuda_bf16,expected", [
+    ("auto", "cpu", True, False, "fp32"),        # exact on the CPU even where bf16 is native
+    ("auto", "cuda", False, True, "fp16"),       # nnU-Net's CUDA default
+    ("fp32", "cuda", False, False, "fp32"),
+    ("bf16", "cpu", True, False, "bf16"),
+    ("bf16", "cuda", False, True, "bf16"),
+])
+def test_precision_choice(requested, device, native, cuda_bf16, expected):
+    assert choose_precision(requested, device, native, cuda_bf16) == expected
+
+
+@pytest.mark.parametrize("requested,device,native,cuda_bf16,message", [
+    ("bf16", "cpu", False, False, "native bfloat16"),
+    ("fp16", "cpu", True, False, "fp16 is for CUDA"),
+    ("bf16", "cuda", False, False, "no bfloat16 support"),
+    ("int8", "cpu", True, False, "precision must be one of"),
+])
+def test_precision_refusals(requested, device, native, cuda_bf16, message):
+    with pytest.raises(InferenceError, match=message):
+        choose_precision(requested, device, native, cuda_bf16)
+
+
+def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC with bf16 in its name\n"
+                       "flags\t\t: fpu sse avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f", "avx512bw"}
+    assert cpu_flags(tmp_path / "absent") == set()
+    import inference.backend as backend
+    for flags, expected in ((set(), False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
+        monkeypatch.setattr(backend, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+        backend.cpu_has_native_bf16.cache_clear()
+        assert cpu_has_native_bf16() is expected
+    backend.cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("backend,device,tile,expected", [
+    ("torch", "cpu", (16, 64, 64), 4),       # small tiles: batching pays on torch CPU
+    ("torch", "cpu", (16, 32, 32), 4),       # capped at 4
+    ("torch", "cpu", (32, 64, 96), 2),       # 196,608 voxels: four would pass 2^19
+    ("torch", "cpu", (32, 80, 96), 2),       # the default model's tile
+    ("torch", "cpu", (40, 192, 224), 1),     # the paper's
+    ("openvino", "cpu", (16, 64, 64), 1),
+    ("torch", "cuda", (16, 64, 64), 1),
+])
+def test_default_batch_rule(backend, device, tile, expected):
+    assert default_batch_size(backend, device, tile) == expected
+
+
+def test_plan_autocast_dtypes():
+    assert NetworkPlan("torch", "fp32", 1).autocast_dtype is None
+    assert NetworkPlan("torch", "fp16", 2).autocast_dtype == torch.float16
+    assert NetworkPlan("openvino", "bf16", 1).describe() == "openvino bf16, batch 1"
+
+
+@pytest.fixture(scope="module")
+def model_with_ir(tmp_path_factory):
+    """A small random model imported with its OpenVINO IR (one fold: the conversion takes seconds)."""
+    if not openvino_installed():
+        pytest.skip("openvino not installed")
+    from inference.weights import import_model
+    root = tmp_path_factory.mktemp("ir")
+    source = write_preset(root / "source", "tiny", features=(8, 16, 32))
+    return import_model(source, root / "imported", ir=True)
+
+
+@needs_openvino
+def test_import_writes_ir_under_the_manifest(model_with_ir):
+    manifest = json.loads((model_with_ir / "manifest.json").read_text())
+    assert {f"fold_all/{IR_XML}", f"fold_all/{IR_BIN}"} <= set(manifest["files"])
+    assert manifest["openvino_ir"] is True
+    model = load_model(model_with_ir)
+    assert model.plan == NetworkPlan("openvino", "fp32", model.plan.batch_size)
+
+
+@needs_openvino
+def test_openvino_fp32_argmax_equals_torch_fp32(model_with_ir):
+    ov_model = load_model(model_with_ir, backend="openvino", batch_size=2)
+    torch_model = load_model(model_with_ir, backend="torch")
+    torch.manual_seed(3)
+    tiles = torch.randn(3, 1, *torch_model.config.patch_size)  # 3 tiles: one full batch of 2, one padded
+    with torch.inference_mode():
+        reference = torch_model.networks[0](tiles)
+    ours = ov_model.networks[0](tiles)
+    assert ours.shape == reference.shape and ours.dtype == torch.float32
+    assert torch.allclose(ours, reference, atol=1e-3, rtol=1e-3)
+    assert torch.equal(ours.argmax(1), reference.argmax(1))
+    image = blob_volume((14, 44, 40))[None]
+    assert np.array_equal(segment_array(image, (3.0, 1.5, 1.5), ov_model),
+                          segment_array(image, (3.0, 1.5, 1.5), torch_model))
+
+
+@needs_openvino
+def test_tampered_ir_is_refused(model_with_ir, tmp_path):
+    copy = shutil.copytree(model_with_ir, tmp_path / "copy")
+    with open(copy / "fold_all" / IR_BIN, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(InferenceError, match=r"fold_all/network.bin: sha256 differs"):
+        load_model(copy)
+    assert load_model(copy, backend="torch").plan.backend == "torch"  # the torch path never reads the IR
+
+
+@needs_openvino
+def test_folder_without_ir_runs_on_torch_and_ir_can_be_added(tmp_path):
+    from inference.cli import main as cli_main
+    from inference.weights import main as weights_main
+    model_dir = write_preset(tmp_path / "model", "tiny")             # nnU-Net's layout: no IR, no manifest
+    assert load_model(model_dir).plan.backend == "torch"
+    with pytest.raises(InferenceError, match="no OpenVINO IR"):
+        load_model(model_dir, backend="openvino")
+    (tmp_path / "in").mkdir()
+    assert cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_dir),
+                     "--backend", "openvino"]) == 2
+    assert weights_main(["ir", str(model_dir)]) == 0
+    assert not (model_dir / "manifest.json").exists()                  # none was there; none is invented
+    assert load_model(model_dir).plan.backend == "openvino"
+    assert not [p for p in (model_dir / "fold_all").iterdir() if p.name.startswith(".")]
+
+
+def _torch_tiny(tmp_path, **options):
+    return load_model(write_preset(tmp_path / "model", "tiny", **options), backend="torch")
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_batching_leaves_logits_unchanged(tmp_path, tta):
+    model = _torch_tiny(tmp_path, folds=(0,) if tta else (0, 1))
+    torch.manual_seed(0)
+    data = torch.randn(1, 16, 40, 50)   # 1 x 2 x 3 = 6 tiles of 16x32x32: batches of 4 end with 2
+    run = lambda b: predict_logits(data, model.networks, model.num_classes, model.config.patch_size, 0.5,  # noqa: E731
+                                   (1, 2) if tta else None, batch_size=b)
+    one = run(1)
+    assert one.dtype == ACCUMULATION_DTYPE and one.shape == (model.num_classes, 16, 40, 50)
+    for batch in (4, 64):
+        assert torch.allclose(run(batch), one, rtol=1e-5, atol=1e-5), batch
+
+
+def test_progress_counts_every_tile_with_batches(tmp_path):
+    model = _torch_tiny(tmp_path)
+    seen = []
+    predict_logits(torch.randn(1, 16, 40, 50), model.networks, model.num_classes, model.config.patch_size,
+                   progress=lambda done, total: seen.append((done, total)), batch_size=4)
+    assert seen == [(i, 6) for i in range(1, 7)]
+    with pytest.raises(ValueError, match="batch size"):
+        predict_logits(torch.randn(1, 20, 50, 45), model.networks, model.num_classes, model.config.patch_size,
+                       batch_size=0)
+
+
+def test_accumulation_stays_float32_under_autocast(tmp_path):
+    """bf16 autocast (emulated where the CPU lacks it: only the dtype flow is checked here)."""
+    model = _torch_tiny(tmp_path)
+    data = torch.randn(1, 16, 32, 40)
+    low = predict_logits(data, model.networks, model.num_classes, model.config.patch_size,
+                         autocast_dtype=torch.bfloat16)
+    exact = predict_logits(data, model.networks, model.num_classes, model.config.patch_size)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert (low.argmax(0) == exact.argmax(0)).float().mean() > 0.9
