@@ -261,7 +261,7 @@ def write_table(out_dir: Path, rows: list[Row], peaks: dict[str, dict[str, float
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.network_limit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=("default", "small", "paper"), default=["default", "small", "paper"])
     parser.add_argument("--backends", nargs="+", choices=("torch", "openvino"), default=None,
@@ -271,8 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--levers", action="store_true", help="also measure the other levers (first model)")
-    parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results")
-    args = parser.parse_args(argv)
+    parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results",
+                        help="results folder (default benchmarks/results)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     backends = args.backends or (["torch", "openvino"] if openvino_installed() else ["torch"])
     precisions = args.precisions or (["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"])
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}, "

@@ -240,12 +240,7 @@ def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--worker"]:
-        image, out_dir, model_dir, mode, device, result_json = argv[1:7]
-        worker(Path(image), Path(out_dir), Path(model_dir), mode == "roi", device, Path(result_json))
-        return 0
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.roi", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
@@ -259,8 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--untimed", action="store_true",
                     help="outside the measurement lock: write only boxes, tiles, peak memory and DSC/NSD "
                          "(roi_untimed_<machine>.md), no times")
-    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device (default cpu)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="device (auto: cuda when available; the committed table ran on the CPU)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        image, out_dir, model_dir, mode, device, result_json = argv[1:7]
+        worker(Path(image), Path(out_dir), Path(model_dir), mode == "roi", device, Path(result_json))
+        return 0
+    args = build_parser().parse_args(argv)
 
     from benchmarks.sampler import cpu_description
     from inference.model import load_model

@@ -71,13 +71,17 @@ def make_figure(image_path: Path, label_path: Path | None, model_dir: Path, out_
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.roi_figure", description=__doc__.split("\n\n")[0])
     ap.add_argument("-i", "--input", type=Path, required=True, help="a <case>_0000.nii.gz image")
     ap.add_argument("--label", type=Path, default=None, help="its truth label map (optional)")
     ap.add_argument("-m", "--model", type=Path, default=REPO / "weights", help="model folder with localizer/")
     ap.add_argument("-o", "--output", type=Path, default=REPO / "docs", help="folder for roi.png")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print(make_figure(args.input, args.label, args.model, args.output / "roi.png"))
     return 0
 
