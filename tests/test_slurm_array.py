@@ -81,8 +81,7 @@ def test_job_array_with_a_cancelled_and_resubmitted_task_matches_one_process(tmp
     model = write_preset(tmp_path / "model", "tiny")
     out, logs = tmp_path / "array", tmp_path / "logs"
     logs.mkdir()
-    tool_args = [str(images), str(out), "--model", str(model), "--parts", str(PARTS), "--device", "cpu",
-                 "--chunk", "1"]
+    tool_args = [str(images), str(out), "--model", str(model), "--parts", str(PARTS), "--device", "cpu", "-q"]
     env = {**os.environ, "PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     shard1 = {f"phantom_{i:04d}.nii.gz" for i in range(2, CASES + 1, PARTS)}   # sorted ids, round robin
@@ -91,7 +90,13 @@ def test_job_array_with_a_cancelled_and_resubmitted_task_matches_one_process(tmp
                    str(SBATCH), *tool_args], env)
     try:
         # Task 1 is cancelled once its first label is in place, while its other cases are still to come.
-        _wait_for(lambda: shard1 & set(_labels(out)), 600, f"the first label of task {job}_1")
+        def first_label_of_task1():
+            done = shard1 & set(_labels(out))
+            if not done and not _queued(job):   # the array ended without a label: say why at once
+                logs_text = "\n".join(p.read_text()[-2000:] for p in sorted(logs.glob("*.log")))
+                raise AssertionError(f"array job {job} left the queue before task 1 wrote a label:\n{logs_text}")
+            return done
+        _wait_for(first_label_of_task1, 600, f"the first label of task {job}_1")
         subprocess.run(["scancel", f"{job}_1"], check=True, timeout=30)
         _wait_for(lambda: not _queued(job), 600, f"array job {job} to leave the queue", poll_s=0.5)
     finally:
