@@ -111,7 +111,8 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                            logits_dtype=torch.float16 if plan.logits_dtype_bytes == FP16 else torch.float32)
         smaller = {"batch_size": 1, "autocast_dtype": torch_autocast,
                    "logits_dtype": torch.float16 if cuda else None}
-        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items() if k != "autocast_dtype")
+        how = ", ".join(f"{k} {v}" for k, v in _network_options(**smaller).items() if k != "autocast_dtype") \
+            or "the cache emptied"
         logits = run_with_fallback("network", [
             ("the planned settings", lambda: network(model.device, model.networks, **planned)),
             (how, lambda: network(model.device, model.networks, **smaller)),

@@ -49,7 +49,7 @@ def test_dry_run_files_name_the_environment(dry_run):
     assert env["line"] in (out / "gpu_check.md").read_text()
     with open(out / "table6_ours_Efficiency.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["Name"] for r in rows] == ["dry_large", "dry_small"]
+    assert [r["Name"] for r in rows] == ["dry_large.nii.gz", "dry_small.nii.gz"]  # load_json.py's Name (docs/efficiency.md)
     assert all(r["Environment"] == env["line"] and r["Output"] == "ok" for r in rows)
 
 
