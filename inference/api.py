@@ -47,7 +47,8 @@ _CPU = torch.device("cpu")
 
 
 def _network_options(**wanted) -> dict:
-    """The tile-batch / logits-dtype options that this predict_logits accepts (others are not passed)."""
+    """The given options (tile batch, autocast and logits dtypes) that `predict_logits` accepts, None values
+    dropped: tests wrap it with other signatures, and an option it does not take is never passed."""
     accepted = inspect.signature(predict_logits).parameters
     return {k: v for k, v in wanted.items() if k in accepted and v is not None}
 
