@@ -42,10 +42,15 @@ build=${TORCH_BUILD:-$(has_gpu && echo cuda || echo cpu)}
 cpu_spec=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}
 cpu_vision=${TORCHVISION_CPU_SPEC:-torchvision==0.28.0+cpu}
 # A torch already in .venv stays (swapping it under a venv in use would break running jobs), unless
-# TORCH_BUILD=cpu asks for the CPU build explicitly.
+# TORCH_BUILD asks for the other build explicitly: TORCH_BUILD=cpu replaces a CUDA build, and
+# TORCH_BUILD=cuda (what .ci/run sets) replaces the CPU build that docker/demo.sh installed first.
 if python -c 'import torch' 2>/dev/null; then
-    if [ "${TORCH_BUILD:-}" != cpu ] || python -c 'import torch, sys; sys.exit(torch.version.cuda is not None)'; then
+    have=$(python -c 'import torch; print("cuda" if torch.version.cuda else "cpu")')
+    if [ -z "${TORCH_BUILD:-}" ] || [ "$TORCH_BUILD" = "$have" ]; then
         build=keep
+    else
+        echo "venv.sh: replacing the $have build of torch in .venv with the $build one (TORCH_BUILD=$TORCH_BUILD)"
+        python -m pip uninstall --quiet --yes torch torchvision >/dev/null 2>&1 || true
     fi
 fi
 if [ "$build" = cpu ]; then
@@ -60,7 +65,9 @@ if [ "$build" = cpu ]; then
     fi
 fi
 # Keep the torch already there (CPU or CUDA): nnunetv2 and timm would otherwise pull the default one.
-python -c 'import torch; print(f"torch=={torch.__version__}")' >"$pins" 2>/dev/null || : >"$pins"
+# The public version only: `==2.13.0` matches an installed 2.13.0+cpu, while `==2.14.1+cu130` conflicts
+# with this machine's pip cap `torch<=2.14.1` (a second `.ci/run` on the same .venv failed on it).
+python -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' >"$pins" 2>/dev/null || : >"$pins"
 quiet_pip -c "$pins" -e '.[dev]'
 
 if python -m pip show --quiet torchvision 2>/dev/null && ! python -c 'import torchvision' 2>/dev/null; then
