@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport.model_folder import write_preset
-from inference.cli import main
+from testsupport.predictor_cli import outputs, run
 from testsupport.nnunet_reference import blob_volume, write_image
 
 
@@ -25,16 +25,6 @@ def good_case(tmp_path) -> Path:
     inputs = tmp_path / "in"
     write_image(inputs / "good_0000.nii.gz", blob_volume((12, 40, 40)), (1.5, 1.5, 3.0))
     return inputs
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def outputs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_missing_input_folder(tmp_path, model_dir, capsys):

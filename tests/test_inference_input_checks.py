@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from testsupport.model_folder import PAPER, write_preset
 from inference import InferenceError, cost, nifti
-from inference.cli import main
+from testsupport.predictor_cli import outputs, run
 from inference.io import Case, read_case
 from testsupport.nnunet_reference import blob_volume, write_image
 
@@ -40,16 +40,6 @@ def inputs(tmp_path) -> Path:
     folder = tmp_path / "in"
     write_image(folder / "good_0000.nii.gz", blob_volume(GOOD_SHAPE), GOOD_SPACING)
     return folder
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def outputs(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def plain_nifti_bytes(array: np.ndarray, spacing=GOOD_SPACING) -> bytes:
