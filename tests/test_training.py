@@ -252,3 +252,22 @@ def test_default_model_recipe_end_to_end(tmp_path):
     assert "| organ | DSC | NSD |" in (out / "README.md").read_text()
     header = (out / "heldout_scores.csv").read_text().splitlines()[0]
     assert header.startswith("Name,Liver_DSC,RK_DSC")
+
+    # the localiser step (training/localizer.py) on the same folder: trained by the shared trainer
+    # builder, attached as localizer/, in the manifest and provenance, loaded by the predictor
+    readme_before = (out / "README.md").read_bytes()
+    cmd = [sys.executable, "-m", "training.default_model", "--work", str(work), "--out", str(out),
+           "--steps", "localizer", "--loc-cases", "2", "--loc-geometries", "coarse", "--loc-spacing", "20",
+           "--loc-epochs", "1", "--loc-iterations", "1", "--workers", "1", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "localizer" / "fold_all" / "checkpoint_final.pth").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "localizer/fold_all/checkpoint_final.pth" in manifest["files"] and manifest["localizer"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["localizer"]["training"]["epochs"] == 1 and prov["localizer"]["data"]["cases"] == 2
+    assert (out / "README.md").read_bytes() == readme_before     # kept by the re-import
+    from inference.model import load_model
+    model = load_model(out)
+    assert model.localizer is not None and model.localizer.num_classes == 2
+    assert model.localizer.config.spacing == (20.0, 20.0, 20.0)

@@ -187,7 +187,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def step_train(args, paths) -> dict:
+def build_cpu_trainer(args, dataset_name: str, plans_name: str, configuration: str, epochs: int,
+                      iterations: int, val_iterations: int, continue_training: bool = False):
+    """The recipes' nnUNetTrainerCPUShort on a preprocessed dataset (fold 'all'): data-augmentation
+    processes, torch threads, seed, schedule and precision from `args`. Shared by this recipe and the
+    localiser's (training/localizer.py)."""
     os.environ["nnUNet_n_proc_DA"] = str(args.da_processes)
     os.environ["nnUNet_compile"] = "false"
     import torch
@@ -197,13 +201,20 @@ def step_train(args, paths) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    pre = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
-    plans = load_json(str(pre / f"{PLANS_NAME}.json"))
-    plans["continue_training"] = args.continue_training  # nnUNetTrainer pops this key
-    trainer = nnUNetTrainerCPUShort(plans, CONFIGURATION, "all", load_json(str(pre / "dataset.json")),
+    pre = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
+    plans = load_json(str(pre / f"{plans_name}.json"))
+    plans["continue_training"] = continue_training  # nnUNetTrainer pops this key
+    trainer = nnUNetTrainerCPUShort(plans, configuration, "all", load_json(str(pre / "dataset.json")),
                                     torch.device("cpu"))
-    trainer.set_schedule(args.epochs, args.iterations, args.val_iterations)
+    trainer.set_schedule(epochs, iterations, val_iterations)
     trainer.set_precision(args.precision)
+    return trainer
+
+
+def step_train(args, paths) -> dict:
+    import torch
+    trainer = build_cpu_trainer(args, DATASET_NAME, PLANS_NAME, CONFIGURATION, args.epochs, args.iterations,
+                                args.val_iterations, args.continue_training)
     if args.continue_training:
         latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
         if not latest.is_file():

@@ -108,23 +108,9 @@ def step_plan(args) -> dict:
 
 
 def step_train(args) -> dict:
-    os.environ["nnUNet_n_proc_DA"] = str(args.da_processes)
-    os.environ["nnUNet_compile"] = "false"
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from training.default_model import seed_everything
-    from training.trainer import nnUNetTrainerCPUShort
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    pre = Path(os.environ["nnUNet_preprocessed"]) / DATASET_NAME
-    plans = load_json(str(pre / f"{PLANS_NAME}.json"))
-    plans["continue_training"] = False
-    trainer = nnUNetTrainerCPUShort(plans, CONFIGURATION, "all", load_json(str(pre / "dataset.json")),
-                                    torch.device("cpu"))
-    trainer.set_schedule(args.loc_epochs, args.loc_iterations, 2)
-    trainer.set_precision(args.precision)
+    from training.default_model import build_cpu_trainer
+    trainer = build_cpu_trainer(args, DATASET_NAME, PLANS_NAME, CONFIGURATION, args.loc_epochs,
+                                args.loc_iterations, val_iterations=2)
     _log(f"training: {args.loc_epochs} epochs x {args.loc_iterations} iterations, "
          f"{'bf16 autocast' if trainer.uses_cpu_bf16 else 'fp32'}")
     t0 = time.time()
