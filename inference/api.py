@@ -13,20 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from inference import InferenceError
-from inference.device import resolve_device
-from inference.export import logits_to_segmentation
-from inference.gpu_budget import GpuBudget
 from inference.gpu_memory import FLARE_BUDGET_MIB, FP16
 from inference.model import DEFAULT_CHECKPOINT, LoadedModel, build_network, load_model
-from inference.oom import run_with_fallback
-from inference.preprocess import preprocess
-from inference.sliding_window import predict_logits
 from inference.timings import StageTimer
 
 if TYPE_CHECKING:  # inference.io needs SimpleITK; segment_array does not (the GPU check reads with nibabel)
+    import torch
+
+    from inference.gpu_budget import GpuBudget
     from inference.io import Case
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -43,12 +39,10 @@ class CaseResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-_CPU = torch.device("cpu")
-
-
 def _network_options(**wanted) -> dict:
     """The given options (tile batch, autocast and logits dtypes) that `predict_logits` accepts, None values
     dropped: tests wrap it with other signatures, and an option it does not take is never passed."""
+    from inference.sliding_window import predict_logits
     accepted = inspect.signature(predict_logits).parameters
     return {k: v for k, v in wanted.items() if k in accepted and v is not None}
 
@@ -80,6 +74,17 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     logits dtype and the export chunking of this case (inference.gpu_memory). A CUDA out-of-memory error
     in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.oom).
     """
+    if model.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.host)
+        from inference import host
+        return host.segment_array(image, spacing, model, tta=tta, step_size=step_size, timer=timer,
+                                  progress=progress, source=source)
+    import torch
+
+    from inference.export import logits_to_segmentation
+    from inference.oom import run_with_fallback
+    from inference.preprocess import preprocess
+    from inference.sliding_window import predict_logits
+    cpu = torch.device("cpu")
     timer = timer or StageTimer()
     if model.localizer is not None:   # ROI-first: localise, then this function on the box only
         from inference.roi import segment_with_roi
@@ -93,7 +98,7 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
         prep = run_with_fallback("preprocess", [
             ("the planned settings", lambda: preprocess(image, spacing, model, source)),
             ("the cache emptied", lambda: preprocess(image, spacing, model, source)),
-            ("the CPU", lambda: preprocess(image, spacing, replace(model, device=_CPU), source)),
+            ("the CPU", lambda: preprocess(image, spacing, replace(model, device=cpu), source)),
         ], source)
     plan = budget.plan(model, image.shape[1:], prep.shape_after_cropping, prep.data.shape[1:]) \
         if cuda and budget is not None and budget.active else None
@@ -117,7 +122,7 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
         logits = run_with_fallback("network", [
             ("the planned settings", lambda: network(model.device, model.networks, **planned)),
             (how, lambda: network(model.device, model.networks, **smaller)),
-            ("the CPU", lambda: network(_CPU, _on_cpu(model), autocast_dtype=None)),
+            ("the CPU", lambda: network(cpu, _on_cpu(model), autocast_dtype=None)),
         ], source)
         prep = replace(prep, data=None)  # the network input is no longer needed
     with timer.stage("export"):
@@ -135,7 +140,10 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
                  budget: GpuBudget | None = None) -> CaseResult:
     """Segment one case into `output_dir/<case>.nii.gz`; failures come back as a result, not raised."""
     from inference.io import read_case, write_segmentation
-    sync = torch.cuda.synchronize if model.device.type == "cuda" else None
+    cuda = model.device.type == "cuda"
+    if cuda:
+        import torch
+    sync = torch.cuda.synchronize if cuda else None
     timer = StageTimer(sync=sync)
     result = CaseResult(case=case.case_id, ok=False)
     try:
@@ -156,7 +164,7 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
     except (RuntimeError, OSError, ValueError, MemoryError) as e:
         result.error = f"{case.channel_files[0]}: {type(e).__name__}: {e}"
     finally:
-        if model.device.type == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
     result.timings = dict(timer.seconds)
     return result
@@ -210,7 +218,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_folders(input_dir, output_dir)
     if model is None:
-        model = load_model(model_dir, folds, checkpoint, resolve_device(device), configuration,
+        model = load_model(model_dir, folds, checkpoint, device, configuration,
                            backend=backend, precision=precision, batch_size=batch_size)
     if cases is None:
         cases, skipped = find_cases(input_dir, model.num_input_files, model.file_ending)
@@ -219,7 +227,10 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 on_skipped(message)
             else:
                 warnings.warn(message, stacklevel=2)
-    budget = GpuBudget(gpu_memory_budget_mib, model.device)
+    budget = None
+    if model.device.type == "cuda":   # the budget module needs torch; the CPU paths need no budget
+        from inference.gpu_budget import GpuBudget
+        budget = GpuBudget(gpu_memory_budget_mib, model.device)
     results = []
     for case in cases:
         result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress,

@@ -20,10 +20,12 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from inference import InferenceError
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -44,6 +46,7 @@ class NetworkPlan:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """torch autocast dtype for the torch backend (None: plain fp32)."""
+        import torch
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
     def describe(self) -> str:
@@ -68,6 +71,7 @@ def cpu_has_native_bf16() -> bool:
     """True if the CPU computes bfloat16 natively: a flag in /proc/cpuinfo, or oneDNN's own check."""
     if cpu_flags() & set(NATIVE_BF16_FLAGS):
         return True
+    import torch
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

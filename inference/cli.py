@@ -85,23 +85,20 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
 
     from inference.api import DEFAULT_MODEL_DIR, check_folders, segment_folder
     from inference.atomic import write_json
-    from inference.device import resolve_device
     from inference.model import load_model
     imports_done = time.perf_counter()
     startup = {"imports": round(imports_done - started_at, 4)}
     model_dir = args.model or DEFAULT_MODEL_DIR
     try:
         check_folders(args.input, args.output)  # before the model load: a usage error costs nothing
-        device = resolve_device(args.device)
-        model = load_model(model_dir, args.folds, args.checkpoint, device, args.configuration,
-                           backend=args.backend, precision=args.precision, batch_size=args.batch_size)
-        if args.no_roi:
-            model.localizer = None   # the whole image, as without a localiser
+        model = load_model(model_dir, args.folds, args.checkpoint, args.device, args.configuration,
+                           backend=args.backend, precision=args.precision, batch_size=args.batch_size,
+                           roi=not args.no_roi)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-    print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {device} "
+    print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {model.device} "
           f"({model.plan.describe()}); "
           f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
 
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if args.timings:
         records = [{"case": r.case, "ok": r.ok, "error": r.error,
                     "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
-        write_json(args.timings, {"device": str(device), "model": str(model_dir), "network": model.plan.describe(), "startup": startup,
+        write_json(args.timings, {"device": str(model.device), "model": str(model_dir), "network": model.plan.describe(), "startup": startup,
                                   "cases": records, "total_seconds": round(time.perf_counter() - started_at, 4)})
     failed = sum(not r.ok for r in results)
     if failed:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from inference import InferenceError
-from inference.resample import new_shape_for_spacing
+from inference.spacing import new_shape_for_spacing
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2

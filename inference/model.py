@@ -10,13 +10,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from inference import InferenceError
 from inference.backend import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
     cpu_has_native_bf16, default_batch_size, fold_has_ir, openvino_installed
+from inference.device import HOST_CPU, device_type, resolve_device
 from inference.manifest import verify_files
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 # Prefixes a state dict carries when saved from a torch.compile'd or DataParallel-wrapped network.
@@ -157,6 +160,7 @@ def _numpy_scalar_globals() -> list:
 
 def load_checkpoint(path: Path) -> dict:
     """torch.load with weights_only=True: a checkpoint someone handed us must not run code."""
+    import torch
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
     try:
@@ -197,12 +201,13 @@ def build_network(architecture: dict, num_channels: int, num_classes: int) -> to
 def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
                checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, *, backend: str = "auto", precision: str = "auto",
-               batch_size: int | None = None, threads: int | None = None) -> LoadedModel:
+               batch_size: int | None = None, threads: int | None = None, roi: bool = True) -> LoadedModel:
     """Load a trained nnU-Net v2 model folder onto `device`; several folds make an ensemble.
 
     `backend`, `precision` (inference.backend) and `batch_size` (tiles per network call; None: the
     measured rule of inference.backend.default_batch_size) choose how the network runs; `threads` caps
-    OpenVINO's threads (torch's are set process-wide with torch.set_num_threads).
+    OpenVINO's threads (torch's are set process-wide with torch.set_num_threads). `roi` False leaves the
+    folder's localizer/ unloaded (whole-image prediction).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -218,18 +223,30 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     mind_params = _mind_params(dataset_json, model_dir / "dataset.json")
 
     folds = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
-    device = torch.device(device)
-    engine = choose_backend(backend, device.type,
-                            all(fold_has_ir(model_dir / f"fold_{f}") for f in folds), openvino_installed())
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    precision = choose_precision(precision, device.type, cpu_has_native_bf16() if device.type == "cpu" else False,
-                                 cuda_bf16)
+    kind = device_type(device)   # without importing torch where no GPU can be there
+    engine = choose_backend(backend, kind, all(fold_has_ir(model_dir / f"fold_{f}") for f in folds),
+                            openvino_installed())
+    # The OpenVINO path runs on the host CPU without torch (inference.host); everything else is torch's.
+    device = HOST_CPU if engine == "openvino" else resolve_device(device)
+    cuda_bf16 = kind == "cuda" and precision == "bf16" and _torch().cuda.is_bf16_supported()
+    native_bf16 = kind == "cpu" and precision == "bf16" and cpu_has_native_bf16()
+    precision = choose_precision(precision, kind, native_bf16, cuda_bf16)
     checked = [f"fold_{f}/{checkpoint}" for f in folds if (model_dir / f"fold_{f}" / checkpoint).is_file()]
     if engine == "openvino":
         checked += [f"fold_{f}/{name}" for f in folds for name in (IR_XML, IR_BIN)]
     verify_files(model_dir, ["dataset.json", "plans.json"] + checked)
-    checkpoints = [load_checkpoint(model_dir / f"fold_{f}" / checkpoint) for f in folds]
-    first = checkpoints[0]
+    irs = checkpoints = None
+    if engine == "openvino":
+        from inference.openvino_network import read_ir
+        irs = [read_ir(model_dir / f"fold_{f}" / IR_XML) for f in folds]
+        facts = [metadata for _, metadata in irs]
+    if irs is not None and all("configuration" in f and "mirror_axes" in f for f in facts):
+        # the IR carries the checkpoint facts: no torch.load (inference.openvino_network)
+        first = {"init_args": {"configuration": facts[0]["configuration"]},
+                 "inference_allowed_mirroring_axes": facts[0]["mirror_axes"]}
+    else:
+        checkpoints = [load_checkpoint(model_dir / f"fold_{f}" / checkpoint) for f in folds]
+        first = checkpoints[0]
     config_name = configuration or first.get("init_args", {}).get("configuration")
     if not config_name:
         raise InferenceError(f"{model_dir / f'fold_{folds[0]}' / checkpoint}: names no configuration; "
@@ -264,15 +281,17 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     plan = NetworkPlan(engine, precision, batch_size or default_batch_size(engine, device.type, config.patch_size))
     if engine == "openvino":  # the torch network is not built at all: that saves start-up time
         from inference.openvino_network import OpenVINONetwork
-        networks = [OpenVINONetwork(model_dir / f"fold_{f}" / IR_XML, plan.batch_size, precision, threads)
-                    for f in folds]
+        networks = [OpenVINONetwork(model_dir / f"fold_{f}" / IR_XML, plan.batch_size, precision, threads, ir)
+                    for f, (ir, _) in zip(folds, irs)]
     else:
+        if checkpoints is None:
+            checkpoints = [load_checkpoint(model_dir / f"fold_{f}" / checkpoint) for f in folds]
         networks = _torch_networks(model_dir, folds, checkpoint, checkpoints, config, len(channel_names),
                                    len(labels), device)
 
     mirror = first.get("inference_allowed_mirroring_axes")
     localizer = None
-    if (model_dir / "localizer").is_dir():   # ROI-first prediction (inference/roi.py)
+    if roi and (model_dir / "localizer").is_dir():   # ROI-first prediction (inference/roi.py)
         from inference.roi import load_localizer
         localizer = load_localizer(model_dir, device)
     return LoadedModel(
@@ -286,11 +305,16 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     )
 
 
+def _torch():
+    import torch
+    return torch
+
+
 def _torch_networks(model_dir: Path, folds: list[str], checkpoint: str, checkpoints: list[dict],
                     config: Configuration, num_channels: int, num_classes: int,
                     device: torch.device) -> list[torch.nn.Module]:
     networks = []
-    for fold, ckpt in zip(folds, checkpoints):
+    for fold, ckpt in zip(folds, checkpoints):  # build_network imports torch
         network = build_network(config.architecture, num_channels, num_classes)
         try:
             network.load_state_dict(strip_wrapper_prefixes(ckpt["network_weights"]))

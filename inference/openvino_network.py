@@ -4,50 +4,93 @@ The IR keeps the batch axis open and the channel and tile axes fixed; at load th
 static batch (cheap, and OpenVINO's CPU plugin runs static shapes fastest) and compiled with an explicit
 inference precision: without the hint OpenVINO silently picks bf16 on CPUs that have it.
 Weights are stored in float32 (no fp16 compression), so f32 inference matches torch fp32.
+
+The IR also carries the two facts inference needs from the fold's checkpoint (its configuration name and
+the mirror axes test-time augmentation may use), in its runtime info under "nnunet", so the OpenVINO path
+loads a fold without torch (inference.host). IR written before that still loads: the checkpoint is then
+read with torch, as before.
+
+This module imports neither torch nor OpenVINO at import time; torch only where a torch tensor comes in.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from inference import InferenceError
 
+if TYPE_CHECKING:
+    import torch
+
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+METADATA_KEY = "nnunet"   # runtime-info section of the IR holding checkpoint facts (see the docstring)
 
 
-def convert_to_ir(network: torch.nn.Module, num_channels: int, patch_size: Sequence[int], xml_path: Path) -> None:
-    """Trace `network` (fp32, eval) into IR at `xml_path` (+ .bin), input (any batch, C, *patch)."""
-    import openvino as ov
+def convert_to_ir(network: torch.nn.Module, num_channels: int, patch_size: Sequence[int], xml_path: Path,
+                  metadata: dict | None = None) -> None:
+    """Trace `network` (fp32, eval) into IR at `xml_path` (+ .bin), input (any batch, C, *patch).
+
+    `metadata` (JSON-able values) is stored in the IR's runtime info, section METADATA_KEY.
+    """
     import warnings
+
+    import openvino as ov
+    import torch
     example = torch.zeros((1, num_channels, *patch_size))
     shape = ov.PartialShape([-1, num_channels, *patch_size])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notices, raised inside OpenVINO
         with torch.no_grad():
             converted = ov.convert_model(network.float().eval(), example_input=example, input=[shape])
+    for key, value in (metadata or {}).items():
+        converted.set_rt_info(json.dumps(value), [METADATA_KEY, key])
     ov.save_model(converted, str(xml_path), compress_to_fp16=False)
 
 
+def read_ir(xml_path: Path):
+    """(ov.Model, its checkpoint facts) of an IR file; an unreadable file is an InferenceError naming it."""
+    import openvino as ov
+    try:
+        model = ov.Core().read_model(str(xml_path))
+        return model, read_metadata(model)
+    except (RuntimeError, ValueError) as e:
+        raise InferenceError(f"{xml_path}: not a readable OpenVINO IR ({str(e).splitlines()[0]})") from None
+
+
+def read_metadata(model) -> dict:
+    """The METADATA_KEY section of a read ov.Model's runtime info ({} for IR written without it)."""
+    if not model.has_rt_info([METADATA_KEY]):
+        return {}
+    section = model.get_rt_info()[METADATA_KEY]
+    return {key: json.loads(model.get_rt_info([METADATA_KEY, key]).astype(str)) for key in section}
+
+
 class OpenVINONetwork:
-    """A compiled fold network with the torch module's calling convention: (B, C, *patch) -> (B, K, *patch).
+    """A compiled fold network: (B, C, *patch) -> (B, K, *patch) float32, numpy in and out (torch tensors
+    are accepted and returned as tensors too).
 
     Batches smaller than the compiled one (the last tiles of an image) are zero-padded and cut back;
-    larger ones run in compiled-size chunks.
+    larger ones run in compiled-size chunks. `metadata` is the IR's checkpoint facts (read_metadata).
     """
 
-    def __init__(self, xml_path: Path, batch_size: int, precision: str = "fp32", threads: int | None = None):
+    def __init__(self, xml_path: Path, batch_size: int, precision: str = "fp32", threads: int | None = None,
+                 model=None):
+        """`model`: the ov.Model already read from `xml_path` (read_ir), to skip reading it again."""
         import openvino as ov
         if precision not in OPENVINO_PRECISION:
             raise InferenceError(f"OpenVINO runs fp32 or bf16 on the CPU, not {precision}")
+        if model is None:
+            model, self.metadata = read_ir(xml_path)
+        else:
+            self.metadata = read_metadata(model)
         try:
-            model = ov.Core().read_model(str(xml_path))
             shape = model.input(0).get_partial_shape()
             model.reshape({model.input(0): ov.PartialShape([batch_size, *shape[1:]])})
-        except RuntimeError as e:
-            raise InferenceError(f"{xml_path}: not a readable OpenVINO IR ({str(e).splitlines()[0]})") from None
+        except (RuntimeError, ValueError) as e:
+            raise InferenceError(f"{xml_path}: cannot be set to batch {batch_size} ({str(e).splitlines()[0]})") from None
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -56,16 +99,23 @@ class OpenVINONetwork:
         self.batch_size = batch_size
         self.input_shape = tuple(int(d) for d in self.compiled.input(0).get_shape())
 
-    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+    def __call__(self, tiles):
+        if isinstance(tiles, np.ndarray):
+            return self.run(tiles)
+        import torch
+        return torch.from_numpy(self.run(tiles.detach().to(torch.float32).numpy()))
+
+    def run(self, tiles: np.ndarray) -> np.ndarray:
         if tuple(tiles.shape[1:]) != self.input_shape[1:]:
             raise ValueError(f"OpenVINO network compiled for {self.input_shape}, got {tuple(tiles.shape)}")
         if tiles.shape[0] > self.batch_size:
-            return torch.cat([self(chunk) for chunk in tiles.split(self.batch_size)])
+            return np.concatenate([self.run(tiles[i:i + self.batch_size])
+                                   for i in range(0, tiles.shape[0], self.batch_size)])
         count = tiles.shape[0]
-        batch = tiles.detach().to(torch.float32).numpy()
+        batch = np.ascontiguousarray(tiles, dtype=np.float32)
         if count < self.batch_size:
             batch = np.concatenate([batch, np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)])
         # share_inputs avoids a copy of the tile; outputs are copied out, since the next call reuses them.
-        self.request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
+        self.request.infer({0: batch}, share_inputs=True)
         out = self.request.get_output_tensor(0).data
-        return torch.from_numpy(np.array(out[:count], copy=True))
+        return np.array(out[:count], copy=True)

@@ -1,26 +1,32 @@
 """nnU-Net's inference preprocessing on the compute device: transpose, crop to nonzero, normalise, resample.
 
 The order (transpose -> crop -> normalise -> resample) and every rule follow nnunetv2's
-DefaultPreprocessor so that a model sees what it saw in training.
+DefaultPreprocessor so that a model sees what it saw in training. inference.host does the same in numpy
+for the OpenVINO path; torch is imported inside the torch functions here, so that `Preprocessed` and
+`target_shape` are shared without loading it.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from inference import InferenceError
 from inference.cost import ModelShape, check_grid
 from inference.model import LoadedModel
-from inference.resample import new_shape_for_spacing, resample, separate_axis
+from inference.spacing import new_shape_for_spacing, separate_axis
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
 class Preprocessed:
     """Network input plus what export needs to go back to the original grid."""
-    data: torch.Tensor                       # (C, X, Y, Z) float32, resampled, on the device
+    data: torch.Tensor | np.ndarray          # (C, X, Y, Z) float32, resampled, on the device (numpy: host)
     shape_before_cropping: tuple[int, ...]   # transposed axes
     bbox: tuple[tuple[int, int], ...]        # crop box in transposed axes, [start, stop)
     shape_after_cropping: tuple[int, ...]
@@ -32,6 +38,7 @@ def nonzero_bbox(data: torch.Tensor) -> tuple[tuple[int, int], ...]:
 
     nnU-Net fills holes in this mask first, which cannot change its bounding box.
     """
+    import torch
     mask = (data != 0).any(0)
     bbox = []
     for axis in range(mask.ndim):
@@ -45,14 +52,21 @@ def nonzero_bbox(data: torch.Tensor) -> tuple[tuple[int, int], ...]:
 
 def _filled_nonzero_mask(data: torch.Tensor) -> torch.Tensor:
     """nnU-Net's normalisation mask: nonzero in any channel, holes filled (scipy, on the host)."""
+    import torch
+    mask = filled_nonzero_mask((data != 0).any(0).cpu().numpy())
+    return torch.from_numpy(mask).to(data.device)
+
+
+def filled_nonzero_mask(nonzero: np.ndarray) -> np.ndarray:
+    """A boolean nonzero mask with its holes filled, as nnU-Net's normalisation mask."""
     from scipy.ndimage import binary_fill_holes  # only for models with use_mask_for_norm
-    mask = (data != 0).any(0).cpu().numpy()
-    return torch.from_numpy(binary_fill_holes(mask)).to(data.device)
+    return binary_fill_holes(nonzero)
 
 
 def normalize_channel(image: torch.Tensor, scheme: str, properties: dict | None,
                       mask: torch.Tensor | None, source: str) -> torch.Tensor:
     """One channel normalised in place as nnU-Net's scheme `scheme` does; `mask` for use_mask_for_norm."""
+    import torch
     eps = 1e-8
     if scheme == "ZScoreNormalization":
         region = image[mask] if mask is not None else image
@@ -90,6 +104,9 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     NaN/Inf voxels are set to 0 with a warning naming `source`, and the case is still segmented. For a
     MIND model the single image becomes its 12 descriptor channels first, on the device.
     """
+    import torch
+
+    from inference.resample import resample
     # Before any heavy work: an image that resamples to nothing or to an absurd grid is refused with
     # its spacing named (files were checked before reading already; arrays arrive here directly).
     check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
@@ -115,11 +132,7 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     shape_cropped = tuple(data.shape[1:])
 
     cfg = model.config
-    new_shape = new_shape_for_spacing(shape_cropped, spacing_t, cfg.spacing)
-    if min(new_shape) < 1:
-        raise InferenceError(f"{source}: its nonzero region, {shape_cropped} voxels at spacing {spacing_t} mm "
-                             f"(plans axis order), resamples to a {new_shape} grid at the model's "
-                             f"{cfg.spacing} mm: nothing to segment")
+    new_shape = target_shape(shape_cropped, spacing_t, model, source)
     plans_source = str(model.model_dir / "plans.json")
     mask = _filled_nonzero_mask(data) if any(cfg.use_mask_for_norm) else None
     for c, scheme in enumerate(cfg.normalization_schemes):
@@ -130,3 +143,14 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     data = resample(data, new_shape, axis)
     return Preprocessed(data=data, shape_before_cropping=shape_before, bbox=bbox,
                         shape_after_cropping=shape_cropped, spacing=spacing_t)
+
+
+def target_shape(shape_cropped: tuple[int, ...], spacing_t: tuple[float, ...], model: LoadedModel,
+                 source: str) -> tuple[int, ...]:
+    """The network grid of a cropped image (plans axis order); an InferenceError when it is empty."""
+    new_shape = new_shape_for_spacing(shape_cropped, spacing_t, model.config.spacing)
+    if min(new_shape) < 1:
+        raise InferenceError(f"{source}: its nonzero region, {shape_cropped} voxels at spacing {spacing_t} mm "
+                             f"(plans axis order), resamples to a {new_shape} grid at the model's "
+                             f"{model.config.spacing} mm: nothing to segment")
+    return new_shape

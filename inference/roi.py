@@ -26,10 +26,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 LOCALIZER_DIR = "localizer"
 DEFAULT_MARGIN_MM = 20.0         # covers the localiser's 8 mm grid (one cell) plus its boundary error
@@ -71,12 +73,19 @@ def foreground_box(image: np.ndarray | torch.Tensor, spacing, localizer) -> tupl
     """Box [start, stop) per input axis (Z, Y, X) of the localiser's foreground, and its volume in mL;
     (None, 0.0) when it finds none. The box is the set of input voxels whose centres fall inside the
     foreground cells of the localiser's network grid."""
-    from inference.preprocess import preprocess
-    from inference.sliding_window import predict_logits
-    prep = preprocess(image, spacing, localizer, "localizer input")
-    logits = predict_logits(prep.data, localizer.networks, localizer.num_classes, localizer.config.patch_size,
-                            0.5, None, None)
-    mask = logits.argmax(0) > 0
+    if localizer.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.host)
+        from inference import host
+        prep = host.preprocess(np.asarray(image), spacing, localizer, "localizer input")
+        logits = host.predict_logits(prep.data, localizer.networks, localizer.num_classes,
+                                     localizer.config.patch_size, 0.5, None, None)
+        mask = logits.argmax(0) > 0
+    else:
+        from inference.preprocess import preprocess
+        from inference.sliding_window import predict_logits
+        prep = preprocess(image, spacing, localizer, "localizer input")
+        logits = predict_logits(prep.data, localizer.networks, localizer.num_classes, localizer.config.patch_size,
+                                0.5, None, None)
+        mask = (logits.argmax(0) > 0).cpu().numpy()
     del logits
     cell_ml = float(np.prod(localizer.config.spacing)) / 1000.0
     count = int(mask.sum())
@@ -86,7 +95,7 @@ def foreground_box(image: np.ndarray | torch.Tensor, spacing, localizer) -> tupl
     box_t = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = torch.nonzero(mask.any(dim=other)).flatten()
+        hits = np.flatnonzero(mask.any(axis=other))
         first, last = int(hits[0]), int(hits[-1]) + 1
         n_cells = mask.shape[axis]
         start_crop, stop_crop = prep.bbox[axis]

@@ -25,58 +25,20 @@ from typing import Callable, Sequence
 
 import torch
 
+from inference import tiling
+from inference.tiling import mirror_combinations, tile_starts, tile_windows  # noqa: F401 (re-exported)
+
 ACCUMULATION_DTYPE = torch.float32
 # A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile). torch modules and
 # inference.openvino_network.OpenVINONetwork both are.
 TileNetwork = Callable[[torch.Tensor], torch.Tensor]
 
 
-def tile_starts(image_size: Sequence[int], tile_size: Sequence[int], step_size: float) -> list[list[int]]:
-    """Start index of every tile along each axis: evenly spread, at most step_size * tile apart."""
-    if not 0 < step_size <= 1:
-        raise ValueError(f"step size must be in (0, 1], got {step_size}")
-    starts = []
-    for size, tile in zip(image_size, tile_size):
-        if size < tile:
-            raise ValueError(f"image size {tuple(image_size)} smaller than tile {tuple(tile_size)}")
-        free = size - tile
-        count = 1 + int(math.ceil(free / (tile * step_size)))
-        spacing = free / (count - 1) if count > 1 else 0.0
-        starts.append([int(round(i * spacing)) for i in range(count)])
-    return starts
-
-
-def tile_windows(image_size: Sequence[int], tile_size: Sequence[int], step_size: float) -> list[tuple[slice, ...]]:
-    """The spatial slices of every tile, in raster order (last axis fastest)."""
-    per_axis = [[slice(s, s + t) for s in starts]
-                for starts, t in zip(tile_starts(image_size, tile_size, step_size), tile_size)]
-    return list(itertools.product(*per_axis))
-
-
 def gaussian_importance(tile_size: Sequence[int], device: torch.device, dtype: torch.dtype,
                         sigma_scale: float = 1 / 8, peak: float = 10.0) -> torch.Tensor:
-    """Importance map of one tile: separable Gaussian centred at tile//2, as scipy's gaussian_filter of
-    a unit impulse (truncate=4) gives it, scaled to `peak`.
-
-    The map is rounded to fp16 and values that underflow there (tile corners) are lifted to the smallest
-    remaining one, as nnU-Net does: that rounding decides how overlapping tiles blend near corners, so it
-    is reproduced on every device, then converted to `dtype`.
-    """
-    profiles = []
-    for size in tile_size:
-        sigma = size * sigma_scale
-        distance = torch.arange(size, dtype=torch.float64) - size // 2
-        profile = torch.exp(-0.5 * (distance / sigma) ** 2)
-        profile[distance.abs() > int(4.0 * sigma + 0.5)] = 0
-        profiles.append(profile)
-    weights = profiles[0]
-    for profile in profiles[1:]:
-        weights = weights[..., None] * profile
-    weights = (weights * (peak / weights.max())).to(torch.float16)
-    underflow = weights == 0
-    if underflow.any():
-        weights[underflow] = weights[~underflow].min()
-    return weights.to(device=device, dtype=dtype)
+    """inference.tiling's fp16 importance map as a tensor of `dtype` on `device`."""
+    weights = tiling.gaussian_importance(tile_size, sigma_scale, peak)
+    return torch.from_numpy(weights).to(device=device, dtype=dtype)
 
 
 def pad_to_tile(data: torch.Tensor, tile_size: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
@@ -94,14 +56,6 @@ def pad_to_tile(data: torch.Tensor, tile_size: Sequence[int]) -> tuple[torch.Ten
         return data, tuple(keep)
     flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
     return torch.nn.functional.pad(data, flat, mode="constant", value=0.0), tuple(keep)
-
-
-def mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
-    """Batched-tensor dims to flip for each extra TTA view: every non-empty subset of the spatial axes
-    (shifted past batch and channel), smaller subsets first."""
-    dims = [2 + axis for axis in (mirror_axes or ())]
-    subsets = [tuple(d for bit, d in enumerate(dims) if mask >> bit & 1) for mask in range(1, 1 << len(dims))]
-    return sorted(subsets, key=lambda s: (len(s), [dims.index(d) for d in s]))
 
 
 def mean_over_views(networks: Sequence[TileNetwork], tiles: torch.Tensor,

@@ -96,6 +96,12 @@ def _validated_localizer(localizer_dir: Path, model, checkpoint: str):
     return folds, checkpoint, loc
 
 
+def ir_metadata(model) -> dict:
+    """What the OpenVINO path needs from a fold's checkpoint, stored in its IR (so it never loads torch)."""
+    return {"configuration": model.config.name,
+            "mirror_axes": list(model.mirror_axes) if model.mirror_axes is not None else None}
+
+
 def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
     """Convert each fold's torch network to OpenVINO IR beside its checkpoint; return the written paths
     (relative to `model_dir`). Each file appears whole or not at all (written under a temporary name)."""
@@ -108,7 +114,8 @@ def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = 
         fold_dir = model_dir / f"fold_{fold}"
         staging = Path(tempfile.mkdtemp(prefix=".ir-", dir=fold_dir))
         try:
-            convert_to_ir(network, model.num_channels, model.config.patch_size, staging / IR_XML)
+            convert_to_ir(network, model.num_channels, model.config.patch_size, staging / IR_XML,
+                          ir_metadata(model))
             for name in (IR_BIN, IR_XML):  # the .xml last: a folder counts as having IR once it is there
                 (staging / name).chmod(0o644)
                 (staging / name).replace(fold_dir / name)
