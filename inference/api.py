@@ -5,8 +5,10 @@
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +28,19 @@ if TYPE_CHECKING:  # inference.io needs SimpleITK; segment_array does not (the G
     from inference.io import Case
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
+# The torch path's stage functions, attributes of this module imported on first use (PEP 562 __getattr__
+# below): importing them loads torch, which the OpenVINO path never needs. Tests replace them here.
+_TORCH_STAGES = {"preprocess": "inference.preprocess", "predict_logits": "inference.sliding_window",
+                 "logits_to_segmentation": "inference.export"}
+_this = sys.modules[__name__]
+
+
+def __getattr__(name: str):
+    if name in _TORCH_STAGES:
+        value = getattr(importlib.import_module(_TORCH_STAGES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -42,8 +57,7 @@ class CaseResult:
 def _network_options(**wanted) -> dict:
     """The given options (tile batch, autocast and logits dtypes) that `predict_logits` accepts, None values
     dropped: tests wrap it with other signatures, and an option it does not take is never passed."""
-    from inference.sliding_window import predict_logits
-    accepted = inspect.signature(predict_logits).parameters
+    accepted = inspect.signature(_this.predict_logits).parameters
     return {k: v for k, v in wanted.items() if k in accepted and v is not None}
 
 
@@ -80,10 +94,9 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                                   progress=progress, source=source)
     import torch
 
-    from inference.export import logits_to_segmentation
     from inference.oom import run_with_fallback
-    from inference.preprocess import preprocess
-    from inference.sliding_window import predict_logits
+    preprocess, predict_logits, logits_to_segmentation = \
+        _this.preprocess, _this.predict_logits, _this.logits_to_segmentation   # see __getattr__
     cpu = torch.device("cpu")
     timer = timer or StageTimer()
     if model.localizer is not None:   # ROI-first: localise, then this function on the box only
