@@ -206,11 +206,11 @@ def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel
     """inference.preprocess.preprocess in numpy: image (C, Z, Y, X) as read, spacing in that order."""
     check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
     tf = model.transpose_forward
-    data = np.array(image, dtype=np.float32)   # a copy: the caller's array is not changed
+    data = np.asarray(image, dtype=np.float32)
     finite = np.isfinite(data)
     if not finite.all():
         warnings.warn(f"{source}: {int((~finite).sum())} NaN/Inf voxels set to 0", stacklevel=2)
-        data[~finite] = 0
+        data = np.where(finite, data, np.float32(0))
     del finite
     if model.mind_params is not None:   # MIND descriptors are torch code (inference.mind); on the CPU
         import torch
@@ -222,7 +222,8 @@ def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel
     shape_before = tuple(data.shape[1:])
 
     bbox = nonzero_bbox(data)
-    data = np.ascontiguousarray(data[(slice(None), *[slice(a, b) for a, b in bbox])])
+    # always a copy, normalised in place below: the caller's array is never changed
+    data = np.array(data[(slice(None), *[slice(a, b) for a, b in bbox])], dtype=np.float32, order="C")
     shape_cropped = tuple(data.shape[1:])
 
     cfg = model.config
