@@ -27,7 +27,8 @@ Interleaving (issue #16: the targets are measured "in one interleaved run"): eve
 once per round, --rounds rounds (default 3); round r starts with configuration r mod n and goes on in
 the same cyclic order, so over n rounds each configuration goes first once and a load spike or a cold
 file cache falls on all configurations alike. The nnU-Net configurations, the slowest, run in the first
---nnunet-rounds rounds only (default: all). The 1-minute load average is printed before each run and
+--nnunet-rounds rounds only (default: all; fewer rounds save time, but their medians then
+come from fewer runs at other moments than ours'). The 1-minute load average is printed before each run and
 kept per run in the JSON; the report states its range.
 
 Per run: wall time from process start to the output file written (its mtime) and to process exit,
@@ -559,8 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_preset(model, "small_coarse", resampling="torch")  # rewritten: cheap, and never stale
         model_desc = ("random-weight `small_coarse` PlainConvUNet (testsupport.model_folder: features 4-40, "
                       "patch 40x192x224, spacing 3.0x1.5x1.5 mm), torch resampling in plans")
-    else:
-        model_desc = str(model)
+    else:   # a folder inside the repository by its relative path (results files name nothing outside it)
+        model_desc = str(model.resolve().relative_to(REPO)) if model.resolve().is_relative_to(REPO) else str(model)
     model = model.resolve()
     folds = model_folds(model)
     nn_model = with_default_resampling(model, work / "model_nnunet_default_resampling")
