@@ -88,7 +88,7 @@ def _validated_localizer(localizer_dir: Path, model, checkpoint: str):
     if not any(localizer_dir.glob(f"fold_*/{checkpoint}")):
         checkpoint = DEFAULT_CHECKPOINT
     folds = available_folds(localizer_dir, checkpoint)
-    loc = load_model(localizer_dir, folds, checkpoint, "cpu")
+    loc = load_model(localizer_dir, folds, checkpoint, "cpu", backend="torch")  # the checkpoint is what is copied
     if loc.num_input_files != model.num_input_files:
         raise InferenceError(f"{localizer_dir}: the localizer takes {loc.num_input_files} image(s) per case, "
                              f"the model {model.num_input_files}; it must read the same input files")
