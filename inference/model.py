@@ -293,7 +293,9 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     localizer = None
     if roi and (model_dir / "localizer").is_dir():   # ROI-first prediction (inference/roi.py)
         from inference.roi import load_localizer
-        localizer = load_localizer(model_dir, device)
+        # the localiser follows an explicit torch choice (an exact reference run stays all torch)
+        localizer = load_localizer(model_dir, device, backend="torch" if engine == "torch" else "auto",
+                                   threads=threads)
     return LoadedModel(
         model_dir=model_dir, networks=networks, config=config,
         transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),

@@ -58,15 +58,29 @@ class RoiDecision:
     fraction: float = 1.0
 
 
-def load_localizer(model_dir: Path, device):
-    """The localiser of `model_dir` (its `localizer/` folder), checked against the folder's manifest."""
+def load_localizer(model_dir: Path, device, *, backend: str = "auto", precision: str = "auto",
+                   batch_size: int | None = None, threads: int | None = None):
+    """The localiser of `model_dir` (its `localizer/` folder), checked against the folder's manifest.
+
+    `backend`, `precision`, `batch_size`, `threads`: as for inference.model.load_model. The engine is
+    resolved here, because the manifest lives in `model_dir`, not in `localizer/` (load_model would find
+    none to check): the files it will read (jsons, checkpoints, and the OpenVINO IR when that is the
+    engine) are verified, then the localiser is loaded with that engine.
+    """
+    from inference.backend import IR_BIN, IR_XML, choose_backend, fold_has_ir, openvino_installed
+    from inference.device import device_type
     from inference.manifest import verify_files
     from inference.model import DEFAULT_CHECKPOINT, available_folds, load_model
     loc_dir = Path(model_dir) / LOCALIZER_DIR
     folds = available_folds(loc_dir, DEFAULT_CHECKPOINT)
-    verify_files(Path(model_dir), [f"{LOCALIZER_DIR}/{name}" for name in ("dataset.json", "plans.json")]
-                 + [f"{LOCALIZER_DIR}/fold_{f}/{DEFAULT_CHECKPOINT}" for f in folds])
-    return load_model(loc_dir, folds, DEFAULT_CHECKPOINT, device)
+    engine = choose_backend(backend, device_type(device), all(fold_has_ir(loc_dir / f"fold_{f}") for f in folds),
+                            openvino_installed())
+    read = ["dataset.json", "plans.json"] + [f"fold_{f}/{DEFAULT_CHECKPOINT}" for f in folds]
+    if engine == "openvino":
+        read += [f"fold_{f}/{name}" for f in folds for name in (IR_XML, IR_BIN)]
+    verify_files(Path(model_dir), [f"{LOCALIZER_DIR}/{name}" for name in read])
+    return load_model(loc_dir, folds, DEFAULT_CHECKPOINT, device, backend=engine, precision=precision,
+                      batch_size=batch_size, threads=threads)
 
 
 def foreground_box(image: np.ndarray | torch.Tensor, spacing, localizer) -> tuple[list[tuple[int, int]], float]:

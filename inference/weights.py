@@ -2,14 +2,15 @@
 
     python -m inference.weights import SRC_MODEL_DIR [-o weights/] [--folds 0 1 ...] [--half] [--overwrite]
                                         [--localizer LOCALIZER_MODEL_DIR]
-    python -m inference.weights ir MODEL_DIR [--folds ...]     (add OpenVINO IR to a folder in place)
+    python -m inference.weights ir MODEL_DIR [--folds ...]     (add OpenVINO IR to a folder in place,
+                                                                 and to its localizer/ if it has one)
 
 The source is loaded the way the predictor loads it (weights-only unpickling, network built from the
 plans, strict state-dict match, label count checked against dataset.json). What is written holds only
 what inference needs: dataset.json, plans.json and per fold a checkpoint with the network weights
 (optionally fp16), the configuration name, trainer name and allowed mirroring axes, and, when openvino
 is installed, the fold's network as OpenVINO IR (fold_<f>/network.xml + .bin, float32, fixed tile shape,
-any batch) for the CPU backend. Optimizer state,
+any batch) for the CPU backend (the localizer's folds too). Optimizer state,
 logs and other training state are dropped. A manifest.json with the sha256 of every file lets the
 predictor refuse a file changed afterwards. With --localizer, a second (coarse) model folder is
 validated the same way and written to <dest>/localizer/ (see inference/roi.py); the one manifest covers
@@ -30,7 +31,7 @@ import torch
 from inference import InferenceError
 from inference.backend import IR_BIN, IR_XML, openvino_installed
 from inference.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
-from inference.roi import LOCALIZER_DIR
+from inference.roi import LOCALIZER_DIR, load_localizer
 from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
     strip_wrapper_prefixes
 
@@ -87,7 +88,7 @@ def _validated_localizer(localizer_dir: Path, model, checkpoint: str):
     if not any(localizer_dir.glob(f"fold_*/{checkpoint}")):
         checkpoint = DEFAULT_CHECKPOINT
     folds = available_folds(localizer_dir, checkpoint)
-    loc = load_model(localizer_dir, folds, checkpoint, "cpu")
+    loc = load_model(localizer_dir, folds, checkpoint, "cpu", backend="torch")  # the checkpoint is what is copied
     if loc.num_input_files != model.num_input_files:
         raise InferenceError(f"{localizer_dir}: the localizer takes {loc.num_input_files} image(s) per case, "
                              f"the model {model.num_input_files}; it must read the same input files")
@@ -102,13 +103,16 @@ def ir_metadata(model) -> dict:
             "mirror_axes": list(model.mirror_axes) if model.mirror_axes is not None else None}
 
 
-def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
-    """Convert each fold's torch network to OpenVINO IR beside its checkpoint; return the written paths
-    (relative to `model_dir`). Each file appears whole or not at all (written under a temporary name)."""
+def _require_openvino() -> None:
     if not openvino_installed():
         raise InferenceError("OpenVINO IR needs the openvino package (pip install openvino)")
+
+
+def _convert_folds(model, model_dir: Path) -> list[str]:
+    """Convert each fold network of `model` (loaded from `model_dir` on torch) to OpenVINO IR beside its
+    checkpoint; return the written paths (relative to `model_dir`). Each file appears whole or not at
+    all (written under a temporary name)."""
     from inference.openvino_network import convert_to_ir
-    model = load_model(model_dir, folds, checkpoint, "cpu", backend="torch")
     written = []
     for fold, network in zip(model.folds, model.networks):
         fold_dir = model_dir / f"fold_{fold}"
@@ -125,13 +129,39 @@ def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = 
     return sorted(written)
 
 
+def write_ir(model_dir: Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
+    """Write OpenVINO IR for each fold of the model folder `model_dir` (not its localizer/); return the
+    written paths, relative to `model_dir`."""
+    _require_openvino()
+    return _convert_folds(load_model(model_dir, folds, checkpoint, "cpu", backend="torch"), Path(model_dir))
+
+
+def write_localizer_ir(model_dir: Path) -> list[str]:
+    """Write OpenVINO IR for each fold of `model_dir/localizer/`, loaded as the predictor loads it (its
+    files checked against `model_dir`'s manifest, if any); return the written paths, relative to
+    `model_dir`."""
+    _require_openvino()
+    loc = load_localizer(model_dir, "cpu", backend="torch")
+    return [f"{LOCALIZER_DIR}/{p}" for p in _convert_folds(loc, Path(model_dir) / LOCALIZER_DIR)]
+
+
 def add_ir(model_dir: str | Path, folds: list[str] | None = None, checkpoint: str = DEFAULT_CHECKPOINT) -> list[str]:
-    """Add OpenVINO IR to an existing model folder, and to its manifest when it has one."""
+    """Add OpenVINO IR to an existing model folder and to its localizer/ (if it has one), and to its
+    manifest when it has one. `folds` and `checkpoint` select the model's folds; the localizer's are
+    all of its folds, by the predictor's checkpoint name."""
     model_dir = Path(model_dir)
-    written = write_ir(model_dir, folds, checkpoint)
-    if (model_dir / MANIFEST_NAME).is_file():
-        add_to_manifest(model_dir, written)
-    return written
+    manifest = (model_dir / MANIFEST_NAME).is_file()
+    written = []
+    # The localizer first, with its manifest entries: loading the model to convert it loads the localizer
+    # too, which then checks (and compiles) the IR just written.
+    if (model_dir / LOCALIZER_DIR).is_dir():
+        written = write_localizer_ir(model_dir)
+        if manifest:
+            add_to_manifest(model_dir, written)
+    model_written = write_ir(model_dir, folds, checkpoint)
+    if manifest:
+        add_to_manifest(model_dir, model_written)
+    return sorted(written + model_written)
 
 
 def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds: list[str] | None = None,
@@ -140,8 +170,8 @@ def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds:
                  ir: bool | None = None) -> Path:
     """Validate `source_dir` (and `localizer`, a model folder), write a stripped copy with a manifest to
     `dest` (the localizer as `dest/localizer/`); return `dest`. `source_label`: what the manifest names
-    as the source (default: the source folder). `ir`: also write OpenVINO IR per fold of the model
-    (None: when openvino is installed)."""
+    as the source (default: the source folder). `ir`: also write OpenVINO IR per fold of the model and
+    of the localizer (None: when openvino is installed)."""
     source_dir, dest = Path(source_dir), Path(dest)
     if source_dir.resolve() == dest.resolve():
         raise InferenceError(f"{dest}: source and destination are the same folder")
@@ -166,8 +196,10 @@ def import_model(source_dir: str | Path, dest: str | Path = DEFAULT_DEST, folds:
             write_ir(staging, folds)
         if localizer is not None:
             _write_stripped(localizer, staging / LOCALIZER_DIR, loc_folds, loc_ckpt, half, loc.config.name)
+            if ir:
+                write_localizer_ir(staging)
             loc_info = {"source": str(localizer.resolve()), "folds": loc_folds, "configuration": loc.config.name,
-                        "spacing": list(loc.config.spacing), "labels": loc.labels}
+                        "spacing": list(loc.config.spacing), "labels": loc.labels, "openvino_ir": bool(ir)}
         write_manifest(staging, {"source": source_label or str(source_dir.resolve()), "folds": folds,
                                  "configuration": model.config.name, "half": half,
                                  "checkpoint": DEFAULT_CHECKPOINT, "openvino_ir": bool(ir),
@@ -208,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "first and the model only inside the box it finds (docs/roi.md)")
     imp.add_argument("--no-ir", action="store_true",
                      help="do not write OpenVINO IR (written by default when openvino is installed)")
-    add = sub.add_parser("ir", help="add OpenVINO IR to a model folder in place (and to its manifest)")
+    add = sub.add_parser("ir", help="add OpenVINO IR to a model folder and its localizer/ in place (and to its "
+                                    "manifest)")
     add.add_argument("model", type=Path, help="model folder (dataset.json, plans.json, fold_*/)")
-    add.add_argument("--folds", nargs="+", default=None, help="folds to convert (default: all found)")
+    add.add_argument("--folds", nargs="+", default=None,
+                     help="the model's folds to convert (default: all found; a localizer's are all converted)")
     add.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint name in the folds")
     return parser
 

@@ -9,6 +9,8 @@ box mapping, widening, clipping, pasting) is the predictor's own.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +20,18 @@ import torch
 from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array, segment_folder
+from inference.backend import IR_BIN, IR_XML, openvino_installed
+from inference.io import Case, read_case
+from inference.manifest import sha256_of
 from inference.model import load_model
-from inference.roi import RoiSettings, decide_box, segment_with_roi, widen_box
+from inference.roi import RoiSettings, decide_box, foreground_box, load_localizer, segment_with_roi, widen_box
 from inference.timings import StageTimer
 from inference.weights import import_model
 from inference.weights import main as weights_main
 from testsupport.nnunet_reference import oblique_direction, write_image
+
+REPO = Path(__file__).resolve().parent.parent
+needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
 
 SPACING = (6.0, 3.0, 3.0)            # (z, y, x) mm: images and the main model's target spacing
 SHAPE = (24, 64, 64)                  # 144 x 192 x 192 mm; the main model's patch is 96 mm each way
@@ -116,6 +124,75 @@ def test_import_refuses_a_localizer_with_other_inputs(tmp_path):
     with pytest.raises(InferenceError, match="localizer model folder not found"):
         import_model(main, tmp_path / "w", localizer=tmp_path / "nowhere")
     assert not (tmp_path / "w").exists()
+
+
+LOC_IR = [f"localizer/fold_all/{IR_XML}", f"localizer/fold_all/{IR_BIN}"]
+
+
+@needs_openvino
+def test_localizer_ir_at_import_and_by_weights_ir(tmp_path, capsys):
+    main = write_preset(tmp_path / "main", "tiny", spacing=SPACING)
+    loc = write_preset(tmp_path / "loc", "tiny", num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
+    # --no-ir: neither the model nor the localizer gets IR; both run on torch
+    assert weights_main(["import", str(main), "-o", str(tmp_path / "w"), "--localizer", str(loc), "--no-ir"]) == 0
+    assert not list((tmp_path / "w").rglob(IR_XML))
+    model = load_model(tmp_path / "w")
+    assert (model.plan.backend, model.localizer.plan.backend) == ("torch", "torch")
+    # `ir` adds it to both, and to the manifest
+    capsys.readouterr()
+    assert weights_main(["ir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in LOC_IR)
+    listed = json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
+    for name in LOC_IR + [f"fold_all/{IR_XML}", f"fold_all/{IR_BIN}"]:
+        assert listed[name] == sha256_of(tmp_path / "w" / name)
+    model = load_model(tmp_path / "w")
+    assert (model.plan.backend, model.localizer.plan.backend) == ("openvino", "openvino")
+    assert not [p for p in (tmp_path / "w" / "localizer" / "fold_all").iterdir() if p.name.startswith(".")]
+    # a plain import writes it too, under the manifest
+    assert weights_main(["import", str(main), "-o", str(tmp_path / "w2"), "--localizer", str(loc)]) == 0
+    manifest = json.loads((tmp_path / "w2" / "manifest.json").read_text())
+    assert set(LOC_IR) <= set(manifest["files"]) and manifest["localizer"]["openvino_ir"] is True
+    assert load_localizer(tmp_path / "w2", "cpu").plan.backend == "openvino"
+
+
+@needs_openvino
+def test_changed_or_unlisted_localizer_ir_is_refused(tmp_path):
+    from inference.weights import write_localizer_ir
+    main = write_preset(tmp_path / "main", "tiny", spacing=SPACING)
+    loc = write_preset(tmp_path / "loc", "tiny", num_classes=2, spacing=(6.0, 6.0, 6.0), patch_size=(8, 16, 16))
+    dest = import_model(main, tmp_path / "w", localizer=loc)
+    changed = shutil.copytree(dest, tmp_path / "changed")
+    with open(changed / "localizer" / "fold_all" / IR_BIN, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    with pytest.raises(InferenceError, match=r"changed/localizer/fold_all/network.bin: sha256 differs"):
+        load_localizer(changed, "cpu")
+    with pytest.raises(InferenceError, match=r"localizer/fold_all/network.bin: sha256 differs"):
+        load_model(changed)
+    # torch never reads the IR: the localiser still loads there
+    assert load_localizer(changed, "cpu", backend="torch").plan.backend == "torch"
+    # IR put into a folder after import, outside the manifest, is refused too
+    unlisted = import_model(main, tmp_path / "unlisted", localizer=loc, ir=False)
+    write_localizer_ir(unlisted)
+    with pytest.raises(InferenceError, match=r"unlisted/localizer/fold_all/network.xml: not listed in"):
+        load_localizer(unlisted, "cpu")
+
+
+@needs_openvino
+def test_default_localizer_ir_gives_the_torch_box_on_a_sample():
+    """The shipped localiser (weights/localizer/, with its IR under weights/manifest.json) finds the same
+    box on OpenVINO as on torch, on a committed sample."""
+    weights = REPO / "weights"
+    listed = json.loads((weights / "manifest.json").read_text())["files"]
+    assert set(LOC_IR) <= set(listed)
+    on_openvino = load_localizer(weights, "cpu")                  # verified against the manifest
+    on_torch = load_localizer(weights, "cpu", backend="torch")
+    assert (on_openvino.plan.backend, on_torch.plan.backend) == ("openvino", "torch")
+    case = read_case(Case("phantom_0001", [REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz"]))
+    box, ml = foreground_box(case.data, case.spacing, on_openvino)
+    assert box is not None and ml > 0
+    assert (box, ml) == foreground_box(case.data, case.spacing, on_torch)
 
 
 # --- the box --------------------------------------------------------------------------------------

@@ -264,6 +264,8 @@ def test_default_model_recipe_end_to_end(tmp_path):
     assert (out / "localizer" / "fold_all" / "checkpoint_final.pth").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert "localizer/fold_all/checkpoint_final.pth" in manifest["files"] and manifest["localizer"]
+    loc_ir = {"localizer/fold_all/network.bin", "localizer/fold_all/network.xml"} if openvino_installed() else set()
+    assert {f for f in manifest["files"] if f.endswith((".xml", ".bin"))} == set(ir) | loc_ir  # the re-import's IR
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["localizer"]["training"]["epochs"] == 1 and prov["localizer"]["data"]["cases"] == 2
     assert (out / "README.md").read_bytes() == readme_before     # kept by the re-import
@@ -271,3 +273,4 @@ def test_default_model_recipe_end_to_end(tmp_path):
     model = load_model(out)
     assert model.localizer is not None and model.localizer.num_classes == 2
     assert model.localizer.config.spacing == (20.0, 20.0, 20.0)
+    assert model.localizer.plan.backend == ("openvino" if openvino_installed() else "torch")
