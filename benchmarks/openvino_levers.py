@@ -1,0 +1,252 @@
+"""Which OpenVINO CPU settings make a model's tiles faster with exact f32 output (issue 16's levers).
+
+Run through `python -m benchmarks.network_limit --openvino-levers` (that module owns the command line).
+
+Every variant is a compile configuration of the same IR in f32; all are compiled once, then timed
+interleaved in one process (round r times every variant once, in turn; the median over rounds is kept),
+each on the same real tiles: a sample case preprocessed by the torch path and cut into tiles on the
+sliding-window grid (denormals only show with real activations, never with random noise). Latency
+variants run the tiles one after another on one request; throughput variants keep `requests` async
+requests in flight (ov.AsyncInferQueue) over the same tiles. torch fp32 batch 1 on the same tiles is timed
+in the same rounds as the reference, and every variant's logits are compared with torch's: argmax
+agreement and max |logit difference|, and whether they equal the current setting's bit for bit.
+Compile time (with and without a CACHE_DIR, i.e. a cached blob imported) and the first inference after
+compile are measured on fresh ov.Core objects, also interleaved.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# The configuration inference/openvino_network.py compiles today: every variant below is this plus changes.
+CURRENT = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+@dataclass
+class Variant:
+    name: str
+    changes: dict = field(default_factory=dict)
+    requests: int = 1   # >1: that many async requests in flight
+
+    @property
+    def config(self) -> dict:
+        return {**CURRENT, **self.changes}
+
+
+def variants(cores: int) -> list[Variant]:
+    """The documented CPU plugin properties that plausibly matter for a 3D conv net on a few cores.
+
+    Left out: ENABLE_HYPER_THREADING and SCHEDULING_CORE_TYPE (no effect without SMT siblings or hybrid
+    cores), MODEL_DISTRIBUTION_POLICY / ENABLE_TENSOR_PARALLEL (multi-socket), sparse-weight, dynamic-
+    quantization and KV-cache properties (int8 / LLM kernels only), bf16/f16 (not exact).
+    """
+    streams = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": cores, "INFERENCE_NUM_THREADS": cores}
+    return [
+        Variant("current: LATENCY, f32"),
+        Variant("CPU_DENORMALS_OPTIMIZATION=True", {"CPU_DENORMALS_OPTIMIZATION": True}),
+        Variant("INFERENCE_NUM_THREADS=1", {"INFERENCE_NUM_THREADS": 1}),
+        Variant(f"INFERENCE_NUM_THREADS={cores}", {"INFERENCE_NUM_THREADS": cores}),
+        Variant("ENABLE_CPU_PINNING=False", {"ENABLE_CPU_PINNING": False}),
+        Variant("TBB_PARTITIONER=STATIC", {"TBB_PARTITIONER": "STATIC"}),
+        Variant("TBB_PARTITIONER=AUTO", {"TBB_PARTITIONER": "AUTO"}),
+        Variant("EXECUTION_MODE_HINT=ACCURACY", {"EXECUTION_MODE_HINT": "ACCURACY"}),
+        Variant(f"THROUGHPUT, {cores} streams x 1 thread, 1 request", streams),
+        Variant(f"THROUGHPUT, {cores} streams x 1 thread, {cores} async requests", streams, requests=cores),
+        Variant(f"THROUGHPUT, {cores} streams x 1 thread, {cores} async requests, denormals flushed",
+                {**streams, "CPU_DENORMALS_OPTIMIZATION": True}, requests=cores),
+        Variant("LATENCY, denormals flushed, TBB_PARTITIONER=STATIC",
+                {"CPU_DENORMALS_OPTIMIZATION": True, "TBB_PARTITIONER": "STATIC"}),
+    ]
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def real_tiles(model_dir: Path, sample: Path, count: int) -> np.ndarray:
+    """`count` tiles (count, C, *patch) of `sample` preprocessed by the torch path, spread evenly over the
+    sliding-window grid (step 0.5) from its middle outwards, so most hold anatomy."""
+    from inference.io import find_cases, read_case
+    from inference.model import load_model
+    from inference.preprocess import preprocess
+    from inference.sliding_window import pad_to_tile, tile_windows
+    model = load_model(model_dir, device="cpu", backend="torch")
+    cases, _ = find_cases(sample.parent, model.num_input_files)
+    case = next(c for c in cases if c.channel_files[0] == sample)
+    volume = read_case(case, model)
+    data = preprocess(volume.data, volume.spacing, model, str(sample)).data
+    data, _ = pad_to_tile(data, model.config.patch_size)
+    windows = tile_windows(data.shape[1:], model.config.patch_size, 0.5)
+    middle = len(windows) // 2
+    order = sorted(range(len(windows)), key=lambda i: abs(i - middle))
+    chosen = sorted(order[:count])
+    return np.stack([data[(slice(None), *windows[i])].numpy() for i in chosen]).astype(np.float32)
+
+
+def torch_logits(model_dir: Path, tiles: np.ndarray):
+    """The torch fp32 network of fold 0 and a function running all tiles at batch 1 -> logits."""
+    from inference.model import load_model
+    network = load_model(model_dir, device="cpu", backend="torch").networks[0]
+    inputs = [torch.from_numpy(t[None]) for t in tiles]
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            return np.concatenate([network(x).numpy() for x in inputs])
+    return run
+
+
+def compile_ir(core, xml: Path, config: dict, cache_dir: str | None = None):
+    """Read the IR, fix batch 1 (as inference/openvino_network.py does), compile with `config`."""
+    import openvino as ov
+    model = core.read_model(str(xml))
+    shape = model.input(0).get_partial_shape()
+    model.reshape({model.input(0): ov.PartialShape([1, *shape[1:]])})
+    return core.compile_model(model, "CPU", {**config, **({"CACHE_DIR": cache_dir} if cache_dir else {})})
+
+
+def runner(compiled, requests: int, tiles: np.ndarray):
+    """A function running every tile once through `compiled` -> logits (count, K, *patch)."""
+    import openvino as ov
+    out = np.empty((len(tiles), *compiled.output(0).get_shape()[1:]), np.float32)
+    if requests == 1:
+        request = compiled.create_infer_request()
+
+        def run() -> np.ndarray:
+            for i, tile in enumerate(tiles):
+                request.infer({0: tile[None]}, share_inputs=True)
+                out[i] = request.get_output_tensor(0).data[0]
+            return out
+        return run
+    queue = ov.AsyncInferQueue(compiled, requests)
+
+    def done(request, i):
+        out[i] = request.get_output_tensor(0).data[0]
+    queue.set_callback(done)
+
+    def run_async() -> np.ndarray:
+        for i, tile in enumerate(tiles):
+            queue.start_async({0: tile[None]}, userdata=i, share_inputs=True)
+        queue.wait_all()
+        return out
+    return run_async
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(share of voxels whose argmax equals the reference's, max |logit difference|)."""
+    return (float((logits.argmax(1) == reference.argmax(1)).mean()),
+            float(np.abs(logits.astype(np.float64) - reference).max()))
+
+
+def denormal_share(x: np.ndarray) -> float:
+    tiny = np.finfo(np.float32).tiny
+    return float(((x != 0) & (np.abs(x) < tiny)).mean())
+
+
+def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, compile_rounds: int,
+            log=print) -> tuple[list[str], dict]:
+    """Run the study; returns the table's lines and a summary {variant: (median ms/tile, ratio)}."""
+    import openvino as ov
+    cores = len(os.sched_getaffinity(0))
+    tiles = real_tiles(model_dir, sample, count)
+    log(f"{count} tiles {tiles.shape[1:]} of {sample.name} (preprocessed by the torch path); "
+        f"denormal inputs {denormal_share(tiles):.2e} (load {load()})")
+    run_torch = torch_logits(model_dir, tiles)
+    reference = run_torch().astype(np.float64)
+    log(f"torch fp32 reference: logits |max| {np.abs(reference).max():.1f}, denormal logits "
+        f"{denormal_share(reference.astype(np.float32)):.2e}")
+
+    chosen = variants(cores)
+    core = ov.Core()
+    runs, exact = {}, {}
+    for v in chosen:
+        compiled = compile_ir(core, xml, v.config)
+        runs[v.name] = runner(compiled, v.requests, tiles)
+        runs[v.name]()  # warm-up
+        logits = runs[v.name]().copy()
+        agree, diff = agreement(logits, reference)
+        exact[v.name] = (agree, diff, logits)
+        log(f"compiled {v.name}: agree {agree:.4f}, max |diff| {diff:.2e}")
+    base_logits = exact[chosen[0].name][2]
+
+    times: dict[str, list[float]] = {name: [] for name in ["torch fp32 batch 1", *runs]}
+    loads: dict[str, list[str]] = {name: [] for name in times}
+    order = [("torch fp32 batch 1", run_torch), *runs.items()]
+    for r in range(rounds):
+        # each round starts one variant later, so that none always follows torch (whose OpenMP threads
+        # may still spin) or always runs first; a short pause lets the previous run's threads go idle
+        for name, fn in order[r % len(order):] + order[:r % len(order)]:
+            time.sleep(0.2)
+            start = time.perf_counter()
+            fn()
+            times[name].append(1000 * (time.perf_counter() - start) / count)
+            loads[name].append(load())
+            log(f"round {r + 1}/{rounds} {name}: {times[name][-1]:.1f} ms/tile (load {loads[name][-1]})")
+
+    # OpenVINO sets FTZ/DAZ per thread when flushing denormals: if that leaked into the shared thread pool,
+    # the current config's output would change after the flushing variants ran; say whether it did.
+    leaks = [f"current config's logits bitwise unchanged after all variants ran: "
+             f"{np.array_equal(runs[chosen[0].name](), base_logits)}",
+             f"torch's logits bitwise unchanged after all variants ran: "
+             f"{np.array_equal(run_torch(), reference.astype(np.float32))}"]
+    for line in leaks:
+        log(line)
+    torch_ms = statistics.median(times["torch fp32 batch 1"])
+    lines = ["| variant (changes to the current config) | requests | ms/tile median | min-max | x torch fp32 "
+             "| x current | argmax agree | max abs logit diff | bitwise = current | load at last round |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    current_ms = statistics.median(times[chosen[0].name])
+    summary = {}
+    for name in times:
+        ms = statistics.median(times[name])
+        summary[name] = (ms, torch_ms / ms)
+        if name == "torch fp32 batch 1":
+            lines.append(f"| {name} (reference) | 1 | {ms:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | "
+                         f"1.00 | {current_ms / ms:.2f} | 1.0000 | 0 | - | {loads[name][-1]} |")
+            continue
+        v = next(v for v in chosen if v.name == name)
+        agree, diff, logits = exact[name]
+        changes = ", ".join(f"{k}={val}" for k, val in v.changes.items()) or "(none)"
+        lines.append(f"| {name} [{changes}] | {v.requests} | {ms:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | "
+                     f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {agree:.4f} | {diff:.2e} | "
+                     f"{'yes' if np.array_equal(logits, base_logits) else 'no'} | {loads[name][-1]} |")
+    lines += [""] + [f"- {line}" for line in leaks]
+    lines += ["", "### Compile and first inference (fresh ov.Core each, current config, batch 1)", ""]
+    lines += compile_study(xml, tiles[:1], compile_rounds, log)
+    return lines, summary
+
+
+def compile_study(xml: Path, tile: np.ndarray, rounds: int, log) -> list[str]:
+    """Compile time without a cache, with an empty CACHE_DIR (compile + export), from a filled one (import);
+    the first inference after each, and the second (steady state)."""
+    import openvino as ov
+    kinds = ("no cache", "CACHE_DIR, empty (compile + export)", "CACHE_DIR, filled (import)")
+    results = {k: {"compile": [], "first": [], "second": []} for k in kinds}
+    for r in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="ov-cache-") as cache:
+            for kind, cache_dir in zip(kinds, (None, cache, cache)):
+                core = ov.Core()
+                start = time.perf_counter()
+                compiled = compile_ir(core, xml, CURRENT, cache_dir)
+                results[kind]["compile"].append(time.perf_counter() - start)
+                request = compiled.create_infer_request()
+                for step in ("first", "second"):
+                    start = time.perf_counter()
+                    request.infer({0: tile}, share_inputs=True)
+                    results[kind][step].append(time.perf_counter() - start)
+                log(f"round {r + 1}/{rounds} {kind}: compile {results[kind]['compile'][-1]:.2f} s, first inference "
+                    f"{1000 * results[kind]['first'][-1]:.0f} ms, second {1000 * results[kind]['second'][-1]:.0f} ms "
+                    f"(load {load()})")
+                del request, compiled, core
+    lines = ["| compile | read+reshape+compile s (median) | first inference ms | second inference ms | load |",
+             "|---|---:|---:|---:|---|"]
+    for kind in kinds:
+        m = {k: statistics.median(v) for k, v in results[kind].items()}
+        lines.append(f"| {kind} | {m['compile']:.2f} | {1000 * m['first']:.0f} | {1000 * m['second']:.0f} | {load()} |")
+    return lines
