@@ -348,8 +348,10 @@ def openvino_levers(args, command: str) -> int:
              "", f"{header}.", "", f"Command: `flock /tmp/flare-measure.lock {command}`.", "",
              f"{args.tiles} real tiles of {args.sample.name} (preprocessed by the torch path), batch 1; every "
              f"variant compiled once from {xml.relative_to(folder)} in f32, then all timed interleaved in "
-             f"{args.repeats} rounds (ms/tile = a round's wall time over all tiles / {args.tiles}; median of the "
-             f"rounds). Agreement and logit difference are against torch fp32 on the same tiles; 'bitwise = "
+             f"{args.repeats} rounds: each round walks the tiles in slots of {cores} (what the throughput variants keep in "
+             f"flight) and each slot runs every variant in turn, so load changes hit all alike. ms/tile = a round's "
+             f"wall time over its slots / {args.tiles}; median and min over rounds; 'CPU ms/tile' is the process's "
+             f"CPU time (all threads), which other processes' load barely changes. Agreement and logit difference are against torch fp32 on the same tiles; 'bitwise = "
              f"current' compares with today's config (inference/openvino_network.py: "
              f"{study.CURRENT}). Load average 1/5/15 min beside each row (shared machine).", ""] + table
     path = args.output / f"network_levers_openvino_{cpu_slug()}.md"

@@ -3,7 +3,8 @@
 Run through `python -m benchmarks.network_limit --openvino-levers` (that module owns the command line).
 
 Every variant is a compile configuration of the same IR in f32; all are compiled once, then timed
-interleaved in one process (round r times every variant once, in turn; the median over rounds is kept),
+interleaved in one process (each slot of a round runs every variant in turn on the same tiles; the
+median and the minimum over rounds are kept, with the process's CPU time),
 each on the same real tiles: a sample case preprocessed by the torch path and cut into tiles on the
 sliding-window grid (denormals only show with real activations, never with random noise). Latency
 variants run the tiles one after another on one request; throughput variants keep `requests` async
@@ -52,7 +53,8 @@ def variants(cores: int) -> list[Variant]:
         Variant("current: LATENCY, f32"),
         Variant("CPU_DENORMALS_OPTIMIZATION=True", {"CPU_DENORMALS_OPTIMIZATION": True}),
         Variant("INFERENCE_NUM_THREADS=1", {"INFERENCE_NUM_THREADS": 1}),
-        Variant(f"INFERENCE_NUM_THREADS={cores}", {"INFERENCE_NUM_THREADS": cores}),
+        # the plugin's default on this machine, so an A/A check of the timing noise
+        Variant(f"INFERENCE_NUM_THREADS={cores} (A/A: = current)", {"INFERENCE_NUM_THREADS": cores}),
         Variant("ENABLE_CPU_PINNING=False", {"ENABLE_CPU_PINNING": False}),
         Variant("TBB_PARTITIONER=STATIC", {"TBB_PARTITIONER": "STATIC"}),
         Variant("TBB_PARTITIONER=AUTO", {"TBB_PARTITIONER": "AUTO"}),
@@ -96,9 +98,9 @@ def torch_logits(model_dir: Path, tiles: np.ndarray):
     network = load_model(model_dir, device="cpu", backend="torch").networks[0]
     inputs = [torch.from_numpy(t[None]) for t in tiles]
 
-    def run() -> np.ndarray:
+    def run(indices=range(len(tiles))) -> np.ndarray:
         with torch.inference_mode():
-            return np.concatenate([network(x).numpy() for x in inputs])
+            return np.concatenate([network(inputs[i]).numpy() for i in indices])
     return run
 
 
@@ -112,15 +114,16 @@ def compile_ir(core, xml: Path, config: dict, cache_dir: str | None = None):
 
 
 def runner(compiled, requests: int, tiles: np.ndarray):
-    """A function running every tile once through `compiled` -> logits (count, K, *patch)."""
+    """A function running the tiles at `indices` (default all) through `compiled` -> logits (count, K, *patch)
+    of all tiles (those not run keep their last values)."""
     import openvino as ov
     out = np.empty((len(tiles), *compiled.output(0).get_shape()[1:]), np.float32)
     if requests == 1:
         request = compiled.create_infer_request()
 
-        def run() -> np.ndarray:
-            for i, tile in enumerate(tiles):
-                request.infer({0: tile[None]}, share_inputs=True)
+        def run(indices=range(len(tiles))) -> np.ndarray:
+            for i in indices:
+                request.infer({0: tiles[i][None]}, share_inputs=True)
                 out[i] = request.get_output_tensor(0).data[0]
             return out
         return run
@@ -130,9 +133,9 @@ def runner(compiled, requests: int, tiles: np.ndarray):
         out[i] = request.get_output_tensor(0).data[0]
     queue.set_callback(done)
 
-    def run_async() -> np.ndarray:
-        for i, tile in enumerate(tiles):
-            queue.start_async({0: tile[None]}, userdata=i, share_inputs=True)
+    def run_async(indices=range(len(tiles))) -> np.ndarray:
+        for i in indices:
+            queue.start_async({0: tiles[i][None]}, userdata=i, share_inputs=True)
         queue.wait_all()
         return out
     return run_async
@@ -175,19 +178,30 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
         log(f"compiled {v.name}: agree {agree:.4f}, max |diff| {diff:.2e}")
     base_logits = exact[chosen[0].name][2]
 
-    times: dict[str, list[float]] = {name: [] for name in ["torch fp32 batch 1", *runs]}
-    loads: dict[str, list[str]] = {name: [] for name in times}
+    # Interleaved finely: a round walks the tiles in slots of `cores` tiles (what the throughput variants keep
+    # in flight), and each slot runs every variant in turn, each round starting one variant later; so a
+    # load change on this shared machine (seconds) hits all variants alike. A variant's round time is the sum
+    # of its slots; wall and process CPU time (all threads) are kept.
     order = [("torch fp32 batch 1", run_torch), *runs.items()]
+    slots = [range(i, min(i + cores, count)) for i in range(0, count, cores)]
+    times: dict[str, list[float]] = {name: [] for name, _ in order}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in order}
+    loads: dict[str, list[str]] = {name: [] for name, _ in order}
     for r in range(rounds):
-        # each round starts one variant later, so that none always follows torch (whose OpenMP threads
-        # may still spin) or always runs first; a short pause lets the previous run's threads go idle
-        for name, fn in order[r % len(order):] + order[:r % len(order)]:
-            time.sleep(0.2)
-            start = time.perf_counter()
-            fn()
-            times[name].append(1000 * (time.perf_counter() - start) / count)
+        wall_sum = dict.fromkeys(times, 0.0)
+        cpu_sum = dict.fromkeys(times, 0.0)
+        for slot in slots:
+            for name, fn in order[r % len(order):] + order[:r % len(order)]:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                fn(slot)
+                wall_sum[name] += time.perf_counter() - start
+                cpu_sum[name] += time.process_time() - start_cpu
+        for name in times:
+            times[name].append(1000 * wall_sum[name] / count)
+            cpu[name].append(1000 * cpu_sum[name] / count)
             loads[name].append(load())
-            log(f"round {r + 1}/{rounds} {name}: {times[name][-1]:.1f} ms/tile (load {loads[name][-1]})")
+            log(f"round {r + 1}/{rounds} {name}: {times[name][-1]:.1f} ms/tile, CPU {cpu[name][-1]:.1f} ms/tile "
+                f"(load {loads[name][-1]})")
 
     # OpenVINO sets FTZ/DAZ per thread when flushing denormals: if that leaked into the shared thread pool,
     # the current config's output would change after the flushing variants ran; say whether it did.
@@ -198,23 +212,27 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
     for line in leaks:
         log(line)
     torch_ms = statistics.median(times["torch fp32 batch 1"])
-    lines = ["| variant (changes to the current config) | requests | ms/tile median | min-max | x torch fp32 "
-             "| x current | argmax agree | max abs logit diff | bitwise = current | load at last round |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| variant (changes to the current config) | requests | ms/tile median | min | max | x torch fp32 "
+             "(median) | x current (median) | x current (min) | CPU ms/tile median | argmax agree | "
+             "max abs logit diff | bitwise = current | load at last round |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     current_ms = statistics.median(times[chosen[0].name])
+    current_min = min(times[chosen[0].name])
     summary = {}
     for name in times:
         ms = statistics.median(times[name])
         summary[name] = (ms, torch_ms / ms)
         if name == "torch fp32 batch 1":
-            lines.append(f"| {name} (reference) | 1 | {ms:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | "
-                         f"1.00 | {current_ms / ms:.2f} | 1.0000 | 0 | - | {loads[name][-1]} |")
+            lines.append(f"| {name} (reference) | 1 | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
+                         f"1.00 | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
+                         f"{statistics.median(cpu[name]):.1f} | 1.0000 | 0 | - | {loads[name][-1]} |")
             continue
         v = next(v for v in chosen if v.name == name)
         agree, diff, logits = exact[name]
         changes = ", ".join(f"{k}={val}" for k, val in v.changes.items()) or "(none)"
-        lines.append(f"| {name} [{changes}] | {v.requests} | {ms:.1f} | {min(times[name]):.1f}-{max(times[name]):.1f} | "
-                     f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {agree:.4f} | {diff:.2e} | "
+        lines.append(f"| {name} [{changes}] | {v.requests} | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
+                     f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
+                     f"{statistics.median(cpu[name]):.1f} | {agree:.4f} | {diff:.2e} | "
                      f"{'yes' if np.array_equal(logits, base_logits) else 'no'} | {loads[name][-1]} |")
     lines += [""] + [f"- {line}" for line in leaks]
     lines += ["", "### Compile and first inference (fresh ov.Core each, current config, batch 1)", ""]
