@@ -5,7 +5,7 @@ precision and batch, and the machine's peak in the same precision.
         [--backends torch openvino] [--precisions fp32 bf16] [--batches 1 2 4] [--repeats 3]
         [--levers] [-o benchmarks/results/]
     flock /tmp/flare-measure.lock python -m benchmarks.network_limit --openvino-levers [--models default]
-        [--tiles 12] [--repeats 5] [-o benchmarks/results/]
+        [--tiles 12] [--repeats 7] [-i IMAGE] [-o benchmarks/results/]
 
 FLOPs of one tile are counted from the network's convolutions (forward hooks on every Conv3d and
 ConvTranspose3d: 2 x multiply-adds; normalisation and activations are left out, so GFLOP/s is a slight
@@ -279,13 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--levers", action="store_true", help="also measure the other levers (first model)")
     parser.add_argument("--openvino-levers", action="store_true",
-                        help="measure only the OpenVINO CPU settings (first model, real tiles of --sample, "
+                        help="measure only the OpenVINO CPU settings (first model, real tiles of -i/--input, "
                              "interleaved with torch fp32 batch 1; --repeats rounds) and write "
                              "network_levers_openvino_<cpu>.md")
     parser.add_argument("--tiles", type=int, default=12, help="tiles per timed run for --openvino-levers")
-    parser.add_argument("--sample", type=Path, default=REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz",
-                        help="image whose preprocessed tiles --openvino-levers runs (a real case: denormals "
-                             "only show with real activations)")
+    parser.add_argument("-i", "--input", type=Path, default=REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz",
+                        help="image file whose preprocessed tiles --openvino-levers runs (a real case: "
+                             "denormals only show with real activations; default samples/inputs/phantom_0001)")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results",
                         help="results folder (default benchmarks/results)")
     return parser
@@ -331,8 +331,8 @@ def openvino_levers(args, command: str) -> int:
     if not openvino_installed():
         print("--openvino-levers needs the openvino package", file=sys.stderr)
         return 2
-    if not args.sample.is_file():
-        print(f"{args.sample}: sample image not found", file=sys.stderr)
+    if not args.input.is_file():
+        print(f"{args.input}: input image not found", file=sys.stderr)
         return 2
     cores = len(os.sched_getaffinity(0))
     header = (f"{cpu_name()}, {cores} cores, OpenVINO {ov.get_version()}, torch {torch.__version__} "
@@ -342,11 +342,11 @@ def openvino_levers(args, command: str) -> int:
         folder = model_folder(args.models[0], Path(tmp))
         ensure_ir(folder)
         xml = next(iter(sorted(folder.glob(f"fold_*/{IR_XML}"))))
-        table, _ = study.measure(folder, xml, args.sample, args.tiles, args.repeats, max(3, args.repeats // 2),
+        table, _ = study.measure(folder, xml, args.input, args.tiles, args.repeats, max(3, args.repeats // 2),
                                  log=lambda line: print(line, flush=True))
     lines = [f"# OpenVINO CPU settings for the {args.models[0]} model's tiles ({cpu_name()}, {cores} cores, no GPU)",
              "", f"{header}.", "", f"Command: `flock /tmp/flare-measure.lock {command}`.", "",
-             f"{args.tiles} real tiles of {args.sample.name} (preprocessed by the torch path), batch 1; every "
+             f"{args.tiles} real tiles of {args.input.name} (preprocessed by the torch path), batch 1; every "
              f"variant compiled once from {xml.relative_to(folder)} in f32, then all timed interleaved in "
              f"{args.repeats} rounds: each round walks the tiles in slots of {cores} (what the throughput variants keep in "
              f"flight) and each slot runs every variant in turn, so load changes hit all alike. ms/tile = a round's "
