@@ -104,6 +104,26 @@ def torch_logits(model_dir: Path, tiles: np.ndarray):
     return run
 
 
+def activation_denormals(model_dir: Path, tile: np.ndarray) -> tuple[int, int]:
+    """(denormal values, all values) over every module output of the torch fp32 network on one tile: whether
+    flushing denormals can matter at all for this model's real activations."""
+    from inference.model import load_model
+    network = load_model(model_dir, device="cpu", backend="torch").networks[0]
+    tiny = torch.finfo(torch.float32).tiny
+    counts = [0, 0]
+
+    def count(module, inputs, output):
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            counts[0] += int(((output != 0) & (output.abs() < tiny)).sum())
+            counts[1] += output.numel()
+    handles = [m.register_forward_hook(count) for m in network.modules() if m is not network]
+    with torch.inference_mode():
+        network(torch.from_numpy(tile[None]))
+    for h in handles:
+        h.remove()
+    return counts[0], counts[1]
+
+
 def compile_ir(core, xml: Path, config: dict, cache_dir: str | None = None):
     """Read the IR, fix batch 1 (as inference/openvino_network.py does), compile with `config`."""
     import openvino as ov
@@ -164,6 +184,10 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
     reference = run_torch().astype(np.float64)
     log(f"torch fp32 reference: logits |max| {np.abs(reference).max():.1f}, denormal logits "
         f"{denormal_share(reference.astype(np.float32)):.2e}")
+    denormal, values = activation_denormals(model_dir, tiles[len(tiles) // 2])
+    activations = (f"torch fp32 activations (every module's output, middle tile): {denormal} denormal values "
+                   f"of {values}")
+    log(activations)
 
     chosen = variants(cores)
     core = ov.Core()
@@ -234,7 +258,7 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
                      f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
                      f"{statistics.median(cpu[name]):.1f} | {agree:.4f} | {diff:.2e} | "
                      f"{'yes' if np.array_equal(logits, base_logits) else 'no'} | {loads[name][-1]} |")
-    lines += [""] + [f"- {line}" for line in leaks]
+    lines += [""] + [f"- {line}" for line in [activations, *leaks]]
     lines += ["", "### Compile and first inference (fresh ov.Core each, current config, batch 1)", ""]
     lines += compile_study(xml, tiles[:1], compile_rounds, log)
     return lines, summary
