@@ -191,15 +191,19 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
 
     chosen = variants(cores)
     core = ov.Core()
-    runs, exact = {}, {}
+    runs, exact, built = {}, {}, {}
     for v in chosen:
         compiled = compile_ir(core, xml, v.config)
+        # what the plugin made of the hints: streams x threads, pinning
+        built[v.name] = (f"{compiled.get_property('NUM_STREAMS')} stream(s), "
+                         f"{compiled.get_property('INFERENCE_NUM_THREADS')} threads in all"
+                         f"{', pinned' if compiled.get_property('ENABLE_CPU_PINNING') else ''}")
         runs[v.name] = runner(compiled, v.requests, tiles)
         runs[v.name]()  # warm-up
         logits = runs[v.name]().copy()
         agree, diff = agreement(logits, reference)
         exact[v.name] = (agree, diff, logits)
-        log(f"compiled {v.name}: agree {agree:.4f}, max |diff| {diff:.2e}")
+        log(f"compiled {v.name} ({built[v.name]}): agree {agree:.4f}, max |diff| {diff:.2e}")
     base_logits = exact[chosen[0].name][2]
 
     # Interleaved finely: a round walks the tiles in slots of `cores` tiles (what the throughput variants keep
@@ -236,10 +240,10 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
     for line in leaks:
         log(line)
     torch_ms = statistics.median(times["torch fp32 batch 1"])
-    lines = ["| variant (changes to the current config) | requests | ms/tile median | min | max | x torch fp32 "
+    lines = ["| variant (changes to the current config) | compiled as | requests | ms/tile median | min | max | x torch fp32 "
              "(median) | x current (median) | x current (min) | CPU ms/tile median | argmax agree | "
              "max abs logit diff | bitwise = current | load at last round |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     current_ms = statistics.median(times[chosen[0].name])
     current_min = min(times[chosen[0].name])
     summary = {}
@@ -247,14 +251,14 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
         ms = statistics.median(times[name])
         summary[name] = (ms, torch_ms / ms)
         if name == "torch fp32 batch 1":
-            lines.append(f"| {name} (reference) | 1 | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
+            lines.append(f"| {name} (reference) | {torch.get_num_threads()} threads | 1 | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
                          f"1.00 | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
                          f"{statistics.median(cpu[name]):.1f} | 1.0000 | 0 | - | {loads[name][-1]} |")
             continue
         v = next(v for v in chosen if v.name == name)
         agree, diff, logits = exact[name]
         changes = ", ".join(f"{k}={val}" for k, val in v.changes.items()) or "(none)"
-        lines.append(f"| {name} [{changes}] | {v.requests} | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
+        lines.append(f"| {name} [{changes}] | {built[name]} | {v.requests} | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
                      f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
                      f"{statistics.median(cpu[name]):.1f} | {agree:.4f} | {diff:.2e} | "
                      f"{'yes' if np.array_equal(logits, base_logits) else 'no'} | {loads[name][-1]} |")
