@@ -283,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "interleaved with torch fp32 batch 1; --repeats rounds) and write "
                              "network_levers_openvino_<cpu>.md")
     parser.add_argument("--tiles", type=int, default=12, help="tiles per timed run for --openvino-levers")
-    parser.add_argument("-i", "--input", type=Path, default=REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz",
+    parser.add_argument("-i", "--input", type=Path, default=REPO / "samples" / "inputs" / "phantom_0003_0000.nii.gz",
                         help="image file whose preprocessed tiles --openvino-levers runs (a real case: "
-                             "denormals only show with real activations; default samples/inputs/phantom_0001)")
+                             "denormals only show with real activations; default samples/inputs/phantom_0003, 18 tiles)")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results",
                         help="results folder (default benchmarks/results)")
     return parser
