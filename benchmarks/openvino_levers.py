@@ -243,25 +243,28 @@ def measure(model_dir: Path, xml: Path, sample: Path, count: int, rounds: int, c
         log(line)
     torch_ms = statistics.median(times["torch fp32 batch 1"])
     lines = ["| variant (changes to the current config) | compiled as | requests | ms/tile median | min | max | x torch fp32 "
-             "(median) | x current (median) | x current (min) | CPU ms/tile median | argmax agree | "
+             "(median) | x torch fp32, paired per round | x current (median) | x current, paired per round (median) | CPU ms/tile median | argmax agree | "
              "max abs logit diff | bitwise = current | load at last round |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     current_ms = statistics.median(times[chosen[0].name])
-    current_min = min(times[chosen[0].name])
+
+    def paired(name: str, against: str = chosen[0].name) -> float:
+        """Median over rounds of against / variant in the same round: the load a round saw cancels out."""
+        return statistics.median(c / v for c, v in zip(times[against], times[name]))
     summary = {}
     for name in times:
         ms = statistics.median(times[name])
         summary[name] = (ms, torch_ms / ms)
         if name == "torch fp32 batch 1":
             lines.append(f"| {name} (reference) | {torch.get_num_threads()} threads | 1 | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
-                         f"1.00 | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
+                         f"1.00 | 1.00 | {current_ms / ms:.2f} | {paired(name):.2f} | "
                          f"{statistics.median(cpu[name]):.1f} | 1.0000 | 0 | - | {loads[name][-1]} |")
             continue
         v = next(v for v in chosen if v.name == name)
         agree, diff, logits = exact[name]
         changes = ", ".join(f"{k}={val}" for k, val in v.changes.items()) or "(none)"
         lines.append(f"| {name} [{changes}] | {built[name]} | {v.requests} | {ms:.1f} | {min(times[name]):.1f} | {max(times[name]):.1f} | "
-                     f"{torch_ms / ms:.2f} | {current_ms / ms:.2f} | {current_min / min(times[name]):.2f} | "
+                     f"{torch_ms / ms:.2f} | {paired(name, 'torch fp32 batch 1'):.2f} | {current_ms / ms:.2f} | {paired(name):.2f} | "
                      f"{statistics.median(cpu[name]):.1f} | {agree:.4f} | {diff:.2e} | "
                      f"{'yes' if np.array_equal(logits, base_logits) else 'no'} | {loads[name][-1]} |")
     lines += [""] + [f"- {line}" for line in [activations, *leaks]]
