@@ -4,6 +4,8 @@ precision and batch, and the machine's peak in the same precision.
     flock /tmp/flare-measure.lock python -m benchmarks.network_limit [--models default small paper]
         [--backends torch openvino] [--precisions fp32 bf16] [--batches 1 2 4] [--repeats 3]
         [--levers] [-o benchmarks/results/]
+    flock /tmp/flare-measure.lock python -m benchmarks.network_limit --openvino-levers [--models default]
+        [--tiles 12] [--repeats 7] [-i IMAGE] [-o benchmarks/results/]
 
 FLOPs of one tile are counted from the network's convolutions (forward hooks on every Conv3d and
 ConvTranspose3d: 2 x multiply-adds; normalisation and activations are left out, so GFLOP/s is a slight
@@ -16,6 +18,11 @@ Models: `default` (weights/), `small` (the SMALL preset's widths and depth on a 
 small-patch random model), `paper` (the FLARE24 paper's architecture, 40x192x224 tile).
 `--levers` adds the other levers issue 16 names (channels-last 3D, thread count, the share of sliding-
 window time spent outside the network, torch.compile's start-up) for the first model.
+`--openvino-levers` measures instead (and only) which OpenVINO CPU compile settings make the first model's
+real tiles faster with exact f32 output (benchmarks/openvino_levers.py: denormal flushing, streams with
+async requests, threads, pinning, TBB partitioner, execution mode; compile time with and without a cached
+blob; first-inference cost), all interleaved in one process with torch fp32 batch 1 on the same tiles, and
+writes `<out>/network_levers_openvino_<cpu>.md`.
 The table goes to `<out>/network_limit_<cpu>.md` with the CPU, its cores and the load beside each row.
 """
 from __future__ import annotations
@@ -271,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--levers", action="store_true", help="also measure the other levers (first model)")
+    parser.add_argument("--openvino-levers", action="store_true",
+                        help="measure only the OpenVINO CPU settings (first model, real tiles of -i/--input, "
+                             "interleaved with torch fp32 batch 1; --repeats rounds) and write "
+                             "network_levers_openvino_<cpu>.md")
+    parser.add_argument("--tiles", type=int, default=12, help="tiles per timed run for --openvino-levers")
+    parser.add_argument("-i", "--input", type=Path, default=REPO / "samples" / "inputs" / "phantom_0003_0000.nii.gz",
+                        help="image file whose preprocessed tiles --openvino-levers runs (a real case: "
+                             "denormals only show with real activations; default samples/inputs/phantom_0003, 18 tiles)")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks" / "results",
                         help="results folder (default benchmarks/results)")
     return parser
@@ -278,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = ("python -m benchmarks.network_limit " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    if args.openvino_levers:
+        return openvino_levers(args, command)
     backends = args.backends or (["torch", "openvino"] if openvino_installed() else ["torch"])
     precisions = args.precisions or (["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"])
     print(f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}, "
@@ -285,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[str, dict[str, float]] = {}
     measure_peaks(peaks, precisions, backends, args.repeats)
     rows, levers = [], []
-    command = ("python -m benchmarks.network_limit " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     with tempfile.TemporaryDirectory(prefix="network-limit-") as tmp:
         for i, name in enumerate(args.models):
             folder = model_folder(name, Path(tmp))
@@ -299,6 +316,50 @@ def main(argv: list[str] | None = None) -> int:
             # rewritten, so that a long run interrupted later keeps what it measured
             measure_peaks(peaks, precisions, backends, args.repeats)
             print(f"wrote {write_table(args.output, rows, peaks, levers, command)}", flush=True)
+    return 0
+
+
+def cpu_slug() -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"{cpu_name()} {len(os.sched_getaffinity(0))} cores".lower()).strip("-")
+
+
+def openvino_levers(args, command: str) -> int:
+    """--openvino-levers: the OpenVINO settings study of benchmarks/openvino_levers.py, as a table."""
+    import openvino as ov
+    from benchmarks import openvino_levers as study
+    from inference.backend import IR_XML
+    if not openvino_installed():
+        print("--openvino-levers needs the openvino package", file=sys.stderr)
+        return 2
+    if not args.input.is_file():
+        print(f"{args.input}: input image not found", file=sys.stderr)
+        return 2
+    cores = len(os.sched_getaffinity(0))
+    header = (f"{cpu_name()}, {cores} cores, OpenVINO {ov.get_version()}, torch {torch.__version__} "
+              f"({torch.get_num_threads()} threads), load {load()}")
+    print(header, flush=True)
+    with tempfile.TemporaryDirectory(prefix="network-levers-") as tmp:
+        folder = model_folder(args.models[0], Path(tmp))
+        ensure_ir(folder)
+        xml = next(iter(sorted(folder.glob(f"fold_*/{IR_XML}"))))
+        table, _ = study.measure(folder, xml, args.input, args.tiles, args.repeats, max(3, args.repeats // 2),
+                                 log=lambda line: print(line, flush=True))
+    lines = [f"# OpenVINO CPU settings for the {args.models[0]} model's tiles ({cpu_name()}, {cores} cores, no GPU)",
+             "", f"{header}.", "", f"Command: `flock /tmp/flare-measure.lock {command}`.", "",
+             f"{args.tiles} real tiles of {args.input.name} (preprocessed by the torch path), batch 1; every "
+             f"variant compiled once from {xml.relative_to(folder)} in f32, then all timed interleaved in "
+             f"{args.repeats} rounds: each round walks the tiles in slots of {cores} (what the throughput variants keep in "
+             f"flight) and each slot runs every variant in turn, so load changes hit all alike. ms/tile = a round's "
+             f"wall time over its slots / {args.tiles}; median and min over rounds; 'CPU ms/tile' is the process's "
+             f"CPU time (all threads), which other processes' load barely changes. Agreement and logit difference are against torch fp32 on the same tiles; 'bitwise = "
+             f"current' compares with today's config (inference/openvino_network.py: "
+             f"{study.CURRENT}). Load average 1/5/15 min beside each row (shared machine).", ""] + table
+    path = args.output / f"network_levers_openvino_{cpu_slug()}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    tmp_path.write_text("\n".join(lines) + "\n")
+    tmp_path.replace(path)
+    print(f"wrote {path}", flush=True)
     return 0
 
 
