@@ -235,10 +235,10 @@ def compare(paths: dict, preds: dict[str, Path], labels_dir: Path, case_ids: lis
             if a.is_file() and b.is_file():
                 ma, mb = read_label_map(a).array, read_label_map(b).array
                 overlaps[case] = label_overlaps(ma, mb, label_ids)
-                voxels[case] = float(np.mean(ma == mb))
+                voxels[case] = int(np.count_nonzero(ma != mb))
         if overlaps:
             agreement[key] = {**agreement_table(overlaps, label_ids), "cases": sorted(overlaps),
-                              "voxel_agreement": voxels,
+                              "voxels_differing": voxels,
                               "case_mean_dice": {c: float(np.mean([dice(*ov[l]) for l in label_ids]))
                                                  for c, ov in overlaps.items()}}
     means = {}
@@ -313,15 +313,15 @@ def format_report(r: dict) -> str:
         lines += ["", f"The same cases in the model's heldout_scores.csv (its training-time evaluation): mean DSC "
                       f"{r['committed_mean_dsc_percent']:.2f} %."]
     lines += ["", "## Per case", "",
-              "| case |" + "".join(f" {k}: voxels equal | {k}: mean Dice |" for k in compared)
+              "| case |" + "".join(f" {k}: voxels differing | {k}: mean Dice |" for k in compared)
               + "".join(f" DSC {k} % |" for k in r["paths"]),
               "|---|" + "---:|---:|" * len(compared) + "---:|" * len(r["paths"])]
     for case in r["cases"]:
         cells = ""
         for k in compared:
             a = r["agreement"][k]
-            cells += (f" {a['voxel_agreement'][case]:.5f} | {a['case_mean_dice'][case]:.4f} |"
-                      if case in a["voxel_agreement"] else " - | - |")
+            cells += (f" {a['voxels_differing'][case]} | {a['case_mean_dice'][case]:.4f} |"
+                      if case in a["voxels_differing"] else " - | - |")
         for k in r["paths"]:
             v = r["truth_case_dsc"][k].get(case)
             cells += f" {'-' if v is None else f'{100 * v:.2f}'} |"
