@@ -11,7 +11,10 @@
    tiles (the sliding window's progress callback; the localiser's tiles are not counted), and what
    the localiser decided.
 3. Predictions are scored with `evaluation` (FLARE DSC/NSD) against the phantoms' truth.
-4. The paper's architecture (testsupport.model_folder.PAPER: patch 40x192x224 at 2.5x0.78x0.78 mm), with
+4. The compare case of benchmarks.compare_nnunet (a T1 phantom on Table 6's amos_0507 grid, 320x290x72 at
+   1.25x1.25x3.47 mm, abdominal slab with the aorta, IVC and oesophagus through all 72 slices) is
+   measured the same way (set "compare"), with per-organ DSC in the JSON.
+5. The paper's architecture (testsupport.model_folder.PAPER: patch 40x192x224 at 2.5x0.78x0.78 mm), with
    the model folder's localiser: full-model tiles with and without ROI on the same phantoms, counted
    from the tile grid (the network itself is not run; tile counts carry over to a GPU).
 A markdown table and the raw JSON go to --output (default benchmarks/results/), named after the machine.
@@ -60,7 +63,8 @@ def prepare_large(work: Path, n: int, seed: int) -> Path:
 
 def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, result_json: Path) -> None:
     """Segment one case (as the CLI does), write timings, tiles and the localiser's decision."""
-    from inference.api import resolve_device, segment_case
+    from inference.api import segment_case
+    from inference.device import resolve_device
     from inference.io import Case, read_case
     from inference.model import load_model
 
@@ -81,7 +85,7 @@ def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, 
     if roi and has_localizer:   # after the timed run: what the localiser decided (not timed)
         from inference.roi import decide_box
         volume = read_case(Case(case_id, [image]))
-        d = decide_box(volume.data, volume.spacing, model)
+        d = decide_box(volume.data, volume.spacing, model, direction=volume.reference.GetDirection())
         decision = {"reason": d.reason, "fraction": round(d.fraction, 4), "foreground_ml": round(d.foreground_ml, 1),
                     "box": [[s.start, s.stop] for s in d.box] if d.box else None}
     result_json.write_text(json.dumps({"case": case_id, "ok": result.ok, "error": result.error,
@@ -108,8 +112,18 @@ def run_measured(image: Path, out_dir: Path, model_dir: Path, roi: bool, device:
     return record
 
 
-def score(pred: Path, labels: Path) -> dict[str, tuple[float, float]]:
-    """case -> (mean DSC, mean NSD) over the 13 organs, FLARE rules (python -m evaluation)."""
+def prepare_compare(work: Path) -> Path:
+    """work/compare/imagesTs, labelsTs: benchmarks.compare_nnunet's phantom case (kept when present)."""
+    from benchmarks.compare_nnunet import write_phantom_case
+    root = work / "compare"
+    (root / "imagesTs").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTs").mkdir(parents=True, exist_ok=True)
+    write_phantom_case(root / "imagesTs", root / "labelsTs")
+    return root
+
+
+def score(pred: Path, labels: Path) -> dict[str, tuple[float, float, dict[str, float]]]:
+    """case -> (mean DSC, mean NSD, DSC per organ) over the 13 organs, FLARE rules (python -m evaluation)."""
     from evaluation.folder import score_folder
     from flare.labels import ORGANS
     scored = score_folder(pred, labels)
@@ -119,7 +133,8 @@ def score(pred: Path, labels: Path) -> dict[str, tuple[float, float]]:
     for row in scored.rows:
         name = row["Name"].removesuffix(".nii.gz")
         out[name] = (sum(row[f"{o.short}_DSC"] for o in ORGANS) / len(ORGANS),
-                     sum(row[f"{o.short}_NSD"] for o in ORGANS) / len(ORGANS))
+                     sum(row[f"{o.short}_NSD"] for o in ORGANS) / len(ORGANS),
+                     {o.short: row[f"{o.short}_DSC"] for o in ORGANS})
     return out
 
 
@@ -148,7 +163,7 @@ def paper_tiles(image: Path, localizer) -> dict:
         shape = new_shape_for_spacing([b - a for a, b in bbox], volume.spacing, PAPER.spacing)
         shape = [max(s, p) for s, p in zip(shape, PAPER.patch_size)]
         return int(np.prod([len(s) for s in tile_starts(shape, PAPER.patch_size, 0.5)]))
-    decision = decide_box(volume.data, volume.spacing, paper)
+    decision = decide_box(volume.data, volume.spacing, paper, direction=volume.reference.GetDirection())
     whole = tiles(volume.data)
     boxed = tiles(volume.data[(slice(None), *decision.box)]) if decision.box else whole
     return {"whole": whole, "roi": boxed, "reason": decision.reason, "fraction": round(decision.fraction, 4)}
@@ -186,6 +201,7 @@ def measure_set(name: str, images: Path, labels: Path, model_dir: Path, device: 
                "plain_tiles": plain["tiles"], "roi_tiles": roi["tiles"],
                "plain_dsc": scores["plain"][case][0], "roi_dsc": scores["roi"][case][0],
                "plain_nsd": scores["plain"][case][1], "roi_nsd": scores["roi"][case][1],
+               "plain_organ_dsc": scores["plain"][case][2], "roi_organ_dsc": scores["roi"][case][2],
                "decision": roi["decision"], "load": plain["load"] + roi["load"],
                "plain_timings": plain["timings"], "roi_timings": roi["timings"]}
         if localizer is not None and name == "large":
@@ -226,6 +242,13 @@ def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
                      f"{100 * sum(r['plain_nsd'] for r in sub) / n:.2f} / {100 * sum(r['roi_nsd'] for r in sub) / n:.2f} | |")
     if not timed:
         lines = [_drop_times(x) if x.startswith("|") else x for x in lines]
+    for r in rows:
+        if r["set"] == "compare" and "plain_organ_dsc" in r:
+            d = r["decision"] or {}
+            lines += ["", f"Per-organ DSC on the compare case {r['case']} (box {d.get('box')}, input axes Z, Y, X):",
+                      "", "| organ | DSC no ROI | DSC ROI |", "|---|---|---|"]
+            lines += [f"| {k} | {100 * v:.1f} | {100 * r['roi_organ_dsc'][k]:.1f} |"
+                      for k, v in r["plain_organ_dsc"].items()]
     paper = [r for r in rows if "paper_tiles" in r]
     if paper:
         lines += ["", "The paper's architecture (patch 40x192x224 at 2.5x0.78x0.78 mm, random weights; the "
@@ -250,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cases", type=int, default=4, help="held-out large-field phantoms (default 4)")
     ap.add_argument("--seed", type=int, default=910000, help="their first subject seed (default 910000)")
     ap.add_argument("--no-samples", action="store_true", help="skip samples/")
+    ap.add_argument("--sets", nargs="+", choices=("large", "samples", "compare"),
+                    default=["large", "samples", "compare"],
+                    help="which sets to measure (default all: large-field phantoms, samples/, the compare case)")
     ap.add_argument("--prepare", action="store_true", help="only write the phantoms (no measurement)")
     ap.add_argument("--untimed", action="store_true",
                     help="outside the measurement lock: write only boxes, tiles, peak memory and DSC/NSD "
@@ -275,17 +301,23 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seed range overlaps the training, held-out or sample subjects")
     del check_disjoint
     args.work.mkdir(parents=True, exist_ok=True)
-    large = prepare_large(args.work, args.cases, args.seed)
+    large = prepare_large(args.work, args.cases, args.seed) if "large" in args.sets else None
+    compare = prepare_compare(args.work) if "compare" in args.sets else None
     if args.prepare:
         return 0
     model = load_model(args.model)
     if model.localizer is None:
         ap.error(f"{args.model} has no localizer/; nothing to compare")
-    rows = measure_set("large", large / "imagesTs", large / "labelsTs", args.model, args.device, args.work,
-                       model.localizer)
-    if not args.no_samples:
+    rows = []
+    if large is not None:
+        rows += measure_set("large", large / "imagesTs", large / "labelsTs", args.model, args.device, args.work,
+                            model.localizer)
+    if "samples" in args.sets and not args.no_samples:
         rows += measure_set("samples", REPO / "samples" / "inputs", REPO / "samples" / "labels", args.model,
                             args.device, args.work, None)
+    if compare is not None:
+        rows += measure_set("compare", compare / "imagesTs", compare / "labelsTs", args.model, args.device,
+                            args.work, None)
     header = (f"# ROI-first prediction: with and without the localiser\n\n"
               f"`python -m benchmarks.roi {' '.join(argv)}` on {cpu_description()}, device {args.device}, "
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}; model {args.model.name}/ (localiser "
@@ -294,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
               f"of that process. Load average (1 min) before/after the no-ROI and the ROI run in the last column "
               f"(the machine is shared).")
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"roi_{'untimed_' if args.untimed else ''}{machine_slug()}"
+    subset = "" if set(args.sets) == {"large", "samples", "compare"} and not args.no_samples \
+        else "_".join(s for s in ("large", "samples", "compare") if s in args.sets
+                      and not (s == "samples" and args.no_samples)) + "_"
+    stem = args.output / f"roi_{'untimed_' if args.untimed else ''}{subset}{machine_slug()}"
     if args.untimed:
         header = header.replace("Time: sum of", "Times not recorded (run outside the measurement lock; "
                                 "they would be meaningless). Time would be: sum of")

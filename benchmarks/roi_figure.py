@@ -30,7 +30,7 @@ def make_figure(image_path: Path, label_path: Path | None, model_dir: Path, out_
     if model.localizer is None:
         raise SystemExit(f"error: {model_dir} has no localizer/")
     volume = read_case(Case(image_path.name, [image_path]))
-    decision = decide_box(volume.data, volume.spacing, model)
+    decision = decide_box(volume.data, volume.spacing, model, direction=volume.reference.GetDirection())
     img = volume.data[0]
     lab = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))) if label_path else np.zeros(img.shape, np.uint8)
     sz, sy, sx = volume.spacing

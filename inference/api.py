@@ -80,18 +80,19 @@ def _on_cpu(model: LoadedModel) -> list[torch.nn.Module]:
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,
                   tta: bool = False, step_size: float = 0.5, timer: StageTimer | None = None,
                   progress: Callable[[int, int], None] | None = None, source: str = "image",
-                  budget: GpuBudget | None = None) -> np.ndarray:
+                  budget: GpuBudget | None = None, direction: tuple[float, ...] | None = None) -> np.ndarray:
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
     `source` names the image in warnings (e.g. its file). A model with a localiser runs it first and
-    itself only inside the organs' box (inference/roi.py). On CUDA, `budget` plans the tile batch, the
+    itself only inside the organs' box (inference/roi.py); `direction` (the image's SimpleITK direction
+    cosines; None: axial, the first array axis is cranio-caudal) tells it which axis it keeps whole. On CUDA, `budget` plans the tile batch, the
     logits dtype and the export chunking of this case (inference.gpu_memory). A CUDA out-of-memory error
     in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.oom).
     """
     if model.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.host)
         from inference import host
         return host.segment_array(image, spacing, model, tta=tta, step_size=step_size, timer=timer,
-                                  progress=progress, source=source)
+                                  progress=progress, source=source, direction=direction)
     import torch
 
     from inference.oom import run_with_fallback
@@ -103,7 +104,7 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
         from inference.roi import segment_with_roi
         return segment_with_roi(image, model, lambda img, m: segment_array(
             img, spacing, m, tta=tta, step_size=step_size, timer=timer, progress=progress, source=source,
-            budget=budget), timer, spacing=spacing)
+            budget=budget), timer, spacing=spacing, direction=direction)
     cuda = model.device.type == "cuda"
     if cuda and budget is not None and budget.active:
         budget.prepare(model)   # once per model: measures the context and caps the allocator before any stage
@@ -166,7 +167,7 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
                 volume = read_case(case, model)
             labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size,
                                    timer=timer, progress=progress, source=str(case.channel_files[0]),
-                                   budget=budget)
+                                   budget=budget, direction=volume.reference.GetDirection())
             with timer.stage("write"):
                 out_file = output_dir / f"{case.case_id}.nii.gz"
                 write_segmentation(labels, volume.reference, out_file)

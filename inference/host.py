@@ -315,14 +315,16 @@ def logits_to_segmentation(logits: np.ndarray, prep: Preprocessed, model: Loaded
 
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *, tta: bool = False,
                   step_size: float = 0.5, timer: StageTimer | None = None,
-                  progress: Callable[[int, int], None] | None = None, source: str = "image") -> np.ndarray:
-    """inference.api.segment_array for a model on the OpenVINO backend: the label map (Z, Y, X) uint8."""
+                  progress: Callable[[int, int], None] | None = None, source: str = "image",
+                  direction: tuple[float, ...] | None = None) -> np.ndarray:
+    """inference.api.segment_array for a model on the OpenVINO backend: the label map (Z, Y, X) uint8.
+    `direction`: the image's SimpleITK direction cosines, for the ROI's cranio-caudal axis (None: axial)."""
     timer = timer or StageTimer()
     if model.localizer is not None:   # ROI-first: localise, then this function on the box only
         from inference.roi import segment_with_roi
         return segment_with_roi(np.asarray(image), model, lambda img, m: segment_array(
             img, spacing, m, tta=tta, step_size=step_size, timer=timer, progress=progress, source=source),
-            timer, spacing=spacing)
+            timer, spacing=spacing, direction=direction)
     with timer.stage("preprocess"):
         prep = preprocess(np.asarray(image), spacing, model, source)
     with timer.stage("network"):

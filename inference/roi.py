@@ -8,13 +8,18 @@ manifest). For each case the predictor
      the input's voxel grid (through the localiser's resampling and nonzero crop);
   3. widens it by `margin_mm` on every side, and to at least one full-model patch where the image
      allows (a smaller region would need the same single tile, with padding instead of real context);
-  4. clips it to the image;
+  4. clips it to the image, and gives it the image's full extent along the patient's cranio-caudal
+     (superior-inferior) axis (`si_axis`): in abdominal MRI the aorta, the IVC and the oesophagus run
+     through the whole cranio-caudal field of view, and organs near its ends (kidneys, duodenum) are
+     where a coarse localiser is least sure, so a crop along that axis cuts them by design; the saving
+     lies in-plane (air and arms around the body);
   5. runs the full model on that sub-image and places the labels back into a zero label map of the
      whole grid (the crop is an array slice, so spacing, origin and direction of the output are the
      input's, whatever the orientation).
 It falls back to the whole image when the localiser finds nothing, finds less than
 `min_foreground_ml` of organ volume (implausible for an abdominal MRI with any of the 13 organs), or
-when the box covers more than `max_box_fraction` of the image (little to save). nnU-Net's predictor has
+when the box covers more than `max_box_fraction` of the image (little to save; with the full
+cranio-caudal extent this is the in-plane fraction). nnU-Net's predictor has
 no such stage, so it is written here, on top of this package's own preprocessing and sliding window.
 
 What changes inside the box compared with the whole image: the model's intensity normalisation is
@@ -151,8 +156,27 @@ def patch_extent_mm(model) -> list[float]:
     return out
 
 
-def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings()) -> RoiDecision:
-    """Run the model's localiser on the whole image and decide the box (or the whole image)."""
+def si_axis(direction=None, ndim: int = 3) -> int:
+    """The array axis (of a (Z, Y, X) array, SimpleITK's axis order reversed) that runs closest to the
+    patient's superior-inferior axis: the image axis whose direction cosine has the largest |component|
+    along the patient z axis (the same axis in LPS and RAS; the sign, i.e. a flipped axis, does not
+    matter). `direction` is SimpleITK's row-major ndim x ndim matrix (column j: the direction of image
+    axis j); None means an axial acquisition: the array's first axis. A tie (an axis exactly at 45
+    degrees) goes to the axis nearest the array's first."""
+    if direction is None:
+        return 0
+    d = np.asarray(direction, dtype=float)
+    if d.size != ndim * ndim or not np.all(np.isfinite(d)):
+        raise ValueError(f"direction must be {ndim * ndim} finite numbers, got {tuple(direction)}")
+    along_z = np.abs(d.reshape(ndim, ndim)[ndim - 1])      # row: patient z component of each image axis
+    along_z_array = along_z[::-1]                           # image axis j is array axis ndim - 1 - j
+    return int(np.argmax(np.round(along_z_array, 6)))       # rounding: a 45 degree tie is a tie
+
+
+def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), direction=None) -> RoiDecision:
+    """Run the model's localiser on the whole image and decide the box (or the whole image). The box
+    keeps the whole cranio-caudal extent (`si_axis(direction)`, module docstring) and crops only the
+    other two axes; `direction`: the image's SimpleITK direction cosines, None for an axial array."""
     shape = tuple(image.shape[1:])
     box, ml = foreground_box(image, spacing, model.localizer)
     if box is None:
@@ -160,6 +184,8 @@ def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings()) -> 
     if ml < settings.min_foreground_ml:
         return RoiDecision(None, f"localizer found only {ml:.0f} mL (< {settings.min_foreground_ml:.0f} mL)", ml)
     box = widen_box(box, shape, spacing, settings.margin_mm, patch_extent_mm(model))
+    axis = si_axis(direction, len(shape))
+    box[axis] = (0, shape[axis])
     fraction = float(np.prod([b - a for a, b in box]) / np.prod(shape))
     if fraction > settings.max_box_fraction:
         return RoiDecision(None, f"box covers {100 * fraction:.0f} % of the image", ml, fraction)
@@ -167,13 +193,14 @@ def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings()) -> 
 
 
 def segment_with_roi(image, model, segment: Callable, timer, settings: RoiSettings = RoiSettings(),
-                     spacing=None, decision: RoiDecision | None = None) -> np.ndarray:
+                     spacing=None, decision: RoiDecision | None = None, direction=None) -> np.ndarray:
     """Label map of the whole image: `segment(sub_image, model_without_localizer)` run on the box the
-    localiser finds (stage "localize" in `timer`), or on the whole image when it falls back."""
+    localiser finds (stage "localize" in `timer`), or on the whole image when it falls back.
+    `direction`: the image's SimpleITK direction cosines (which axis is cranio-caudal; decide_box)."""
     plain = replace(model, localizer=None)
     if decision is None:
         with timer.stage("localize"):
-            decision = decide_box(image, spacing, model, settings)
+            decision = decide_box(image, spacing, model, settings, direction=direction)
     if decision.box is None:
         return segment(image, plain)
     labels = segment(image[(slice(None), *decision.box)], plain)

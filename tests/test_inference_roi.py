@@ -24,7 +24,8 @@ from inference.backend import IR_BIN, IR_XML, openvino_installed
 from inference.io import Case, read_case
 from inference.manifest import sha256_of
 from inference.model import load_model
-from inference.roi import RoiSettings, decide_box, foreground_box, load_localizer, segment_with_roi, widen_box
+from inference.roi import (RoiSettings, decide_box, foreground_box, load_localizer, segment_with_roi, si_axis,
+                           widen_box)
 from inference.timings import StageTimer
 from inference.weights import import_model
 from inference.weights import main as weights_main
@@ -34,6 +35,11 @@ REPO = Path(__file__).resolve().parent.parent
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
 
 SPACING = (6.0, 3.0, 3.0)            # (z, y, x) mm: images and the main model's target spacing
+REPO = Path(__file__).resolve().parent.parent
+# SimpleITK direction cosines (row-major; column j: patient direction of image axis j, sitk order x, y, z)
+AXIAL = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+CORONAL = (1, 0, 0, 0, 0, 1, 0, -1, 0)          # image y runs inferior: array axis 1 is S-I
+SAGITTAL_SI_FIRST = (0, 0, 1, 0, 1, 0, 1, 0, 0)  # image x runs superior: array axis 2 is S-I
 SHAPE = (24, 64, 64)                  # 144 x 192 x 192 mm; the main model's patch is 96 mm each way
 BLOCK = (slice(8, 16), slice(16, 31), slice(30, 45))      # 48 x 45 x 45 mm
 
@@ -206,7 +212,10 @@ def test_box_contains_the_organs_and_result_is_the_model_on_the_box(tmp_path):
     decision = decide_box(image, SPACING, model)
     assert decision.reason == "box" and 0.1 < decision.fraction < 0.5
     assert decision.foreground_ml == pytest.approx(48 * 45 * 45 / 1000, rel=0.5)
-    for sl, b, s in zip(decision.box, block, SPACING):
+    # the cranio-caudal axis (axial array: the first) keeps the whole image; the in-plane axes are
+    # cropped to block + margin (+ the localiser's 6 mm cells)
+    assert decision.box[0] == slice(0, SHAPE[0])
+    for sl, b, s in zip(decision.box[1:], block[1:], SPACING[1:]):
         margin = int(np.ceil(20.0 / s))
         assert sl.start <= b.start - margin + 1 and sl.stop >= b.stop + margin - 1   # block + margin inside
         assert sl.start >= b.start - margin - 2 * int(np.ceil(6.0 / s)) - 2            # ... not much more
@@ -244,9 +253,63 @@ def test_box_at_the_image_border_is_clipped(tmp_path):
     image = image_with_block(block)
     decision = decide_box(image, SPACING, model)
     assert decision.box is not None
-    assert decision.box[0].start == 0 and decision.box[1].stop == 64 and decision.box[2].start == 0
+    assert decision.box[0] == slice(0, SHAPE[0]) and decision.box[1].stop == 64 and decision.box[2].start == 0
+    assert decision.box[1].start > 0 and decision.box[2].stop < 64
     assert all(0 <= sl.start < sl.stop <= n for sl, n in zip(decision.box, SHAPE))
     assert np.array_equal(segment_array(image, SPACING, model), segment_box_only(image, model, decision.box))
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+@pytest.mark.parametrize("direction,expected", [
+    (AXIAL, 0), (None, 0),                                        # None: an axial array
+    ((-1, 0, 0, 0, -1, 0, 0, 0, 1), 0),                           # LPS <-> RAS flip in-plane
+    ((1, 0, 0, 0, 1, 0, 0, 0, -1), 0),                            # slices stored head first
+    (CORONAL, 1), ((1, 0, 0, 0, 0, -1, 0, 1, 0), 1),              # coronal, either way up
+    (SAGITTAL_SI_FIRST, 2),
+    ((0, 0, -1, 1, 0, 0, 0, -1, 0), 1),                           # sagittal as scanners store it (y: S-I)
+    (tuple(rotation(0, 30.0).flatten()), 0),                      # oblique: 30 degrees off axial
+    (tuple(rotation(0, 60.0).flatten()), 1),                      # 60 degrees off axial: nearer coronal
+    (tuple(rotation(1, 70.0).flatten()), 2),                      # 70 degrees about y: image x nearer S-I
+    (tuple(rotation(0, 45.0).flatten()), 0),                      # a tie goes to the first array axis
+])
+def test_si_axis_from_direction_cosines(direction, expected):
+    assert si_axis(direction) == expected
+
+
+def test_si_axis_refuses_a_malformed_direction():
+    with pytest.raises(ValueError, match="9 finite numbers"):
+        si_axis((1, 0, 0, 0, 1, 0))
+    with pytest.raises(ValueError, match="9 finite numbers"):
+        si_axis((1, 0, 0, 0, 1, 0, 0, 0, float("nan")))
+
+
+@pytest.mark.parametrize("direction,si", [(AXIAL, 0), (CORONAL, 1), (SAGITTAL_SI_FIRST, 2)])
+def test_box_keeps_the_cranio_caudal_extent_and_crops_the_others(tmp_path, monkeypatch, direction, si):
+    """Whatever the localiser finds, the box spans the whole S-I axis; the other two axes are the
+    widened, clipped localiser box (widen_box)."""
+    model = model_with_localizer(tmp_path)
+    image = image_with_block(BLOCK)
+    found = [(8, 16), (16, 31), (30, 45)]
+    monkeypatch.setattr("inference.roi.foreground_box", lambda *a: (list(found), 500.0))
+    from inference.roi import patch_extent_mm
+    widened = widen_box(found, SHAPE, SPACING, 20.0, patch_extent_mm(model))
+    decision = decide_box(image, SPACING, model, direction=direction)
+    assert decision.reason == "box"
+    expected = [(0, SHAPE[a]) if a == si else widened[a] for a in range(3)]
+    assert decision.box == tuple(slice(a, b) for a, b in expected)
+    assert all(widened[a] != (0, SHAPE[a]) for a in range(3))      # each axis would be cropped
+    assert decision.fraction == pytest.approx(np.prod([b - a for a, b in expected]) / np.prod(SHAPE))
+    # through segment_array: the direction keyword reaches the box
+    labels = segment_array(image, SPACING, model, direction=direction)
+    assert np.array_equal(labels, segment_box_only(image, model, decision.box))
 
 
 def test_widen_box_grows_to_one_patch_and_stays_inside():
@@ -300,12 +363,15 @@ def test_transposed_localizer_plans_map_the_box_back(tmp_path):
         assert sl.start <= b.start and sl.stop >= b.stop
 
 
-@pytest.mark.parametrize("direction", ["flip", "oblique"])
-def test_flipped_and_oblique_geometry_output_grid_is_the_input_grid(tmp_path, direction):
+@pytest.mark.parametrize("direction,si", [("flip", 0), ("oblique", 0), ("coronal", 1), ("sagittal", 2)])
+def test_flipped_and_oblique_geometry_output_grid_is_the_input_grid(tmp_path, direction, si):
+    """segment_folder reads the direction from the file: the box keeps the whole extent of the axis
+    that is cranio-caudal in that geometry, whichever array axis it is."""
     model = model_with_localizer(tmp_path)
     block = BLOCK
     image = image_with_block(block)[0]
-    d = (-1, 0, 0, 0, -1, 0, 0, 0, 1) if direction == "flip" else oblique_direction(25.0)
+    d = {"flip": (-1, 0, 0, 0, -1, 0, 0, 0, 1), "oblique": oblique_direction(25.0), "coronal": CORONAL,
+         "sagittal": SAGITTAL_SI_FIRST}[direction]
     origin = (31.0, -240.5, 77.25)
     write_image(tmp_path / "in" / "case_0000.nii.gz", image, SPACING[::-1], origin, d)
     results = segment_folder(tmp_path / "in", tmp_path / "out", model=model)
@@ -316,7 +382,9 @@ def test_flipped_and_oblique_geometry_output_grid_is_the_input_grid(tmp_path, di
     assert out.GetSize() == src.GetSize()
     assert np.allclose(out.GetSpacing(), src.GetSpacing()) and np.allclose(out.GetOrigin(), src.GetOrigin())
     assert np.allclose(out.GetDirection(), src.GetDirection())
-    decision = decide_box(image[None], SPACING, model)
+    decision = decide_box(image[None], SPACING, model, direction=d)
+    assert decision.box[si] == slice(0, SHAPE[si])
+    assert all(decision.box[a] != slice(0, SHAPE[a]) for a in range(3) if a != si)   # the others cropped
     assert np.array_equal(sitk.GetArrayFromImage(out), segment_box_only(image[None], model, decision.box))
 
 
@@ -369,3 +437,40 @@ def test_cli_no_roi_and_localize_stage(tmp_path):
     roi = json.loads((tmp_path / "roi.json").read_text())["cases"][0]["seconds"]
     plain = json.loads((tmp_path / "plain.json").read_text())["cases"][0]["seconds"]
     assert "localize" in roi and "localize" not in plain
+
+
+# --- the shipped model and localiser on a sample -----------------------------------------------------
+
+@pytest.mark.skipif(not (REPO / "weights" / "localizer" / "plans.json").is_file(), reason="weights/ not present")
+def test_shipped_localizer_keeps_the_organs_at_the_first_and_last_slices():
+    """weights/ on the compare case's phantom (benchmarks.compare_nnunet: subject 910000, T1, 72 slices
+    of 3.47 mm) at half its in-plane resolution (160x145 at 2.5 mm, for speed). The localiser's widened
+    box alone spans slices 7..67; the ROI box spans all 72, and the organs the whole-image run finds on
+    the first and the last slice (tube and kidney ends) are found there with ROI too, on nearly the same
+    voxels. A box that cut those slices would leave them empty."""
+    from phantoms import generate_case
+    from inference.roi import foreground_box, patch_extent_mm
+    img, _ = generate_case(910000, "t1", spacing=(2.5, 2.5, 3.47), size=(160, 145, 72), direction="axial")
+    image = sitk.GetArrayFromImage(img).astype(np.float32)[None]
+    spacing, direction = img.GetSpacing()[::-1], img.GetDirection()
+    model = load_model(REPO / "weights")
+    shape = image.shape[1:]
+    found, _ = foreground_box(image, spacing, model.localizer)
+    widened = widen_box(found, shape, spacing, 20.0, patch_extent_mm(model))
+    assert widened[0][0] > 0 and widened[0][1] < shape[0]         # the localiser alone would cut both ends
+    settings = RoiSettings(max_box_fraction=1.0)                    # the crop path, whatever the fraction
+    decision = decide_box(image, spacing, model, settings, direction=direction)
+    assert decision.box == (slice(0, shape[0]), *(slice(a, b) for a, b in widened[1:]))
+    assert decision.box[1] != slice(0, shape[1]) and decision.box[2] != slice(0, shape[2])
+    roi = segment_with_roi(image, model, lambda img, m: segment_array(img, spacing, m), StageTimer(), settings,
+                           spacing=spacing, decision=decision)
+    whole = segment_array(image, spacing, without_localizer(model))
+    for z in (0, shape[0] - 1):
+        organs = set(np.unique(whole[z])) - {0}
+        assert organs                                             # the end slices do hold organs
+        assert set(np.unique(roi[z])) - {0} == organs
+        # and largely the same voxels (multi-class Dice over the slice's organs; 0.97 and 0.70 measured,
+        # 0 if the box cut the slice off): the box's own intensity normalisation moves boundary voxels,
+        # a large share of a small tube end's cross-section
+        same = ((whole[z] == roi[z]) & (whole[z] > 0)).sum()
+        assert 2 * same / ((whole[z] > 0).sum() + (roi[z] > 0).sum()) > 0.6, z
