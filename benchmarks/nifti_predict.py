@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from inference import InferenceError
-    from inference.api import DEFAULT_MODEL_DIR, check_output_dir, resolve_device, segment_array
+    from inference.api import DEFAULT_MODEL_DIR, check_output_dir, segment_array
+    from inference.device import resolve_device
     from inference.gpu_budget import GpuBudget
     from inference.model import load_model
     from inference.timings import StageTimer
