@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.large_image import cpu_name
 from inference import InferenceError
 from inference.atomic import write_json, write_text
 
@@ -64,17 +65,6 @@ BF16 = PathSpec("bf16", "(c) --precision bf16", {"precision": "bf16"})
 
 # --- the machine ------------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
 def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -100,9 +90,9 @@ def bf16_status(device_type: str) -> tuple[bool, str]:
     present = sorted(cpu_flags() & set(NATIVE_BF16_FLAGS))
     if cpu_has_native_bf16():
         how = f"flags {', '.join(present)}" if present else "oneDNN reports native bf16"
-        return True, f"bf16: measured ({cpu_model()}, native bf16: {how})"
+        return True, f"bf16: measured ({cpu_name()}, native bf16: {how})"
     return False, (f"bf16: not measurable on this CPU (no native bf16: flags {' and '.join(NATIVE_BF16_FLAGS)} "
-                   f"absent from /proc/cpuinfo, and oneDNN reports none); CPU: {cpu_model()}")
+                   f"absent from /proc/cpuinfo, and oneDNN reports none); CPU: {cpu_name()}")
 
 
 # --- the cases --------------------------------------------------------------------------------------
@@ -332,7 +322,7 @@ def format_report(r: dict) -> str:
 # --- the command ------------------------------------------------------------------------------------
 
 def machine_slug() -> str:
-    desc = cpu_model().lower()
+    desc = cpu_name().lower()
     name = "amd-epyc" if "epyc" in desc else "intel-xeon" if "xeon" in desc else "cpu"
     return f"cpu-{name}-{os.cpu_count()}-cores"
 
@@ -403,7 +393,7 @@ def _run(args, kind: str, work: Path) -> int:
     report = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m benchmarks.path_agreement " + " ".join(argv_shown(sys.argv[1:])),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
         "load_before": load_before, "load_after": load_average(),
         "packages": package_versions(), "model": str(args.model), "roi": not args.no_roi,
         "heldout": settings, "cases": case_ids, "bf16_note": bf16_note,
