@@ -73,7 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import atomic_output, write_json
+from inference.files.atomic import atomic_output, write_json
 from testsupport.model_folder import RESAMPLING, write_preset
 
 from .sampler import Sampler, SourceSpec, cpu_description

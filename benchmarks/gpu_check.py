@@ -228,8 +228,8 @@ def agreement(cases: list[tuple[str, Path, np.ndarray, tuple]], device: str) -> 
     import torch
 
     from inference.api import segment_array
-    from inference.gpu_budget import GpuBudget
-    from inference.model import load_model
+    from inference.memory.gpu_budget import GpuBudget
+    from inference.model.loading import load_model
     rows, failed = [], False
     for label, model_dir, data, spacing in cases:
         ref = None

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 from inference.device import DEVICE_CHOICES
-from inference.io import find_cases as discover_cases
-from inference.io import grid_difference
+from inference.files.cases import find_cases as discover_cases
+from inference.files.reading import grid_difference
 
 from .nifti_io import header_geometry
 from .sampler import SamplerError, SamplerSet, SourceSpec, resolve_source

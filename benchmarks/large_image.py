@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from inference.atomic import write_text
+from inference.files.atomic import write_text
 from inference.device import DEVICE_CHOICES
 
 FLARE_RAM_LIMIT_GB = 28

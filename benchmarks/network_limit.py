@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 
 from testsupport.model_folder import PAPER, SMALL, write_model_folder
-from inference.backend import cpu_has_native_bf16, openvino_installed
-from inference.model import load_model
-from inference.sliding_window import predict_logits
+from inference.engines.choice import cpu_has_native_bf16, openvino_installed
+from inference.model.loading import load_model
+from inference.engines.torch_engine.sliding_window import predict_logits
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_TILE = (16, 64, 64)
@@ -150,7 +150,7 @@ def model_folder(name: str, root: Path) -> Path:
 
 
 def ensure_ir(model_dir: Path) -> None:
-    from inference.backend import IR_XML
+    from inference.engines.choice import IR_XML
     if not (model_dir / "fold_all" / IR_XML).is_file() and not any(model_dir.glob(f"fold_*/{IR_XML}")):
         from inference.weights import write_ir
         write_ir(model_dir)
@@ -327,7 +327,7 @@ def openvino_levers(args, command: str) -> int:
     """--openvino-levers: the OpenVINO settings study of benchmarks/openvino_levers.py, as a table."""
     import openvino as ov
     from benchmarks import openvino_levers as study
-    from inference.backend import IR_XML
+    from inference.engines.choice import IR_XML
     if not openvino_installed():
         print("--openvino-levers needs the openvino package", file=sys.stderr)
         return 2
@@ -352,7 +352,7 @@ def openvino_levers(args, command: str) -> int:
              f"flight) and each slot runs every variant in turn, so load changes hit all alike. ms/tile = a round's "
              f"wall time over its slots / {args.tiles}; median and min over rounds; 'CPU ms/tile' is the process's "
              f"CPU time (all threads), which other processes' load barely changes. Agreement and logit difference are against torch fp32 on the same tiles; 'bitwise = "
-             f"current' compares with today's config (inference/openvino_network.py: "
+             f"current' compares with today's config (inference/networks/openvino_network.py: "
              f"{study.CURRENT}). Load average 1/5/15 min beside each row (shared machine).", ""] + table
     path = args.output / f"network_levers_openvino_{cpu_slug()}.md"
     path.parent.mkdir(parents=True, exist_ok=True)

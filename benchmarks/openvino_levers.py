@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# The configuration inference/openvino_network.py compiles today: every variant below is this plus changes.
+# The configuration inference/networks/openvino_network.py compiles today: every variant below is this plus changes.
 CURRENT = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
 
 
@@ -71,10 +71,11 @@ def load() -> str:
 def real_tiles(model_dir: Path, sample: Path, count: int) -> np.ndarray:
     """`count` tiles (count, C, *patch) of `sample` preprocessed by the torch path, taken from the middle of
     the sliding-window grid (step 0.5, finer for a small case) outwards, so most hold anatomy."""
-    from inference.io import find_cases, read_case
-    from inference.model import load_model
-    from inference.preprocess import preprocess
-    from inference.sliding_window import pad_to_tile, tile_windows
+    from inference.files.cases import find_cases
+    from inference.files.reading import read_case
+    from inference.model.loading import load_model
+    from inference.engines.torch_engine.preprocess import preprocess
+    from inference.engines.torch_engine.sliding_window import pad_to_tile, tile_windows
     model = load_model(model_dir, device="cpu", backend="torch")
     cases, _ = find_cases(sample.parent, model.num_input_files)
     case = next(c for c in cases if c.channel_files[0] == sample)
@@ -96,7 +97,7 @@ def real_tiles(model_dir: Path, sample: Path, count: int) -> np.ndarray:
 
 def torch_logits(model_dir: Path, tiles: np.ndarray):
     """The torch fp32 network of fold 0 and a function running all tiles at batch 1 -> logits."""
-    from inference.model import load_model
+    from inference.model.loading import load_model
     network = load_model(model_dir, device="cpu", backend="torch").networks[0]
     inputs = [torch.from_numpy(t[None]) for t in tiles]
 
@@ -109,7 +110,7 @@ def torch_logits(model_dir: Path, tiles: np.ndarray):
 def activation_denormals(model_dir: Path, tile: np.ndarray) -> tuple[int, int]:
     """(denormal values, all values) over every module output of the torch fp32 network on one tile: whether
     flushing denormals can matter at all for this model's real activations."""
-    from inference.model import load_model
+    from inference.model.loading import load_model
     network = load_model(model_dir, device="cpu", backend="torch").networks[0]
     tiny = torch.finfo(torch.float32).tiny
     counts = [0, 0]
@@ -127,7 +128,7 @@ def activation_denormals(model_dir: Path, tile: np.ndarray) -> tuple[int, int]:
 
 
 def compile_ir(core, xml: Path, config: dict, cache_dir: str | None = None):
-    """Read the IR, fix batch 1 (as inference/openvino_network.py does), compile with `config`."""
+    """Read the IR, fix batch 1 (as inference/networks/openvino_network.py does), compile with `config`."""
     import openvino as ov
     model = core.read_model(str(xml))
     shape = model.input(0).get_partial_shape()

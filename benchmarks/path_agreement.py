@@ -7,11 +7,11 @@
    family of the model's own held-out evaluation (the model folder's provenance.json "data.heldout";
    without one, training.default_model's defaults: seeds from 900000, t1/t2/t1c/dwi, grid "coarse"),
    the first --cases of them, written as NIfTI images with their truth labels (training.data).
-2. Each path is loaded once, in this process, with inference.model.load_model, and predicts every case
+2. Each path is loaded once, in this process, with inference.model.loading.load_model, and predicts every case
    through inference.api.segment_folder (as `python -m inference` does):
      (a) default:   backend auto, precision auto (OpenVINO fp32 where the IR and openvino are there);
      (b) reference: --backend torch --precision fp32 --batch-size 1 (the exact path);
-     (c) bf16:      --precision bf16, only on a CPU with native bfloat16 (inference.backend).
+     (c) bf16:      --precision bf16, only on a CPU with native bfloat16 (inference.engines.choice).
    The model's localiser (ROI) is used as shipped; --no-roi compares whole-image paths.
 3. Per label, the Dice between (a) and (b) and between (c) and (b): the minimum over cases and the
    pooled Dice (all cases' voxels together), against the targets every label >= 0.97 and mean >= 0.99.
@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmarks.large_image import cpu_name
 from inference import InferenceError
-from inference.atomic import write_json, write_text
+from inference.files.atomic import write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "weights"
@@ -81,8 +81,8 @@ def package_versions() -> dict[str, str]:
 
 def bf16_status(device_type: str) -> tuple[bool, str]:
     """(measurable, a line saying why or why not). On the CPU only with native bfloat16 (the rule of
-    inference.backend: emulated bf16 is refused there)."""
-    from inference.backend import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16
+    inference.engines.choice: emulated bf16 is refused there)."""
+    from inference.engines.choice import NATIVE_BF16_FLAGS, cpu_flags, cpu_has_native_bf16
     if device_type == "cuda":
         import torch
         ok = torch.cuda.is_bf16_supported()
@@ -180,7 +180,7 @@ def run_path(spec: PathSpec, model_dir: Path, device: str, roi: bool, images: Pa
     """Load the path's model once and segment every case into `pred`; returns what was run and how
     long each case took (seconds, stage sum) and which cases failed."""
     from inference.api import segment_folder
-    from inference.model import load_model
+    from inference.model.loading import load_model
     t0 = time.perf_counter()
     model = load_model(model_dir, device=device, roi=roi, **spec.options)
     load_s = time.perf_counter() - t0
@@ -384,7 +384,7 @@ def _run(args, kind: str, work: Path) -> int:
         shutil.rmtree(preds[spec.key], ignore_errors=True)   # predictions always fresh; the phantoms are kept
         paths[spec.key] = run_path(spec, args.model, args.device, not args.no_roi, work / "imagesTs",
                                    preds[spec.key], args.quiet)
-    from inference.model import parse_labels
+    from inference.model.loading import parse_labels
     dataset_json = args.model / "dataset.json"
     labels = parse_labels(json.loads(dataset_json.read_text()), dataset_json)
     label_names = {v: k for k, v in labels.items() if v != 0}

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from inference.atomic import write_text
+from inference.files.atomic import write_text
 
 MIB = 2**20
 
@@ -95,7 +95,8 @@ def make_profiling_timer(cuda: bool, rss: _RssPeak):
 def _case_io(image: Path, model):
     """(case id, read() -> (data, spacing, reference), write(labels, reference, path)) for `image`:
     the predictor's SimpleITK I/O, or nibabel where SimpleITK is not installed."""
-    from inference.io import find_cases, read_case, write_segmentation  # imports SimpleITK only when reading
+    from inference.files.cases import find_cases
+    from inference.files.reading import read_case, write_segmentation  # imports SimpleITK only when reading
     try:
         import SimpleITK  # noqa: F401
     except ImportError:
@@ -129,7 +130,7 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
             sample_gpu: bool = True) -> dict:
     """Profile one case in this process; returns {device, stages: {name: {seconds, ...}}, ...}.
 
-    `gpu_memory_budget` (MiB) applies the predictor's budget (inference.gpu_memory) on CUDA.
+    `gpu_memory_budget` (MiB) applies the predictor's budget (inference.memory.gpu_plan) on CUDA.
     """
     rss = _RssPeak()
     t0 = time.perf_counter()
@@ -138,8 +139,8 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
 
     from inference.api import DEFAULT_MODEL_DIR, segment_array
     from inference.device import resolve_device
-    from inference.gpu_budget import GpuBudget
-    from inference.model import load_model
+    from inference.memory.gpu_budget import GpuBudget
+    from inference.model.loading import load_model
     stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}
     dev = resolve_device(device)
     cuda = dev.type == "cuda"

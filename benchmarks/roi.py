@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 REPO = Path(__file__).resolve().parent.parent
 HELDOUT_MODALITIES = ("t1", "t2", "t1c", "dwi")
@@ -65,8 +65,9 @@ def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, 
     """Segment one case (as the CLI does), write timings, tiles and the localiser's decision."""
     from inference.api import segment_case
     from inference.device import resolve_device
-    from inference.io import Case, read_case
-    from inference.model import load_model
+    from inference.files.cases import Case
+    from inference.files.reading import read_case
+    from inference.model.loading import load_model
 
     model = load_model(model_dir, device=resolve_device(device))
     has_localizer = model.localizer is not None
@@ -148,11 +149,12 @@ def paper_tiles(image: Path, localizer) -> dict:
     import torch
 
     from testsupport.model_folder import PAPER
-    from inference.io import Case, read_case
-    from inference.preprocess import nonzero_bbox
-    from inference.resample import new_shape_for_spacing
+    from inference.files.cases import Case
+    from inference.files.reading import read_case
+    from inference.engines.torch_engine.preprocess import nonzero_bbox
+    from inference.engines.torch_engine.resample import new_shape_for_spacing
     from inference.roi import decide_box
-    from inference.sliding_window import tile_starts
+    from inference.engines.torch_engine.sliding_window import tile_starts
 
     paper = SimpleNamespace(config=SimpleNamespace(patch_size=PAPER.patch_size, spacing=PAPER.spacing),
                             transpose_forward=(0, 1, 2), localizer=localizer)
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from benchmarks.sampler import cpu_description
-    from inference.model import load_model
+    from inference.model.loading import load_model
     from training.data import check_disjoint, sample_seeds
     if {args.seed + i for i in range(args.cases)} & (sample_seeds() | set(range(100000, 100100))
                                                      | set(range(900000, 900100))):

@@ -21,8 +21,9 @@ def make_figure(image_path: Path, label_path: Path | None, model_dir: Path, out_
     from matplotlib.patches import Rectangle
     import SimpleITK as sitk
 
-    from inference.io import Case, read_case
-    from inference.model import load_model
+    from inference.files.cases import Case
+    from inference.files.reading import read_case
+    from inference.model.loading import load_model
     from inference.roi import decide_box
     from phantoms.preview import _COLOURS
 
@@ -64,7 +65,7 @@ def make_figure(image_path: Path, label_path: Path | None, model_dir: Path, out_
             f"volume; localiser foreground {decision.foreground_ml:.0f} mL); colours: the truth's organs")
     fig.suptitle(text, fontsize=8, wrap=True)
     fig.tight_layout()
-    from inference.atomic import atomic_output
+    from inference.files.atomic import atomic_output
     with atomic_output(out_file, mode=0o644) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 from .sampler import (
     MIB,

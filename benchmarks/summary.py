@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 NOMINAL_INTERVAL_S = 0.1
 TIME_TOLERANCE_S = 15.0      # FLARE 2024 Task 3 (method paper)

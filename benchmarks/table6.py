@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference.atomic import write_text
+from inference.files.atomic import write_text
 from testsupport.model_folder import PAPER, model_parameter_count, write_preset
 
 from .compare_nnunet import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 # case -> (x, y, z) size, and the paper's RTX 3090 numbers (time s, max GPU MB, total GPU MB*s).
 TABLE6: dict[str, tuple[tuple[int, int, int], tuple[float, int, int]]] = {

@@ -35,7 +35,7 @@ def main() -> None:
     sys.path.insert(0, str(workspace))
 
     # Everything the CLI imports on its hot path, plus the network builder it imports lazily.
-    for module in ("inference.cli", "inference.api", "inference.io", "inference.model",
+    for module in ("inference.cli", "inference.api", "inference.files", "inference.model.loading",
                    "nnunetv2.utilities.get_network_from_plans", "SimpleITK", "numpy", "torch"):
         try:
             importlib.import_module(module)
@@ -45,7 +45,7 @@ def main() -> None:
 
     import torch
 
-    from inference.model import load_model
+    from inference.model.loading import load_model
 
     try:
         model = load_model(workspace / "weights", device="cpu", backend="torch")
@@ -81,12 +81,12 @@ def main() -> None:
 def check_openvino(model_dir: Path, torch_model) -> str:
     """Where the image has openvino and the model its IR, the OpenVINO backend (with the pruned
     openvino package) must load and agree with torch on one full tile; returns a note for the ok line."""
-    from inference.backend import openvino_installed
+    from inference.engines.choice import openvino_installed
     if not openvino_installed():
         return ""
     import torch
 
-    from inference.model import load_model
+    from inference.model.loading import load_model
     try:
         model = load_model(model_dir, device="cpu")
     except Exception as e:  # noqa: BLE001 - a pruned library shows up here

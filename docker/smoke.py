@@ -41,8 +41,9 @@ import SimpleITK as sitk
 
 from evaluation import score_case
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
-from inference.atomic import write_json
-from inference.io import find_cases, same_geometry
+from inference.files.atomic import write_json
+from inference.files.cases import find_cases
+from inference.files.reading import same_geometry
 
 DEFAULT_RECORD = Path(__file__).resolve().parent.parent / "build" / "docker-smoke.json"
 
@@ -73,7 +74,7 @@ def sample_cases(samples: Path) -> list[str]:
 
 def geometry_problems(reference: sitk.Image, output: sitk.Image) -> list[str]:
     """Differences in size, spacing, origin or direction between two images (empty when equal), with
-    the repository's one geometry tolerance (inference.io.same_geometry)."""
+    the repository's one geometry tolerance (inference.files.reading.same_geometry)."""
     why = same_geometry(reference, output)
     return [f"output grid differs from the input's: {why}"] if why else []
 

@@ -14,8 +14,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from flare.labels import csv_columns
-from inference.atomic import atomic_output
-from inference.io import list_label_cases
+from inference.files.atomic import atomic_output
+from inference.files.cases import list_label_cases
 
 from .masks import LabelMap, MaskError, as_label_map, check_same_grid
 from .metrics import score_arrays

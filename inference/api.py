@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from inference import InferenceError
-from inference.gpu_memory import FLARE_BUDGET_MIB, FP16
-from inference.model import DEFAULT_CHECKPOINT, LoadedModel, build_network, load_model
+from inference.memory.gpu_plan import FLARE_BUDGET_MIB, FP16
+from inference.model.loading import DEFAULT_CHECKPOINT, LoadedModel, build_network, load_model
 from inference.timings import StageTimer
 
-if TYPE_CHECKING:  # inference.io needs SimpleITK; segment_array does not (the GPU check reads with nibabel)
+if TYPE_CHECKING:  # inference.files needs SimpleITK; segment_array does not (the GPU check reads with nibabel)
     import torch
 
-    from inference.gpu_budget import GpuBudget
-    from inference.io import Case
+    from inference.memory.gpu_budget import GpuBudget
+    from inference.files.cases import Case
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights"
 # The torch path's stage functions, attributes of this module imported on first use (PEP 562 __getattr__
 # below): importing them loads torch, which the OpenVINO path never needs. Tests replace them here.
-_TORCH_STAGES = {"preprocess": "inference.preprocess", "predict_logits": "inference.sliding_window",
-                 "logits_to_segmentation": "inference.export"}
+_TORCH_STAGES = {"preprocess": "inference.engines.torch_engine.preprocess", "predict_logits": "inference.engines.torch_engine.sliding_window",
+                 "logits_to_segmentation": "inference.engines.torch_engine.export"}
 _this = sys.modules[__name__]
 
 
@@ -86,16 +86,16 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     `source` names the image in warnings (e.g. its file). A model with a localiser runs it first and
     itself only inside the organs' box (inference/roi.py); `direction` (the image's SimpleITK direction
     cosines; None: axial, the first array axis is cranio-caudal) tells it which axis it keeps whole. On CUDA, `budget` plans the tile batch, the
-    logits dtype and the export chunking of this case (inference.gpu_memory). A CUDA out-of-memory error
-    in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.oom).
+    logits dtype and the export chunking of this case (inference.memory.gpu_plan). A CUDA out-of-memory error
+    in any stage is not fatal: the stage is redone with less memory, then on the CPU (inference.engines.torch_engine.oom).
     """
-    if model.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.host)
-        from inference import host
+    if model.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.engines.numpy_engine.pipeline)
+        from inference.engines.numpy_engine import pipeline as host
         return host.segment_array(image, spacing, model, tta=tta, step_size=step_size, timer=timer,
                                   progress=progress, source=source, direction=direction)
     import torch
 
-    from inference.oom import run_with_fallback
+    from inference.engines.torch_engine.oom import run_with_fallback
     preprocess, predict_logits, logits_to_segmentation = \
         _this.preprocess, _this.predict_logits, _this.logits_to_segmentation   # see __getattr__
     cpu = torch.device("cpu")
@@ -126,7 +126,7 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     with timer.stage("network"):
         torch_autocast = model.plan.autocast_dtype if model.plan.backend == "torch" else None
         planned = {"batch_size": model.plan.batch_size, "autocast_dtype": torch_autocast}
-        if plan is not None:   # the GPU budget's choices (inference.gpu_memory)
+        if plan is not None:   # the GPU budget's choices (inference.memory.gpu_plan)
             planned.update(batch_size=plan.tile_batch,
                            logits_dtype=torch.float16 if plan.logits_dtype_bytes == FP16 else torch.float32)
         smaller = {"batch_size": 1, "autocast_dtype": torch_autocast,
@@ -153,7 +153,8 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
                  step_size: float = 0.5, progress: Callable[[int, int], None] | None = None,
                  budget: GpuBudget | None = None) -> CaseResult:
     """Segment one case into `output_dir/<case>.nii.gz`; failures come back as a result, not raised."""
-    from inference.io import read_case, write_segmentation
+    from inference.files.reading import read_case
+    from inference.files.writing import write_segmentation
     cuda = model.device.type == "cuda"
     if cuda:
         import torch
@@ -222,13 +223,13 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     on_skipped with the message for each file in `input_dir` that is not an input (default: a warning).
 
     On CUDA the whole device's memory is kept within `gpu_memory_budget_mib` where the case allows
-    (None: no budget); see inference.gpu_memory.
+    (None: no budget); see inference.memory.gpu_plan.
 
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
     InferenceError; a bad case gives a failed CaseResult and the others still run. `backend`,
     `precision` and `batch_size` are load_model's (ignored when `model` is given).
     """
-    from inference.io import find_cases
+    from inference.files.cases import find_cases
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     check_folders(input_dir, output_dir)
     if model is None:
@@ -243,7 +244,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 warnings.warn(message, stacklevel=2)
     budget = None
     if model.device.type == "cuda":   # the budget module needs torch; the CPU paths need no budget
-        from inference.gpu_budget import GpuBudget
+        from inference.memory.gpu_budget import GpuBudget
         budget = GpuBudget(gpu_memory_budget_mib, model.device)
     results = []
     for case in cases:

@@ -13,7 +13,7 @@ from inference import InferenceError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from inference.model import DEFAULT_CHECKPOINT
+    from inference.model.loading import DEFAULT_CHECKPOINT
     parser = argparse.ArgumentParser(
         prog="python -m inference",
         description="Segment every <case>_0000.nii.gz in INPUT_DIR with an nnU-Net v2 model folder and write "
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         return 2
 
     from inference.api import DEFAULT_MODEL_DIR, check_folders, segment_folder
-    from inference.atomic import write_json
-    from inference.model import load_model
+    from inference.files.atomic import write_json
+    from inference.model.loading import load_model
     imports_done = time.perf_counter()
     startup = {"imports": round(imports_done - started_at, 4)}
     model_dir = args.model or DEFAULT_MODEL_DIR

@@ -2,7 +2,7 @@
 
 `resolve_device` gives a torch.device (and imports torch). `device_type` answers "cpu" or "cuda" without
 importing torch where no NVIDIA driver is present, and HOST_CPU names the CPU for models on the OpenVINO
-backend, whose path (inference.host) never loads torch: that import alone costs about 2 s and 450 MB of
+backend, whose path (inference.engines.numpy_engine.pipeline) never loads torch: that import alone costs about 2 s and 450 MB of
 resident memory on the 2-core CPU of our benchmarks.
 """
 from __future__ import annotations

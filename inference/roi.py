@@ -67,15 +67,15 @@ def load_localizer(model_dir: Path, device, *, backend: str = "auto", precision:
                    batch_size: int | None = None, threads: int | None = None):
     """The localiser of `model_dir` (its `localizer/` folder), checked against the folder's manifest.
 
-    `backend`, `precision`, `batch_size`, `threads`: as for inference.model.load_model. The engine is
+    `backend`, `precision`, `batch_size`, `threads`: as for inference.model.loading.load_model. The engine is
     resolved here, because the manifest lives in `model_dir`, not in `localizer/` (load_model would find
     none to check): the files it will read (jsons, checkpoints, and the OpenVINO IR when that is the
     engine) are verified, then the localiser is loaded with that engine.
     """
-    from inference.backend import IR_BIN, IR_XML, choose_backend, fold_has_ir, openvino_installed
+    from inference.engines.choice import IR_BIN, IR_XML, choose_backend, fold_has_ir, openvino_installed
     from inference.device import device_type
-    from inference.manifest import verify_files
-    from inference.model import DEFAULT_CHECKPOINT, available_folds, load_model
+    from inference.model.manifest import verify_files
+    from inference.model.loading import DEFAULT_CHECKPOINT, available_folds, load_model
     loc_dir = Path(model_dir) / LOCALIZER_DIR
     folds = available_folds(loc_dir, DEFAULT_CHECKPOINT)
     engine = choose_backend(backend, device_type(device), all(fold_has_ir(loc_dir / f"fold_{f}") for f in folds),
@@ -92,15 +92,15 @@ def foreground_box(image: np.ndarray | torch.Tensor, spacing, localizer) -> tupl
     """Box [start, stop) per input axis (Z, Y, X) of the localiser's foreground, and its volume in mL;
     (None, 0.0) when it finds none. The box is the set of input voxels whose centres fall inside the
     foreground cells of the localiser's network grid."""
-    if localizer.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.host)
-        from inference import host
+    if localizer.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.engines.numpy_engine.pipeline)
+        from inference.engines.numpy_engine import pipeline as host
         prep = host.preprocess(np.asarray(image), spacing, localizer, "localizer input")
         logits = host.predict_logits(prep.data, localizer.networks, localizer.num_classes,
                                      localizer.config.patch_size, 0.5, None, None)
         mask = logits.argmax(0) > 0
     else:
-        from inference.preprocess import preprocess
-        from inference.sliding_window import predict_logits
+        from inference.engines.torch_engine.preprocess import preprocess
+        from inference.engines.torch_engine.sliding_window import predict_logits
         prep = preprocess(image, spacing, localizer, "localizer input")
         logits = predict_logits(prep.data, localizer.networks, localizer.num_classes, localizer.config.patch_size,
                                 0.5, None, None)

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from inference import InferenceError
-from inference.backend import IR_BIN, IR_XML, openvino_installed
-from inference.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
+from inference.engines.choice import IR_BIN, IR_XML, openvino_installed
+from inference.model.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
 from inference.roi import LOCALIZER_DIR, load_localizer
-from inference.model import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
+from inference.model.loading import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
     strip_wrapper_prefixes
 
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / "weights"
@@ -112,7 +112,7 @@ def _convert_folds(model, model_dir: Path) -> list[str]:
     """Convert each fold network of `model` (loaded from `model_dir` on torch) to OpenVINO IR beside its
     checkpoint; return the written paths (relative to `model_dir`). Each file appears whole or not at
     all (written under a temporary name)."""
-    from inference.openvino_network import convert_to_ir
+    from inference.networks.openvino_network import convert_to_ir
     written = []
     for fold, network in zip(model.folds, model.networks):
         fold_dir = model_dir / f"fold_{fold}"

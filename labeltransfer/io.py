@@ -2,7 +2,7 @@
 placing files by link or copy.
 
 Case discovery, the geometry comparison and atomic output have one home in the predictor's layer
-(inference/io.py, inference/atomic.py); they are re-exported here for the tools' convenience.
+(inference/files/, inference/files/atomic.py); they are re-exported here for the tools' convenience.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from typing import Any
 import SimpleITK as sitk
 
 from inference import InferenceError, atomic
-from inference.atomic import atomic_output
-from inference.io import FILE_ENDING, list_image_cases, list_label_cases, same_geometry  # noqa: F401 (re-exported)
+from inference.files.atomic import atomic_output
+from inference.files.cases import FILE_ENDING, list_image_cases, list_label_cases
+from inference.files.reading import same_geometry  # noqa: F401  re-exported
 
 
 # One error type for "this input is bad" across the predictor and the pipeline tools.

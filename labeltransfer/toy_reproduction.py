@@ -268,8 +268,8 @@ def train(w: Path, dataset_id: int, a: argparse.Namespace, timings: dict) -> Pat
 def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: list[str] | None = None) -> None:
     """Predict <case>_0000 files of `images` (all, or `cases`) into out/<case>.nii.gz; skips existing."""
     from inference.api import segment_folder
-    from inference.io import Case
-    from inference.model import load_model
+    from inference.files.cases import Case
+    from inference.model.loading import load_model
     names = list(io.list_image_cases(images)) if cases is None else cases
     todo = [Case(c, [images / f"{c}_0000.nii.gz"]) for c in names if not (out / f"{c}.nii.gz").exists()]
     if not todo:

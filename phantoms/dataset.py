@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from flare.labels import dataset_json_labels
-from inference.atomic import atomic_output, write_json
+from inference.files.atomic import atomic_output, write_json
 
 from .generate import generate_case
 from .tissues import check_modality

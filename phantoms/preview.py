@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 from .generate import generate_arrays
 from .tissues import MODALITIES

@@ -11,7 +11,7 @@ import pytest
 from benchmarks import path_agreement as pa
 from evaluation.folder import score_case
 from evaluation.masks import read_label_map
-from inference.backend import openvino_installed
+from inference.engines.choice import openvino_installed
 
 
 def test_dice_of_identical_maps_is_one_and_absent_labels_agree():
@@ -78,7 +78,7 @@ def test_a_run_reports_what_its_predictions_say(tmp_path):
     assert report["truth_difference_points"]["default"] == pytest.approx(
         report["truth_mean_dsc_percent"]["default"] - report["truth_mean_dsc_percent"]["reference"])
     # bf16: measured exactly when the CPU has it, otherwise said so
-    from inference.backend import cpu_has_native_bf16
+    from inference.engines.choice import cpu_has_native_bf16
     assert ("bf16" in report["paths"]) == cpu_has_native_bf16()
     if not cpu_has_native_bf16():
         assert "bf16: not measurable on this CPU (no native bf16: flags" in markdown

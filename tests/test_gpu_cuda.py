@@ -11,10 +11,10 @@ import torch
 from testsupport.model_folder import write_preset
 from benchmarks.volumes import mri_like_array, table6_spacing
 from inference.api import segment_array
-from inference.gpu_budget import GpuBudget
-from inference.gpu_memory import MIB
-from inference.model import load_model
-from inference.oom import OutOfMemoryFallback
+from inference.memory.gpu_budget import GpuBudget
+from inference.memory.gpu_plan import MIB
+from inference.model.loading import load_model
+from inference.engines.torch_engine.oom import OutOfMemoryFallback
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

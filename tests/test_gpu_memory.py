@@ -1,9 +1,9 @@
-"""inference.gpu_memory's arithmetic, with exact values (pure arithmetic: runs on a CPU)."""
+"""inference.memory.gpu_plan's arithmetic, with exact values (pure arithmetic: runs on a CPU)."""
 from __future__ import annotations
 
 import pytest
 
-from inference.gpu_memory import (
+from inference.memory.gpu_plan import (
     FP16,
     FP32,
     MIB,
@@ -86,9 +86,9 @@ def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monk
     import torch
 
     from testsupport.model_folder import write_preset
-    from inference.gpu_budget import GpuBudget
-    from inference.gpu_memory import export_bytes, network_bytes
-    from inference.model import load_model
+    from inference.memory.gpu_budget import GpuBudget
+    from inference.memory.gpu_plan import export_bytes, network_bytes
+    from inference.model.loading import load_model
     model = load_model(write_preset(tmp_path / "tiny", "tiny"))
     allocated = iter([1000, 1000 + 5 * MIB])   # before the probe, peak during it
     caps = []

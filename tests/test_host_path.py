@@ -1,4 +1,4 @@
-"""The torch-free OpenVINO path (inference.host): each numpy step against the torch step it mirrors, the
+"""The torch-free OpenVINO path (inference.engines.numpy_engine.pipeline): each numpy step against the torch step it mirrors, the
 whole case against `--backend torch`, and a run that never imports torch."""
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from inference import InferenceError, host
-from inference import preprocess as torch_preprocess
-from inference.backend import openvino_installed
-from inference.model import load_model
-from inference.resample import resample as torch_resample
-from inference.resample import resample_argmax as torch_resample_argmax
-from inference.sliding_window import predict_logits as torch_predict_logits
+from inference import InferenceError
+from inference.engines.numpy_engine import pipeline as host
+from inference.engines.torch_engine import preprocess as torch_preprocess
+from inference.engines.choice import openvino_installed
+from inference.model.loading import load_model
+from inference.engines.torch_engine.resample import resample as torch_resample
+from inference.engines.torch_engine.resample import resample_argmax as torch_resample_argmax
+from inference.engines.torch_engine.sliding_window import predict_logits as torch_predict_logits
 from testsupport.model_folder import write_preset
 from testsupport.nnunet_reference import blob_volume
 
@@ -153,7 +154,7 @@ def test_openvino_model_takes_the_host_path_and_agrees_with_torch(tiny_model_dir
 
 @needs_openvino
 def test_ir_carries_the_checkpoint_facts(tiny_model_dir):
-    from inference.openvino_network import read_ir
+    from inference.networks.openvino_network import read_ir
     _, facts = read_ir(tiny_model_dir / "fold_all" / "network.xml")
     checkpoint = torch.load(tiny_model_dir / "fold_all" / "checkpoint_final.pth", weights_only=False)
     assert facts == {"configuration": checkpoint["init_args"]["configuration"],

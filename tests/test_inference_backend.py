@@ -12,10 +12,10 @@ import torch
 from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
-from inference.backend import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
+from inference.engines.choice import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
                                cpu_has_native_bf16, default_batch_size, openvino_installed)
-from inference.model import load_model
-from inference.sliding_window import ACCUMULATION_DTYPE, predict_logits
+from inference.model.loading import load_model
+from inference.engines.torch_engine.sliding_window import ACCUMULATION_DTYPE, predict_logits
 from testsupport.nnunet_reference import blob_volume
 
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino not installed")
@@ -73,7 +73,7 @@ def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
                        "flags\t\t: fpu sse avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t: fpu\n")
     assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f", "avx512bw"}
     assert cpu_flags(tmp_path / "absent") == set()
-    import inference.backend as backend
+    import inference.engines.choice as backend
     for flags, expected in ((set(), False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
         monkeypatch.setattr(backend, "cpu_flags", lambda flags=flags: flags)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)

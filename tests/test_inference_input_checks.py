@@ -1,5 +1,5 @@
 """Input checks before any voxel is read: the file recognised by its content, the header checked against
-the file, the resampled grid and the peak memory costed (inference/nifti.py, inference/cost.py).
+the file, the resampled grid and the peak memory costed (inference/files/nifti.py, inference/memory/cost.py).
 
 Every folder test runs the predictor on a folder holding a good case beside the bad one: the bad one
 fails with a message naming its file and the problem, the good one is still written, nothing is killed.
@@ -21,9 +21,12 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport.model_folder import PAPER, write_preset
-from inference import InferenceError, cost, nifti
+from inference import InferenceError
+from inference.files import nifti
+from inference.memory import cost
 from testsupport.predictor_cli import outputs, run
-from inference.io import Case, read_case
+from inference.files.cases import Case
+from inference.files.reading import read_case
 from testsupport.nnunet_reference import blob_volume, write_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -369,7 +372,7 @@ def test_empty_or_absurd_grid_named_before_reading(tmp_path, model_dir, inputs, 
 
 def test_arrays_get_the_same_grid_checks(model_dir):
     from inference.api import segment_array
-    from inference.model import load_model
+    from inference.model.loading import load_model
     model = load_model(model_dir)
     with pytest.raises(InferenceError, match=r"^scan: size 1x1x1 at spacing 1x1x1 mm resamples to a 1x1x0 grid"):
         segment_array(np.ones((1, 1, 1, 1), np.float32), (1.0, 1.0, 1.0), model, source="scan")

@@ -20,10 +20,11 @@ import torch
 from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array, segment_folder
-from inference.backend import IR_BIN, IR_XML, openvino_installed
-from inference.io import Case, read_case
-from inference.manifest import sha256_of
-from inference.model import load_model
+from inference.engines.choice import IR_BIN, IR_XML, openvino_installed
+from inference.files.cases import Case
+from inference.files.reading import read_case
+from inference.model.manifest import sha256_of
+from inference.model.loading import load_model
 from inference.roi import (RoiSettings, decide_box, foreground_box, load_localizer, segment_with_roi, si_axis,
                            widen_box)
 from inference.timings import StageTimer
@@ -53,7 +54,7 @@ class ThresholdNet(torch.nn.Module):
 
     def forward(self, x):
         fg = x[:, :1] - self.threshold
-        if isinstance(x, np.ndarray):   # a localiser on OpenVINO runs on the torch-free path (inference.host)
+        if isinstance(x, np.ndarray):   # a localiser on OpenVINO runs on the torch-free path (inference.engines.numpy_engine.pipeline)
             return np.concatenate([np.zeros_like(fg), fg], 1)
         return torch.cat([torch.zeros_like(fg), fg], 1)
 

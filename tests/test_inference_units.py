@@ -9,10 +9,10 @@ import torch
 
 from testsupport.model_folder import write_preset
 from inference import InferenceError
-from inference.model import load_model, parse_labels, resolve_configuration
-from inference.preprocess import nonzero_bbox
-from inference.resample import resample, resample_argmax, separate_axis
-from inference.sliding_window import gaussian_importance, mirror_combinations, pad_to_tile, tile_starts
+from inference.model.loading import load_model, parse_labels, resolve_configuration
+from inference.engines.torch_engine.preprocess import nonzero_bbox
+from inference.engines.torch_engine.resample import resample, resample_argmax, separate_axis
+from inference.engines.torch_engine.sliding_window import gaussian_importance, mirror_combinations, pad_to_tile, tile_starts
 
 
 @pytest.mark.parametrize("tile", [(16, 32, 32), (40, 192, 224), (7, 9, 11)])
@@ -61,7 +61,7 @@ def test_mirror_combinations_cover_all_subsets():
 ])
 def test_resample_matches_nnunet_torch_resampling(spacing, target, force):
     from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
-    from inference.resample import new_shape_for_spacing
+    from inference.engines.torch_engine.resample import new_shape_for_spacing
     data = torch.rand(3, 13, 37, 29)
     new_shape = new_shape_for_spacing(data.shape[1:], spacing, target)
     reference = resample_torch_fornnunet(data, new_shape, spacing, target, is_seg=False, force_separate_z=force)

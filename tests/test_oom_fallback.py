@@ -10,9 +10,9 @@ import torch
 import inference.api as api
 from testsupport.model_folder import write_preset
 from inference.cli import main
-from inference.io import Case
-from inference.model import load_model
-from inference.oom import OutOfMemoryFallback, run_with_fallback
+from inference.files.cases import Case
+from inference.model.loading import load_model
+from inference.engines.torch_engine.oom import OutOfMemoryFallback, run_with_fallback
 from testsupport.nnunet_reference import blob_volume, write_image
 
 # The function each stage calls, as inference.api names it.

@@ -230,7 +230,7 @@ def test_default_model_recipe_end_to_end(tmp_path):
 
     # exported folder: stripped checkpoint, narrowed network, provenance and README
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    from inference.backend import openvino_installed
+    from inference.engines.choice import openvino_installed
     ir = ["fold_all/network.bin", "fold_all/network.xml"] if openvino_installed() else []  # import writes IR
     assert files == sorted(["README.md", "dataset.json", "fold_all/checkpoint_final.pth", "heldout_scores.csv",
                             "manifest.json", "plans.json", "provenance.json", *ir])
@@ -269,7 +269,7 @@ def test_default_model_recipe_end_to_end(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["localizer"]["training"]["epochs"] == 1 and prov["localizer"]["data"]["cases"] == 2
     assert (out / "README.md").read_bytes() == readme_before     # kept by the re-import
-    from inference.model import load_model
+    from inference.model.loading import load_model
     model = load_model(out)
     assert model.localizer is not None and model.localizer.num_classes == 2
     assert model.localizer.config.spacing == (20.0, 20.0, 20.0)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flare.labels import NUM_CLASSES, dataset_json_labels
-from inference.atomic import atomic_output
+from inference.files.atomic import atomic_output
 
 TRAINER_NAME = "nnUNetTrainer"
 CONFIGURATION = "3d_fullres"

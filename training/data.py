@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from flare.labels import dataset_json_labels
-from inference.atomic import write_json
+from inference.files.atomic import write_json
 
 SUFFIX = ".nii.gz"
 

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from inference.atomic import write_json, write_text
+from inference.files.atomic import write_json, write_text
 from training.steps import parse_steps, run_steps
 
 STEPS = ("data", "plan", "preprocess", "train", "export", "evaluate")
@@ -333,7 +333,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, samples) -> None:
-    from inference.model import load_model
+    from inference.model.loading import load_model
     train, heldout = case_lists(args)
     info_file = paths["trained"] / "train_info.json"
     train_info = json.loads(info_file.read_text()) if info_file.is_file() else {}

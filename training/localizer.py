@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from inference.atomic import atomic_output, write_json
+from inference.files.atomic import atomic_output, write_json
 
 DATASET_ID = 902
 DATASET_NAME = f"Dataset{DATASET_ID:03d}_FLAREPhantomsLocalizer"

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from inference import InferenceError
-from inference.backend import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
+from inference.engines.choice import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
     cpu_has_native_bf16, default_batch_size, fold_has_ir, openvino_installed
 from inference.device import HOST_CPU, device_type, resolve_device
-from inference.manifest import verify_files
+from inference.model.manifest import verify_files
 
 if TYPE_CHECKING:
     import torch
@@ -191,7 +191,7 @@ def strip_wrapper_prefixes(state_dict: dict) -> dict:
 
 
 def build_network(architecture: dict, num_channels: int, num_classes: int) -> torch.nn.Module:
-    # Imported here: only needed once per process, and it keeps `import inference.model` light.
+    # Imported here: only needed once per process, and it keeps `import inference.model.loading` light.
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     return get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
                                   architecture.get("_kw_requires_import", ()), num_channels, num_classes,
@@ -204,8 +204,8 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
                batch_size: int | None = None, threads: int | None = None, roi: bool = True) -> LoadedModel:
     """Load a trained nnU-Net v2 model folder onto `device`; several folds make an ensemble.
 
-    `backend`, `precision` (inference.backend) and `batch_size` (tiles per network call; None: the
-    measured rule of inference.backend.default_batch_size) choose how the network runs; `threads` caps
+    `backend`, `precision` (inference.engines.choice) and `batch_size` (tiles per network call; None: the
+    measured rule of inference.engines.choice.default_batch_size) choose how the network runs; `threads` caps
     OpenVINO's threads (torch's are set process-wide with torch.set_num_threads). `roi` False leaves the
     folder's localizer/ unloaded (whole-image prediction).
     """
@@ -226,7 +226,7 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     kind = device_type(device)   # without importing torch where no GPU can be there
     engine = choose_backend(backend, kind, all(fold_has_ir(model_dir / f"fold_{f}") for f in folds),
                             openvino_installed())
-    # The OpenVINO path runs on the host CPU without torch (inference.host); everything else is torch's.
+    # The OpenVINO path runs on the host CPU without torch (inference.engines.numpy_engine.pipeline); everything else is torch's.
     device = HOST_CPU if engine == "openvino" else resolve_device(device)
     cuda_bf16 = kind == "cuda" and precision == "bf16" and _torch().cuda.is_bf16_supported()
     native_bf16 = kind == "cpu" and precision == "bf16" and cpu_has_native_bf16()
@@ -237,11 +237,11 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     verify_files(model_dir, ["dataset.json", "plans.json"] + checked)
     irs = checkpoints = None
     if engine == "openvino":
-        from inference.openvino_network import read_ir
+        from inference.networks.openvino_network import read_ir
         irs = [read_ir(model_dir / f"fold_{f}" / IR_XML) for f in folds]
         facts = [metadata for _, metadata in irs]
     if irs is not None and all("configuration" in f and "mirror_axes" in f for f in facts):
-        # the IR carries the checkpoint facts: no torch.load (inference.openvino_network)
+        # the IR carries the checkpoint facts: no torch.load (inference.networks.openvino_network)
         first = {"init_args": {"configuration": facts[0]["configuration"]},
                  "inference_allowed_mirroring_axes": facts[0]["mirror_axes"]}
     else:
@@ -280,7 +280,7 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
     plan = NetworkPlan(engine, precision, batch_size or default_batch_size(engine, device.type, config.patch_size))
     if engine == "openvino":  # the torch network is not built at all: that saves start-up time
-        from inference.openvino_network import OpenVINONetwork
+        from inference.networks.openvino_network import OpenVINONetwork
         networks = [OpenVINONetwork(model_dir / f"fold_{f}" / IR_XML, plan.batch_size, precision, threads, ir)
                     for f, (ir, _) in zip(folds, irs)]
     else:

@@ -1,7 +1,7 @@
 """No case lost to CUDA out-of-memory: run a stage, and on OOM free memory and try the next, cheaper way.
 
 A stage is a list of (description, callable) attempts: typically the planned settings, then smaller
-chunks/batch on the same device, then the CPU. Each fallback is logged (logger `inference.oom`) and
+chunks/batch on the same device, then the CPU. Each fallback is logged (logger `inference.engines.torch_engine.oom`) and
 raised as an OutOfMemoryFallback warning, which segment_case records and the CLI prints.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-log = logging.getLogger("inference.oom")
+log = logging.getLogger("inference.engines.torch_engine.oom")
 T = TypeVar("T")
 
 

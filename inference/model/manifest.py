@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from inference import InferenceError
-from inference.atomic import write_json
+from inference.files.atomic import write_json
 
 MANIFEST_NAME = "manifest.json"
 

@@ -1,5 +1,5 @@
 """The GPU-memory budget at run time: measure the context and one tile's activations, cap the allocator,
-and plan each case with inference.gpu_memory's arithmetic."""
+and plan each case with inference.memory.gpu_plan's arithmetic."""
 from __future__ import annotations
 
 import logging
@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from inference.gpu_memory import MIB, CaseShape, MemoryPlan, allocator_fraction, network_voxels, plan_case
+from inference.memory.gpu_plan import MIB, CaseShape, MemoryPlan, allocator_fraction, network_voxels, plan_case
 
-log = logging.getLogger("inference.gpu_memory")
+log = logging.getLogger("inference.memory.gpu_plan")
 
 
 class GpuBudget:

@@ -1,13 +1,13 @@
 """The CPU path without torch: numpy arrays through an OpenVINO network, from image to label map.
 
-Models on the OpenVINO backend (inference.backend) take this path. On the 2-core CPU of our benchmarks,
+Models on the OpenVINO backend (inference.engines.choice) take this path. On the 2-core CPU of our benchmarks,
 importing torch costs about 2 s of start-up and 450 MB of resident memory, more than the whole network
 stage of a typical MRI case saves by running in OpenVINO; without torch the OpenVINO path starts faster
 and peaks lower than the torch path (benchmarks/results/compare_nnunet_*.md).
 
 Every rule is the torch path's, which documents it and its nnU-Net origin: preprocessing as in
-inference.preprocess (transpose -> crop to nonzero -> normalise -> resample), tiles and their Gaussian
-weights from inference.tiling (shared with inference.sliding_window), export as in inference.export
+inference.engines.torch_engine.preprocess (transpose -> crop to nonzero -> normalise -> resample), tiles and their Gaussian
+weights from inference.rules.tiling (shared with inference.engines.torch_engine.sliding_window), export as in inference.engines.torch_engine.export
 (resample the logits, argmax, uncrop, transpose back). Numbers agree with the torch path to float32
 rounding, not bit for bit: tests/test_host_path.py checks each step against the torch step and the whole
 case against `--backend torch`.
@@ -25,11 +25,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from inference import InferenceError
-from inference.cost import ModelShape, check_grid
-from inference.model import LoadedModel
-from inference.preprocess import Preprocessed, filled_nonzero_mask, target_shape
-from inference.spacing import separate_axis
-from inference.tiling import gaussian_importance, mirror_combinations, tile_windows
+from inference.memory.cost import ModelShape, check_grid
+from inference.model.loading import LoadedModel
+from inference.engines.torch_engine.preprocess import Preprocessed, filled_nonzero_mask, target_shape
+from inference.rules.spacing import separate_axis
+from inference.rules.tiling import gaussian_importance, mirror_combinations, tile_windows
 from inference.timings import StageTimer
 
 # Export resamples and argmaxes the logits a slab of output planes (along the first axis) at a time, all
@@ -98,7 +98,7 @@ def resamplers(old_shape: Sequence[int], new_shape: Sequence[int], axis: int | N
 
 
 def resample(data: np.ndarray, new_shape: Sequence[int], axis: int | None) -> np.ndarray:
-    """inference.resample.resample in numpy: (C, X, Y, Z) float32 to (C, *new_shape); trilinear, or
+    """inference.engines.torch_engine.resample.resample in numpy: (C, X, Y, Z) float32 to (C, *new_shape); trilinear, or
     bilinear in the planes across `axis` and nearest-exact along it. Linear interpolation is separable,
     so it runs one axis at a time."""
     new_shape = tuple(int(s) for s in new_shape)
@@ -152,7 +152,7 @@ def resample_argmax(logits: np.ndarray, new_shape: Sequence[int], axis: int | No
     return out
 
 
-# ---- preprocessing (inference.preprocess's rules) ---------------------------------------------------
+# ---- preprocessing (inference.engines.torch_engine.preprocess's rules) ---------------------------------------------------
 
 def nonzero_bbox(data: np.ndarray) -> tuple[tuple[int, int], ...]:
     """Box [start, stop) per spatial axis of voxels nonzero in any channel; the whole image if none."""
@@ -169,7 +169,7 @@ def nonzero_bbox(data: np.ndarray) -> tuple[tuple[int, int], ...]:
 
 def normalize_channel(image: np.ndarray, scheme: str, properties: dict | None, mask: np.ndarray | None,
                       source: str) -> None:
-    """One float32 channel normalised in place, as inference.preprocess.normalize_channel does."""
+    """One float32 channel normalised in place, as inference.engines.torch_engine.preprocess.normalize_channel does."""
     eps = 1e-8
     if scheme == "ZScoreNormalization":
         region = image[mask] if mask is not None else image
@@ -204,7 +204,7 @@ def normalize_channel(image: np.ndarray, scheme: str, properties: dict | None, m
 
 def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
                source: str = "image") -> Preprocessed:
-    """inference.preprocess.preprocess in numpy: image (C, Z, Y, X) as read, spacing in that order."""
+    """inference.engines.torch_engine.preprocess.preprocess in numpy: image (C, Z, Y, X) as read, spacing in that order."""
     check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
     tf = model.transpose_forward
     data = np.asarray(image, dtype=np.float32)
@@ -240,7 +240,7 @@ def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel
                         shape_after_cropping=shape_cropped, spacing=spacing_t)
 
 
-# ---- sliding window (inference.sliding_window's rules) ----------------------------------------------
+# ---- sliding window (inference.engines.torch_engine.sliding_window's rules) ----------------------------------------------
 
 def pad_to_tile(data: np.ndarray, tile_size: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Zero-pad (C, X, Y, Z) up to the tile size where smaller, split evenly (extra voxel after)."""
@@ -277,7 +277,7 @@ def mean_over_views(networks: Sequence[Callable], tiles: np.ndarray, flips: list
 def predict_logits(data: np.ndarray, networks: Sequence[Callable], num_classes: int, patch_size: Sequence[int],
                    step_size: float = 0.5, mirror_axes: Sequence[int] | None = None,
                    progress: Callable[[int, int], None] | None = None, batch_size: int = 1) -> np.ndarray:
-    """inference.sliding_window.predict_logits in numpy: (K, X, Y, Z) float32 logits of a (C, X, Y, Z)
+    """inference.engines.torch_engine.sliding_window.predict_logits in numpy: (K, X, Y, Z) float32 logits of a (C, X, Y, Z)
     image, each voxel the Gaussian-weighted mean of its tiles' logits (accumulated in float32)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -302,7 +302,7 @@ def predict_logits(data: np.ndarray, networks: Sequence[Callable], num_classes: 
     return logits[(slice(None), *keep)]
 
 
-# ---- export (inference.export's rules) and the whole case --------------------------------------------
+# ---- export (inference.engines.torch_engine.export's rules) and the whole case --------------------------------------------
 
 def logits_to_segmentation(logits: np.ndarray, prep: Preprocessed, model: LoadedModel) -> np.ndarray:
     """(K, X, Y, Z) logits in the network's grid -> label map (Z, Y, X) in the input's array order."""

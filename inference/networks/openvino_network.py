@@ -7,7 +7,7 @@ Weights are stored in float32 (no fp16 compression), so f32 inference matches to
 
 The IR also carries the two facts inference needs from the fold's checkpoint (its configuration name and
 the mirror axes test-time augmentation may use), in its runtime info under "nnunet", so the OpenVINO path
-loads a fold without torch (inference.host). IR written before that still loads: the checkpoint is then
+loads a fold without torch (inference.engines.numpy_engine.pipeline). IR written before that still loads: the checkpoint is then
 read with torch, as before.
 
 This module imports neither torch nor OpenVINO at import time; torch only where a torch tensor comes in.

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.model import LoadedModel
-from inference.preprocess import Preprocessed
-from inference.resample import resample_argmax, separate_axis
+from inference.model.loading import LoadedModel
+from inference.engines.torch_engine.preprocess import Preprocessed
+from inference.engines.torch_engine.resample import resample_argmax, separate_axis
 
 # Resampled fp32 logits of all classes at once above this many bytes are produced in class chunks.
 _LOGITS_BUDGET_BYTES = 2 * 1024 ** 3

@@ -1,6 +1,6 @@
 """What one case will cost, from its header alone, and whether the process can afford it.
 
-`estimate` follows the predictor's stages (inference.io.read_case, preprocess, sliding_window, export)
+`estimate` follows the predictor's stages (inference.files.reading.read_case, preprocess, sliding_window, export)
 and counts the arrays each stage holds at once; the peak is the largest stage. Symbols (voxel counts,
 bytes per element):
 
@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Sequence
 
 from inference import InferenceError
-from inference.spacing import new_shape_for_spacing
+from inference.rules.spacing import new_shape_for_spacing
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 MIND_WORK_BYTES = 1 * GiB          # inference.mind.mind_channels' default max_work_bytes
-EXPORT_BUDGET_BYTES = 2 * GiB      # inference.export._LOGITS_BUDGET_BYTES
+EXPORT_BUDGET_BYTES = 2 * GiB      # inference.engines.torch_engine.export._LOGITS_BUDGET_BYTES
 # Margin kept free of the estimate: allocator slack, Python objects, the OS page cache we lean on.
 MARGIN_FRACTION = 0.10
 MARGIN_MIN_BYTES = 512 * MiB
@@ -74,7 +74,7 @@ class ModelShape:
 
     @classmethod
     def of(cls, model) -> "ModelShape":
-        """From an inference.model.LoadedModel."""
+        """From an inference.model.loading.LoadedModel."""
         arch = model.config.architecture.get("arch_kwargs", {})
         strides = tuple(tuple(s) if isinstance(s, (list, tuple)) else (s, s, s)
                         for s in arch.get("strides", [(1, 1, 1)]))
@@ -316,7 +316,7 @@ def check_case(shape: Sequence[int], spacing: Sequence[float], files: int, bytes
 def build_parser():
     import argparse
     from inference.device import DEVICE_CHOICES
-    parser = argparse.ArgumentParser(prog="python -m inference.cost",
+    parser = argparse.ArgumentParser(prog="python -m inference.memory.cost",
                                      description="Estimate a case's peak memory per stage from its header "
                                                  "(no voxel is read) and compare it with the memory limit.")
     parser.add_argument("-i", "--input", required=True, type=Path, help="a <case>_0000.nii.gz file")
@@ -327,12 +327,12 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m inference.cost -i FILE [-m MODEL] [--device auto|cpu|cuda]`: the estimate, stage by stage."""
+    """`python -m inference.memory.cost -i FILE [-m MODEL] [--device auto|cpu|cuda]`: the estimate, stage by stage."""
     args = build_parser().parse_args(argv)
     from inference.api import DEFAULT_MODEL_DIR
     from inference.device import resolve_device
-    from inference.io import header_geometry
-    from inference.model import load_model
+    from inference.files.reading import header_geometry
+    from inference.model.loading import load_model
     try:
         model = load_model(args.model or DEFAULT_MODEL_DIR, device=resolve_device(args.device))
         shape, spacing, bytes_per_voxel = header_geometry(args.input)

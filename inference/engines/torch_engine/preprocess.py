@@ -1,7 +1,7 @@
 """nnU-Net's inference preprocessing on the compute device: transpose, crop to nonzero, normalise, resample.
 
 The order (transpose -> crop -> normalise -> resample) and every rule follow nnunetv2's
-DefaultPreprocessor so that a model sees what it saw in training. inference.host does the same in numpy
+DefaultPreprocessor so that a model sees what it saw in training. inference.engines.numpy_engine.pipeline does the same in numpy
 for the OpenVINO path; torch is imported inside the torch functions here, so that `Preprocessed` and
 `target_shape` are shared without loading it.
 """
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inference import InferenceError
-from inference.cost import ModelShape, check_grid
-from inference.model import LoadedModel
-from inference.spacing import new_shape_for_spacing, separate_axis
+from inference.memory.cost import ModelShape, check_grid
+from inference.model.loading import LoadedModel
+from inference.rules.spacing import new_shape_for_spacing, separate_axis
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +106,7 @@ def preprocess(image: np.ndarray | torch.Tensor, spacing: tuple[float, ...], mod
     """
     import torch
 
-    from inference.resample import resample
+    from inference.engines.torch_engine.resample import resample
     # Before any heavy work: an image that resamples to nothing or to an absurd grid is refused with
     # its spacing named (files were checked before reading already; arrays arrive here directly).
     check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)

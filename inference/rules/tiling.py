@@ -1,7 +1,7 @@
 """Where the sliding window puts its tiles and how it weights them: plain rules shared by the torch path
-(inference.sliding_window) and the torch-free OpenVINO path (inference.host).
+(inference.engines.torch_engine.sliding_window) and the torch-free OpenVINO path (inference.engines.numpy_engine.pipeline).
 
-The rules reproduce nnU-Net's predictor (see inference.sliding_window's docstring for the list), so
+The rules reproduce nnU-Net's predictor (see inference.engines.torch_engine.sliding_window's docstring for the list), so
 that both paths agree with it.
 """
 from __future__ import annotations

@@ -25,18 +25,18 @@ from typing import Callable, Sequence
 
 import torch
 
-from inference import tiling
-from inference.tiling import mirror_combinations, tile_starts, tile_windows  # noqa: F401 (re-exported)
+from inference.rules import tiling
+from inference.rules.tiling import mirror_combinations, tile_starts, tile_windows  # noqa: F401 (re-exported)
 
 ACCUMULATION_DTYPE = torch.float32
 # A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile). torch modules and
-# inference.openvino_network.OpenVINONetwork both are.
+# inference.networks.openvino_network.OpenVINONetwork both are.
 TileNetwork = Callable[[torch.Tensor], torch.Tensor]
 
 
 def gaussian_importance(tile_size: Sequence[int], device: torch.device, dtype: torch.dtype,
                         sigma_scale: float = 1 / 8, peak: float = 10.0) -> torch.Tensor:
-    """inference.tiling's fp16 importance map as a tensor of `dtype` on `device`."""
+    """inference.rules.tiling's fp16 importance map as a tensor of `dtype` on `device`."""
     weights = tiling.gaussian_importance(tile_size, sigma_scale, peak)
     return torch.from_numpy(weights).to(device=device, dtype=dtype)
 
@@ -80,7 +80,7 @@ class WeightedLogitSum:
     def __init__(self, num_classes: int, shape: Sequence[int], tile_size: Sequence[int], device: torch.device,
                  dtype: torch.dtype = ACCUMULATION_DTYPE):
         # dtype: float32 by default; float16 only when a GPU memory budget cannot hold float32 logits
-        # (inference.gpu_memory), as nnU-Net's own predictor accumulates on CUDA
+        # (inference.memory.gpu_plan), as nnU-Net's own predictor accumulates on CUDA
         self.logits = torch.zeros((num_classes, *shape), dtype=dtype, device=device)
         self.weights = torch.zeros(tuple(shape), dtype=ACCUMULATION_DTYPE, device=device)
         self.importance = gaussian_importance(tile_size, device, ACCUMULATION_DTYPE)

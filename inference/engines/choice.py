@@ -11,7 +11,7 @@ the installed packages and the CPU's instruction set, so that a run never depend
                     AMX-BF16), since emulated bf16 is slower than float32; on CUDA where torch says so.
               fp16: CUDA only (CPUs here have no fast fp16 convolution).
 
-Logits always accumulate in float32 (see inference.sliding_window): it cannot overflow, unlike the fp16
+Logits always accumulate in float32 (see inference.engines.torch_engine.sliding_window): it cannot overflow, unlike the fp16
 buffer nnU-Net uses.
 """
 from __future__ import annotations

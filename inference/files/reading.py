@@ -1,13 +1,7 @@
-"""Finding cases in a folder, reading them with SimpleITK, comparing grids, writing label maps atomically.
-
-The one home of case discovery (`find_cases` for the predictor's input folder, `list_image_cases` /
-`list_label_cases` for nnU-Net raw-dataset folders) and of the geometry comparison (`same_geometry`).
-nnU-Net raw naming: images `<case>_<XXXX><ending>` (XXXX = 4-digit channel), labels `<case><ending>`.
-"""
+"""Reading a case's channel files with SimpleITK after checking them (inference.files.nifti), and the
+repository's one geometry comparison (`same_geometry`)."""
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -16,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from inference import InferenceError, nifti
-from inference.atomic import atomic_output
+from inference import InferenceError
+from inference.files import nifti
+from inference.files.cases import Case
 
-FILE_ENDING = ".nii.gz"
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 # The one geometry tolerance of the repository, relative to the larger magnitude (at least 1): two grids
 # are the same when size is equal and every spacing, origin and direction component agrees within
@@ -32,82 +25,11 @@ GEOMETRY_TOLERANCE = 1e-3
 
 
 @dataclass
-class Case:
-    """One case: its id and one file per input channel (`<case>_0000<ending>`, `_0001`, ...)."""
-    case_id: str
-    channel_files: list[Path]
-
-
-@dataclass
 class Volume:
     """Image data (C, Z, Y, X) float32 plus the geometry of channel 0, as SimpleITK reads it."""
     data: np.ndarray
     spacing: tuple[float, ...]   # (z, y, x): the array's axis order
     reference: sitk.Image        # 1-voxel image carrying spacing, origin and direction
-
-
-def find_cases(input_dir: Path, num_channels: int, file_ending: str = ".nii.gz") -> tuple[list[Case], list[str]]:
-    """Cases in `input_dir` and warnings about files that were skipped.
-
-    A case is a `<case>_0000<ending>` file; its other channels must sit beside it. Raises when the
-    folder is missing; an empty list when no case is there.
-    """
-    if not input_dir.is_dir():
-        raise InferenceError(f"{input_dir}: input folder not found")
-    first_suffix = "_0000" + file_ending
-    skipped, cases = [], []
-    for path in sorted(input_dir.iterdir()):
-        name = path.name
-        if name.startswith(".") or not path.is_file():
-            continue
-        if name.endswith(first_suffix):
-            case_id = name[: -len(first_suffix)]
-            cases.append(Case(case_id, [input_dir / f"{case_id}_{c:04d}{file_ending}"
-                                        for c in range(num_channels)]))
-        elif not _is_other_channel(name, file_ending, num_channels):
-            skipped.append(f"{path}: not named <case>_0000{file_ending}; skipped")
-    return cases, skipped
-
-
-def _is_other_channel(name: str, file_ending: str, num_channels: int) -> bool:
-    if not name.endswith(file_ending):
-        return False
-    stem = name[: -len(file_ending)]
-    suffix = stem.rsplit("_", 1)[-1]
-    return len(suffix) == 4 and suffix.isdigit() and 0 < int(suffix) < num_channels
-
-
-def list_image_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, list[Path]]:
-    """{case: [channel files sorted by channel]} of an nnU-Net images folder (hidden files ignored).
-
-    Raises InferenceError for a missing folder and ValueError where a case's channels are not 0..n-1.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InferenceError(f"{folder}: not a folder")
-    cases: dict[str, dict[int, Path]] = {}
-    for p in folder.iterdir():
-        if not p.name.endswith(file_ending) or p.name.startswith("."):
-            continue
-        m = _CHANNEL_RE.match(p.name[: -len(file_ending)])
-        if m is not None:
-            cases.setdefault(m["case"], {})[int(m["channel"])] = p
-    out = {}
-    for case in sorted(cases):
-        chans = cases[case]
-        if sorted(chans) != list(range(len(chans))):
-            raise ValueError(f"{folder}: case {case!r} has channels {sorted(chans)}, expected 0..{len(chans) - 1}")
-        out[case] = [chans[c] for c in range(len(chans))]
-    return out
-
-
-def list_label_cases(folder: str | os.PathLike, file_ending: str = FILE_ENDING) -> dict[str, Path]:
-    """{case: label file} of an nnU-Net labels (or predictions) folder; hidden temporary files ignored."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InferenceError(f"{folder}: not a folder")
-    return {p.name[: -len(file_ending)]: p for p in sorted(folder.iterdir())
-            if p.name.endswith(file_ending) and not p.name.startswith(".") and p.is_file()}
 
 
 @dataclass
@@ -120,7 +42,7 @@ class _Channel:
 
 
 def _open_channel(path: Path, links: ExitStack) -> _Channel:
-    """Recognise the file by its content (inference.nifti), check the header against the file's size and
+    """Recognise the file by its content (inference.files.nifti), check the header against the file's size and
     read the header with SimpleITK (size, spacing, geometry as the pipeline will see them).
 
     SimpleITK picks its reader by the file name and cannot read a gzip stream named `.nii`: such a file
@@ -192,14 +114,14 @@ def read_case(case: Case, model=None) -> Volume:
     """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0).
 
     Before any voxel is read: each file is recognised by its content and its header checked against
-    the file's size; with `model` (an inference.model.LoadedModel) the case is also costed
-    (inference.cost.check_case: resampled grid and peak memory) and refused when it cannot be afforded.
+    the file's size; with `model` (an inference.model.loading.LoadedModel) the case is also costed
+    (inference.memory.cost.check_case: resampled grid and peak memory) and refused when it cannot be afforded.
     """
     import SimpleITK as sitk
     with ExitStack() as links:
         channels = [_open_channel(p, links) for p in case.channel_files]
         if model is not None:
-            from inference.cost import check_case
+            from inference.memory.cost import check_case
             first = channels[0].reader
             check_case(first.GetSize()[::-1], first.GetSpacing()[::-1], len(channels),
                        max(c.header.bytes_per_voxel for c in channels), model, str(case.channel_files[0]))
@@ -219,14 +141,3 @@ def read_case(case: Case, model=None) -> Volume:
     return Volume(data=np.stack(arrays), spacing=tuple(images[0].GetSpacing()[::-1]), reference=reference)
 
 
-def write_segmentation(labels: np.ndarray, reference: sitk.Image, out_file: Path) -> None:
-    """Write a (Z, Y, X) label map with the reference geometry, compressed, under a temporary name,
-    then rename: readers never see a partial file, and a failure leaves nothing behind."""
-    import SimpleITK as sitk
-    image = sitk.GetImageFromArray(labels.astype(np.uint8, copy=False))
-    image.SetSpacing(reference.GetSpacing())
-    image.SetOrigin(reference.GetOrigin())
-    image.SetDirection(reference.GetDirection())
-    # os.chmod: readable by the host user when written as root inside a container
-    with atomic_output(out_file, mode=0o644, make_parents=False) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True, compressionLevel=1)
