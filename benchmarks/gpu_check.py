@@ -229,7 +229,7 @@ def agreement(cases: list[tuple[str, Path, np.ndarray, tuple]], device: str) -> 
 
     from inference.api import segment_array
     from inference.memory.gpu_budget import GpuBudget
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     rows, failed = [], False
     for label, model_dir, data, spacing in cases:
         ref = None

@@ -40,7 +40,7 @@ import torch
 
 from testsupport.model_folder import PAPER, SMALL, write_model_folder
 from inference.engines.choice import cpu_has_native_bf16, openvino_installed
-from inference.model.loading import load_model
+from inference.loading import load_model
 from inference.engines.torch_engine.sliding_window import predict_logits
 
 REPO = Path(__file__).resolve().parent.parent

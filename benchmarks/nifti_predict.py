@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from inference.api import DEFAULT_MODEL_DIR, check_output_dir, segment_array
     from inference.device import resolve_device
     from inference.memory.gpu_budget import GpuBudget
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     from inference.timings import StageTimer
 
     from .nifti_io import read_volume, write_labels

@@ -73,13 +73,14 @@ def real_tiles(model_dir: Path, sample: Path, count: int) -> np.ndarray:
     the sliding-window grid (step 0.5, finer for a small case) outwards, so most hold anatomy."""
     from inference.files.cases import find_cases
     from inference.files.reading import read_case
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     from inference.engines.torch_engine.preprocess import preprocess
-    from inference.engines.torch_engine.sliding_window import pad_to_tile, tile_windows
+    from inference.engines.torch_engine.sliding_window import pad_to_tile
+    from inference.rules.tiling import tile_windows
     model = load_model(model_dir, device="cpu", backend="torch")
     cases, _ = find_cases(sample.parent, model.num_input_files)
     case = next(c for c in cases if c.channel_files[0] == sample)
-    volume = read_case(case, model)
+    volume = read_case(case)
     data = preprocess(volume.data, volume.spacing, model, str(sample)).data
     data, _ = pad_to_tile(data, model.config.patch_size)
     step = 0.5
@@ -97,7 +98,7 @@ def real_tiles(model_dir: Path, sample: Path, count: int) -> np.ndarray:
 
 def torch_logits(model_dir: Path, tiles: np.ndarray):
     """The torch fp32 network of fold 0 and a function running all tiles at batch 1 -> logits."""
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     network = load_model(model_dir, device="cpu", backend="torch").networks[0]
     inputs = [torch.from_numpy(t[None]) for t in tiles]
 
@@ -110,7 +111,7 @@ def torch_logits(model_dir: Path, tiles: np.ndarray):
 def activation_denormals(model_dir: Path, tile: np.ndarray) -> tuple[int, int]:
     """(denormal values, all values) over every module output of the torch fp32 network on one tile: whether
     flushing denormals can matter at all for this model's real activations."""
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     network = load_model(model_dir, device="cpu", backend="torch").networks[0]
     tiny = torch.finfo(torch.float32).tiny
     counts = [0, 0]

@@ -7,7 +7,7 @@
    family of the model's own held-out evaluation (the model folder's provenance.json "data.heldout";
    without one, training.default_model's defaults: seeds from 900000, t1/t2/t1c/dwi, grid "coarse"),
    the first --cases of them, written as NIfTI images with their truth labels (training.data).
-2. Each path is loaded once, in this process, with inference.model.loading.load_model, and predicts every case
+2. Each path is loaded once, in this process, with inference.loading.load_model, and predicts every case
    through inference.api.segment_folder (as `python -m inference` does):
      (a) default:   backend auto, precision auto (OpenVINO fp32 where the IR and openvino are there);
      (b) reference: --backend torch --precision fp32 --batch-size 1 (the exact path);
@@ -180,7 +180,7 @@ def run_path(spec: PathSpec, model_dir: Path, device: str, roi: bool, images: Pa
     """Load the path's model once and segment every case into `pred`; returns what was run and how
     long each case took (seconds, stage sum) and which cases failed."""
     from inference.api import segment_folder
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     t0 = time.perf_counter()
     model = load_model(model_dir, device=device, roi=roi, **spec.options)
     load_s = time.perf_counter() - t0
@@ -384,7 +384,7 @@ def _run(args, kind: str, work: Path) -> int:
         shutil.rmtree(preds[spec.key], ignore_errors=True)   # predictions always fresh; the phantoms are kept
         paths[spec.key] = run_path(spec, args.model, args.device, not args.no_roi, work / "imagesTs",
                                    preds[spec.key], args.quiet)
-    from inference.model.loading import parse_labels
+    from inference.model.folder import parse_labels
     dataset_json = args.model / "dataset.json"
     labels = parse_labels(json.loads(dataset_json.read_text()), dataset_json)
     label_names = {v: k for k, v in labels.items() if v != 0}

@@ -96,7 +96,8 @@ def _case_io(image: Path, model):
     """(case id, read() -> (data, spacing, reference), write(labels, reference, path)) for `image`:
     the predictor's SimpleITK I/O, or nibabel where SimpleITK is not installed."""
     from inference.files.cases import find_cases
-    from inference.files.reading import read_case, write_segmentation  # imports SimpleITK only when reading
+    from inference.files.reading import read_case
+    from inference.files.writing import write_segmentation  # imports SimpleITK only when reading
     try:
         import SimpleITK  # noqa: F401
     except ImportError:
@@ -140,7 +141,7 @@ def profile(image: Path, model_dir: Path | None, device: str = "auto", tta: bool
     from inference.api import DEFAULT_MODEL_DIR, segment_array
     from inference.device import resolve_device
     from inference.memory.gpu_budget import GpuBudget
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     stages: dict[str, dict] = {"imports": {"seconds": time.perf_counter() - t0, "rss_peak_mib": rss.peak()}}
     dev = resolve_device(device)
     cuda = dev.type == "cuda"

@@ -67,7 +67,7 @@ def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, 
     from inference.device import resolve_device
     from inference.files.cases import Case
     from inference.files.reading import read_case
-    from inference.model.loading import load_model
+    from inference.loading import load_model
 
     model = load_model(model_dir, device=resolve_device(device))
     has_localizer = model.localizer is not None
@@ -151,17 +151,17 @@ def paper_tiles(image: Path, localizer) -> dict:
     from testsupport.model_folder import PAPER
     from inference.files.cases import Case
     from inference.files.reading import read_case
-    from inference.engines.torch_engine.preprocess import nonzero_bbox
-    from inference.engines.torch_engine.resample import new_shape_for_spacing
     from inference.roi import decide_box
-    from inference.engines.torch_engine.sliding_window import tile_starts
+    from inference.rules.preprocessing import nonzero_bbox
+    from inference.rules.spacing import new_shape_for_spacing
+    from inference.rules.tiling import tile_starts
 
     paper = SimpleNamespace(config=SimpleNamespace(patch_size=PAPER.patch_size, spacing=PAPER.spacing),
                             transpose_forward=(0, 1, 2), localizer=localizer)
     volume = read_case(Case(image.name[: -len("_0000.nii.gz")], [image]))
 
     def tiles(data) -> int:
-        bbox = nonzero_bbox(torch.from_numpy(np.ascontiguousarray(data)))
+        bbox = nonzero_bbox((np.asarray(data) != 0).any(0))
         shape = new_shape_for_spacing([b - a for a, b in bbox], volume.spacing, PAPER.spacing)
         shape = [max(s, p) for s, p in zip(shape, PAPER.patch_size)]
         return int(np.prod([len(s) for s in tile_starts(shape, PAPER.patch_size, 0.5)]))
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from benchmarks.sampler import cpu_description
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     from training.data import check_disjoint, sample_seeds
     if {args.seed + i for i in range(args.cases)} & (sample_seeds() | set(range(100000, 100100))
                                                      | set(range(900000, 900100))):

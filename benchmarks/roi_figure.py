@@ -23,7 +23,7 @@ def make_figure(image_path: Path, label_path: Path | None, model_dir: Path, out_
 
     from inference.files.cases import Case
     from inference.files.reading import read_case
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     from inference.roi import decide_box
     from phantoms.preview import _COLOURS
 

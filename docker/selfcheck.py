@@ -35,7 +35,7 @@ def main() -> None:
     sys.path.insert(0, str(workspace))
 
     # Everything the CLI imports on its hot path, plus the network builder it imports lazily.
-    for module in ("inference.cli", "inference.api", "inference.files", "inference.model.loading",
+    for module in ("inference.cli", "inference.api", "inference.files", "inference.loading",
                    "nnunetv2.utilities.get_network_from_plans", "SimpleITK", "numpy", "torch"):
         try:
             importlib.import_module(module)
@@ -45,7 +45,7 @@ def main() -> None:
 
     import torch
 
-    from inference.model.loading import load_model
+    from inference.loading import load_model
 
     try:
         model = load_model(workspace / "weights", device="cpu", backend="torch")
@@ -86,7 +86,7 @@ def check_openvino(model_dir: Path, torch_model) -> str:
         return ""
     import torch
 
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     try:
         model = load_model(model_dir, device="cpu")
     except Exception as e:  # noqa: BLE001 - a pruned library shows up here

@@ -1,7 +1,7 @@
 """Stripped single-image nnU-Net v2 predictor (FLARE 2024 Task 3 container).
 
 Kept import-light on purpose: FLARE counts Python import time in the running time. Import the
-submodules you need (`inference.api`, `inference.model.loading`, ...) rather than everything here.
+submodules you need (`inference.api`, `inference.loading`, ...) rather than everything here.
 """
 
 class InferenceError(Exception):

@@ -13,12 +13,12 @@ from inference import InferenceError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from inference.model.loading import DEFAULT_CHECKPOINT
+    from inference.model.folder import DEFAULT_CHECKPOINT
     parser = argparse.ArgumentParser(
         prog="python -m inference",
         description="Segment every <case>_0000.nii.gz in INPUT_DIR with an nnU-Net v2 model folder and write "
                     "<case>.nii.gz to OUTPUT_DIR (no test-time augmentation unless --tta; argmax on logits; "
-                    "torch resampling on the compute device).")
+                    "nnU-Net's resampling rules, in numpy on the CPU and in torch on CUDA).")
     parser.add_argument("-i", "--input", required=True, type=Path, help="folder with <case>_0000.nii.gz files")
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder for <case>.nii.gz (created)")
     parser.add_argument("-m", "--model", type=Path, default=None,
@@ -73,61 +73,77 @@ def _progress_bar():
     return update
 
 
-def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
-    started_at = time.perf_counter() if started_at is None else started_at
-    args = build_parser().parse_args(argv)
+def _usage_error(args) -> str | None:
     if not 0 < args.step_size <= 1:
-        print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
-        return 2
+        return f"--step-size must be in (0, 1], got {args.step_size}"
     if args.gpu_memory_budget < 0:
-        print(f"error: --gpu-memory-budget must be >= 0 MiB, got {args.gpu_memory_budget}", file=sys.stderr)
-        return 2
+        return f"--gpu-memory-budget must be >= 0 MiB, got {args.gpu_memory_budget}"
+    return None
 
-    from inference.api import DEFAULT_MODEL_DIR, check_folders, segment_folder
-    from inference.files.atomic import write_json
-    from inference.model.loading import load_model
-    imports_done = time.perf_counter()
-    startup = {"imports": round(imports_done - started_at, 4)}
-    model_dir = args.model or DEFAULT_MODEL_DIR
-    try:
-        check_folders(args.input, args.output)  # before the model load: a usage error costs nothing
-        model = load_model(model_dir, args.folds, args.checkpoint, args.device, args.configuration,
-                           backend=args.backend, precision=args.precision, batch_size=args.batch_size,
-                           roi=not args.no_roi)
-    except InferenceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-    print(f"model {model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on {model.device} "
-          f"({model.plan.describe()}); "
-          f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
 
-    budget_mib = args.gpu_memory_budget or None
+def _load(args):
+    """The model the arguments name (after the cheap folder checks: a usage error costs nothing)."""
+    from inference.api import ModelSpec, check_folders
+    check_folders(args.input, args.output)
+    spec = ModelSpec(args.model or ModelSpec.model_dir, tuple(args.folds) if args.folds else None, args.checkpoint,
+                     args.device, args.configuration, args.backend, args.precision, args.batch_size,
+                     roi=not args.no_roi)
+    return spec.load()
 
+
+def _reporter(quiet: bool):
     def report(result) -> None:
         for message in result.warnings:
             print(f"warning: {message}", file=sys.stderr)
         if not result.ok:
             print(f"{result.case}: FAILED: {result.error}", file=sys.stderr, flush=True)
-        elif not args.quiet:
+        elif not quiet:
             stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
             print(f"{result.case}: ok -> {result.output} [{stages}]", flush=True)
+    return report
 
+
+def _write_timings(path: Path, model, startup: dict, results, started_at: float) -> None:
+    from inference.files.atomic import write_json
+    records = [{"case": r.case, "ok": r.ok, "error": r.error,
+                "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
+    write_json(path, {"device": str(model.device), "model": str(model.model_dir), "network": model.plan.describe(),
+                      "startup": startup, "cases": records,
+                      "total_seconds": round(time.perf_counter() - started_at, 4)})
+
+
+def main(argv: list[str] | None = None, started_at: float | None = None, model=None) -> int:
+    """The command line; `model`: an already loaded model to use instead of loading the one named."""
+    started_at = time.perf_counter() if started_at is None else started_at
+    args = build_parser().parse_args(argv)
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from inference.api import segment_folder
+    imports_done = time.perf_counter()
+    startup = {"imports": round(imports_done - started_at, 4)}
     try:
-        results = segment_folder(args.input, args.output, model=model, tta=args.tta, step_size=args.step_size,
-                                 on_result=report, progress=None if args.quiet else _progress_bar(),
+        model = model or _load(args)
+    except InferenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    startup["model_load"] = round(time.perf_counter() - imports_done, 4)
+    print(f"model {model.model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on "
+          f"{model.device} ({model.plan.describe()}); "
+          f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
+    try:
+        results = segment_folder(args.input, args.output, model, tta=args.tta, step_size=args.step_size,
+                                 on_result=_reporter(args.quiet), progress=None if args.quiet else _progress_bar(),
                                  on_skipped=lambda message: print(f"warning: {message}", file=sys.stderr),
-                                 gpu_memory_budget_mib=budget_mib)
+                                 gpu_memory_budget_mib=args.gpu_memory_budget or None)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not results:
         print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
     if args.timings:
-        records = [{"case": r.case, "ok": r.ok, "error": r.error,
-                    "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
-        write_json(args.timings, {"device": str(model.device), "model": str(model_dir), "network": model.plan.describe(), "startup": startup,
-                                  "cases": records, "total_seconds": round(time.perf_counter() - started_at, 4)})
+        _write_timings(args.timings, model, startup, results, started_at)
     failed = sum(not r.ok for r in results)
     if failed:
         print(f"{failed} of {len(results)} case(s) failed", file=sys.stderr)

@@ -234,15 +234,19 @@ def mind_ssc(image: torch.Tensor | np.ndarray, radius: int = 1, dilation: int = 
         # Only a degenerate image reaches this (all 12 distances equal everywhere): no contrast.
         return out.fill_(1.0)
 
-    # Pass 2: exp(-D / clamp(V)), slab by slab, in place.
+    _divide_and_exponentiate(out, var, global_mean, step)
+    return out
+
+
+def _divide_and_exponentiate(out: torch.Tensor, var: torch.Tensor, global_mean: float, step: int) -> None:
+    """Pass 2 of mind_ssc: exp(-D / clamp(V)), slab by slab, in place."""
     lo, hi = CLAMP_LOW * global_mean, CLAMP_HIGH * global_mean
-    for z0 in range(0, Z, step):
-        z1 = min(Z, z0 + step)
+    for z0 in range(0, out.shape[1], step):
+        z1 = min(out.shape[1], z0 + step)
         v = var[z0:z1].clamp(lo, hi)
         blk = out[:, z0:z1]
         res = torch.exp(-(blk.to(v.dtype) / v))
-        blk.copy_(res.to(dtype))
-    return out
+        blk.copy_(res.to(out.dtype))
 
 
 def auto_slab(shape: tuple[int, int, int], radius: int = 1, dilation: int = 2, dtype: torch.dtype = torch.float32,

@@ -29,16 +29,17 @@ the box. For a MIND model the descriptors are computed once, over the box only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from inference.engines.base import Window
+from inference.rules.preprocessing import mask_bbox
 
-LOCALIZER_DIR = "localizer"
+if TYPE_CHECKING:
+    from inference.model.loaded import LoadedModel
+
 DEFAULT_MARGIN_MM = 20.0         # covers the localiser's 8 mm grid (one cell) plus its boundary error
 MIN_FOREGROUND_ML = 50.0         # less organ volume than this is no evidence of where the organs are
 MAX_BOX_FRACTION = 0.5           # above: at most 2x fewer voxels, often no fewer tiles, and the risk
@@ -63,70 +64,28 @@ class RoiDecision:
     fraction: float = 1.0
 
 
-def load_localizer(model_dir: Path, device, *, backend: str = "auto", precision: str = "auto",
-                   batch_size: int | None = None, threads: int | None = None):
-    """The localiser of `model_dir` (its `localizer/` folder), checked against the folder's manifest.
-
-    `backend`, `precision`, `batch_size`, `threads`: as for inference.model.loading.load_model. The engine is
-    resolved here, because the manifest lives in `model_dir`, not in `localizer/` (load_model would find
-    none to check): the files it will read (jsons, checkpoints, and the OpenVINO IR when that is the
-    engine) are verified, then the localiser is loaded with that engine.
-    """
-    from inference.engines.choice import IR_BIN, IR_XML, choose_backend, fold_has_ir, openvino_installed
-    from inference.device import device_type
-    from inference.model.manifest import verify_files
-    from inference.model.loading import DEFAULT_CHECKPOINT, available_folds, load_model
-    loc_dir = Path(model_dir) / LOCALIZER_DIR
-    folds = available_folds(loc_dir, DEFAULT_CHECKPOINT)
-    engine = choose_backend(backend, device_type(device), all(fold_has_ir(loc_dir / f"fold_{f}") for f in folds),
-                            openvino_installed())
-    read = ["dataset.json", "plans.json"] + [f"fold_{f}/{DEFAULT_CHECKPOINT}" for f in folds]
-    if engine == "openvino":
-        read += [f"fold_{f}/{name}" for f in folds for name in (IR_XML, IR_BIN)]
-    verify_files(Path(model_dir), [f"{LOCALIZER_DIR}/{name}" for name in read])
-    return load_model(loc_dir, folds, DEFAULT_CHECKPOINT, device, backend=engine, precision=precision,
-                      batch_size=batch_size, threads=threads)
-
-
-def foreground_box(image: np.ndarray | torch.Tensor, spacing, localizer) -> tuple[list[tuple[int, int]], float]:
+def foreground_box(image: np.ndarray, spacing, localizer: LoadedModel,
+                   source: str = "image") -> tuple[list[tuple[int, int]] | None, float]:
     """Box [start, stop) per input axis (Z, Y, X) of the localiser's foreground, and its volume in mL;
     (None, 0.0) when it finds none. The box is the set of input voxels whose centres fall inside the
     foreground cells of the localiser's network grid."""
-    if localizer.plan.backend == "openvino":   # numpy and OpenVINO, without torch (inference.engines.numpy_engine.pipeline)
-        from inference.engines.numpy_engine import pipeline as host
-        prep = host.preprocess(np.asarray(image), spacing, localizer, "localizer input")
-        logits = host.predict_logits(prep.data, localizer.networks, localizer.num_classes,
-                                     localizer.config.patch_size, 0.5, None, None)
-        mask = logits.argmax(0) > 0
-    else:
-        from inference.engines.torch_engine.preprocess import preprocess
-        from inference.engines.torch_engine.sliding_window import predict_logits
-        prep = preprocess(image, spacing, localizer, "localizer input")
-        logits = predict_logits(prep.data, localizer.networks, localizer.num_classes, localizer.config.patch_size,
-                                0.5, None, None)
-        mask = (logits.argmax(0) > 0).cpu().numpy()
-    del logits
-    cell_ml = float(np.prod(localizer.config.spacing)) / 1000.0
-    count = int(mask.sum())
-    if count == 0:
+    engine, where = localizer.engine, f"{source} (localizer input)"
+    prep = engine.preprocess(image, spacing, localizer, where)
+    mask = engine.foreground(engine.predict_logits(prep, localizer, Window(), where))
+    found = mask_bbox(mask)
+    if found is None:
         return None, 0.0
-    tf = localizer.transpose_forward
     box_t = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        first, last = int(hits[0]), int(hits[-1]) + 1
-        n_cells = mask.shape[axis]
-        start_crop, stop_crop = prep.bbox[axis]
+    for (first, last), n_cells, (start_crop, stop_crop) in zip(found, mask.shape, prep.bbox):
         extent = stop_crop - start_crop
         # cell c covers input positions [c, c + 1) * extent / n_cells of the cropped axis
-        lo = start_crop + int(math.floor(first * extent / n_cells))
-        hi = start_crop + int(math.ceil(last * extent / n_cells))
-        box_t.append((lo, hi))
+        box_t.append((start_crop + int(math.floor(first * extent / n_cells)),
+                      start_crop + int(math.ceil(last * extent / n_cells))))
     box = [None] * len(box_t)
-    for t, axis in enumerate(tf):      # transposed axis t is input axis tf[t]
+    for t, axis in enumerate(localizer.transpose_forward):      # transposed axis t is input axis tf[t]
         box[axis] = box_t[t]
-    return box, count * cell_ml
+    cell_ml = float(np.prod(localizer.config.spacing)) / 1000.0
+    return box, int(mask.sum()) * cell_ml
 
 
 def widen_box(box, shape, spacing, margin_mm: float, min_extent_mm) -> list[tuple[int, int]]:
@@ -173,12 +132,14 @@ def si_axis(direction=None, ndim: int = 3) -> int:
     return int(np.argmax(np.round(along_z_array, 6)))       # rounding: a 45 degree tie is a tie
 
 
-def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), direction=None) -> RoiDecision:
+def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), direction=None,
+               source: str = "image") -> RoiDecision:
     """Run the model's localiser on the whole image and decide the box (or the whole image). The box
     keeps the whole cranio-caudal extent (`si_axis(direction)`, module docstring) and crops only the
-    other two axes; `direction`: the image's SimpleITK direction cosines, None for an axial array."""
+    other two axes; `direction`: the image's SimpleITK direction cosines, None for an axial array.
+    `source` names the image (its file) in messages."""
     shape = tuple(image.shape[1:])
-    box, ml = foreground_box(image, spacing, model.localizer)
+    box, ml = foreground_box(image, spacing, model.localizer, source)
     if box is None:
         return RoiDecision(None, "localizer found no foreground")
     if ml < settings.min_foreground_ml:
@@ -190,20 +151,3 @@ def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), dir
     if fraction > settings.max_box_fraction:
         return RoiDecision(None, f"box covers {100 * fraction:.0f} % of the image", ml, fraction)
     return RoiDecision(tuple(slice(a, b) for a, b in box), "box", ml, fraction)
-
-
-def segment_with_roi(image, model, segment: Callable, timer, settings: RoiSettings = RoiSettings(),
-                     spacing=None, decision: RoiDecision | None = None, direction=None) -> np.ndarray:
-    """Label map of the whole image: `segment(sub_image, model_without_localizer)` run on the box the
-    localiser finds (stage "localize" in `timer`), or on the whole image when it falls back.
-    `direction`: the image's SimpleITK direction cosines (which axis is cranio-caudal; decide_box)."""
-    plain = replace(model, localizer=None)
-    if decision is None:
-        with timer.stage("localize"):
-            decision = decide_box(image, spacing, model, settings, direction=direction)
-    if decision.box is None:
-        return segment(image, plain)
-    labels = segment(image[(slice(None), *decision.box)], plain)
-    full = np.zeros(tuple(image.shape[1:]), dtype=labels.dtype)
-    full[decision.box] = labels
-    return full

@@ -31,9 +31,9 @@ import torch
 from inference import InferenceError
 from inference.engines.choice import IR_BIN, IR_XML, openvino_installed
 from inference.model.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
-from inference.roi import LOCALIZER_DIR, load_localizer
-from inference.model.loading import DEFAULT_CHECKPOINT, available_folds, load_checkpoint, load_model, \
-    strip_wrapper_prefixes
+from inference.model.checkpoint import load_checkpoint, strip_wrapper_prefixes
+from inference.model.folder import DEFAULT_CHECKPOINT, LOCALIZER_DIR, available_folds
+from inference.loading import load_localizer, load_model
 
 DEFAULT_DEST = Path(__file__).resolve().parent.parent / "weights"
 

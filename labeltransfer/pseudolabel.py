@@ -71,7 +71,7 @@ def pseudolabel(input_dir: str | Path, output_dir: str | Path, model_dir: str | 
                 log=print) -> ShardReport:
     """Predict this shard's cases of `input_dir` into `output_dir/<case>.nii.gz`; skip finished ones.
 
-    model: a loaded model (inference.model.loading.LoadedModel); default: loaded once here from model_dir.
+    model: a loaded model (inference.loading.LoadedModel); default: loaded once here from model_dir.
     segment_folder: the per-folder loop (default inference.api.segment_folder), called with this
     shard's cases and a per-case callback. One failing case never stops the rest.
     """
@@ -97,7 +97,7 @@ def pseudolabel(input_dir: str | Path, output_dir: str | Path, model_dir: str | 
         return report
     if model is None:
         from inference.device import resolve_device
-        from inference.model.loading import load_model
+        from inference.loading import load_model
         model = load_model(model_dir, folds, checkpoint, resolve_device(device))
     if segment_folder is None:
         from inference.api import segment_folder

@@ -269,7 +269,7 @@ def predict(model: Path, images: Path, out: Path, a: argparse.Namespace, cases: 
     """Predict <case>_0000 files of `images` (all, or `cases`) into out/<case>.nii.gz; skips existing."""
     from inference.api import segment_folder
     from inference.files.cases import Case
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     names = list(io.list_image_cases(images)) if cases is None else cases
     todo = [Case(c, [images / f"{c}_0000.nii.gz"]) for c in names if not (out / f"{c}.nii.gz").exists()]
     if not todo:

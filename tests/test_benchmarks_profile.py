@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from testsupport.model_folder import write_preset
 from benchmarks.profile_case import main, markdown, profile
-from inference.api import segment_folder
+from inference.api import ModelSpec, segment_folder
 
 
 def test_profile_one_case(tmp_path):
@@ -29,7 +29,7 @@ def test_profile_one_case(tmp_path):
     # the stages are disjoint stretches of the call, so together they fit inside its wall time
     assert 0 < res["total_seconds"] <= wall
     # profiling runs the production predictor: its segmentation equals segment_folder's
-    segment_folder(case.parent, tmp_path / "plain", model_dir=model, device="cpu")
+    segment_folder(case.parent, tmp_path / "plain", ModelSpec(model, device="cpu"))
     profiled = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case.nii.gz")))
     plain = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / "case.nii.gz")))
     assert profiled.shape == (10, 30, 28) and np.array_equal(profiled, plain)

@@ -92,7 +92,7 @@ def test_container_labels_equal_the_host_predictor(image, tmp_path):
     import numpy as np
     import SimpleITK as sitk
 
-    from inference.api import segment_folder
+    from inference.api import ModelSpec, segment_folder
 
     case = min(CASES, key=lambda c: (SAMPLES / "inputs" / f"{c}_0000.nii.gz").stat().st_size)  # quickest
     inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
@@ -102,7 +102,7 @@ def test_container_labels_equal_the_host_predictor(image, tmp_path):
     code, log, _ = smoke.run_container(image, f"flare-test-host-{os.getpid()}", inputs, outputs,
                                        ["--network", "none"], timeout=600)
     assert code == 0, log[-2000:]
-    results = segment_folder(inputs, tmp_path / "host", device="cpu")
+    results = segment_folder(inputs, tmp_path / "host", ModelSpec(device="cpu"))
     assert [r.ok for r in results] == [True], results[0].error
     container = sitk.ReadImage(str(outputs / f"{case}.nii.gz"))
     host = sitk.ReadImage(str(tmp_path / "host" / f"{case}.nii.gz"))

@@ -13,7 +13,7 @@ from benchmarks.volumes import mri_like_array, table6_spacing
 from inference.api import segment_array
 from inference.memory.gpu_budget import GpuBudget
 from inference.memory.gpu_plan import MIB
-from inference.model.loading import load_model
+from inference.loading import load_model
 from inference.engines.torch_engine.oom import OutOfMemoryFallback
 
 pytestmark = [pytest.mark.cuda,

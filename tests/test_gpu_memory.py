@@ -88,7 +88,7 @@ def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monk
     from testsupport.model_folder import write_preset
     from inference.memory.gpu_budget import GpuBudget
     from inference.memory.gpu_plan import export_bytes, network_bytes
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     model = load_model(write_preset(tmp_path / "tiny", "tiny"))
     allocated = iter([1000, 1000 + 5 * MIB])   # before the probe, peak during it
     caps = []

@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from inference import InferenceError
-from inference.engines.numpy_engine import pipeline as host
+from inference.engines.numpy_engine import preprocess as np_preprocess
+from inference.engines.numpy_engine import resample as np_resample
+from inference.engines.numpy_engine import sliding_window as np_window
+from inference.rules.preprocessing import ChannelNormalization, normalization_steps
 from inference.engines.torch_engine import preprocess as torch_preprocess
 from inference.engines.choice import openvino_installed
-from inference.model.loading import load_model
+from inference.loading import load_model
 from inference.engines.torch_engine.resample import resample as torch_resample
 from inference.engines.torch_engine.resample import resample_argmax as torch_resample_argmax
 from inference.engines.torch_engine.sliding_window import predict_logits as torch_predict_logits
@@ -36,7 +39,7 @@ needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino n
 ])
 def test_resample_equals_torch(shape, new_shape, axis):
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    ours = host.resample(data, new_shape, axis)
+    ours = np_resample.resample(data, new_shape, axis)
     reference = torch_resample(torch.from_numpy(data), new_shape, axis).numpy()
     assert ours.shape == reference.shape == (shape[0], *new_shape) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
@@ -48,7 +51,7 @@ def test_nearest_exact_indices_equal_torch():
         for new in (1, 2, 5, 11, 31, 64, 99, 256, 511):
             ramp = torch.arange(old, dtype=torch.float32)[None, None]
             picked = torch.nn.functional.interpolate(ramp, (new,), mode="nearest-exact")[0, 0]
-            assert np.array_equal(host._nearest_exact_source(old, new), picked.long().numpy()), (old, new)
+            assert np.array_equal(np_resample._nearest_exact_source(old, new), picked.long().numpy()), (old, new)
 
 
 @pytest.mark.parametrize("slab", [1, 3, None])
@@ -57,7 +60,7 @@ def test_resample_argmax_equals_torch(slab):
     logits = rng.normal(size=(14, 9, 20, 23)).astype(np.float32)
     for new_shape, axis in (((17, 41, 30), None), ((30, 41, 40), 0)):
         reference = torch_resample_argmax(torch.from_numpy(logits), new_shape, axis).numpy()
-        ours = host.resample_argmax(logits, new_shape, axis, slab=slab, workers=2)
+        ours = np_resample.resample_argmax(logits, new_shape, axis, slab=slab, workers=2)
         assert ours.dtype == np.uint8 and ours.shape == new_shape
         # float32 rounding may flip a near-tie; random logits have very few
         assert (ours == reference).mean() > 0.9999
@@ -66,7 +69,7 @@ def test_resample_argmax_equals_torch(slab):
 def test_running_argmax_keeps_the_first_maximum():
     classes = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 2.0], [3.0, 1.0, 2.0]], dtype=np.float32)[:, :, None]
     out = np.empty((3, 1), dtype=np.uint8)
-    host._running_argmax(classes, out)
+    np_resample._running_argmax(classes, out)
     assert out[:, 0].tolist() == torch.from_numpy(classes).argmax(0)[:, 0].tolist() == [1, 0, 0]
 
 
@@ -79,17 +82,23 @@ def test_running_argmax_keeps_the_first_maximum():
 def test_normalization_equals_torch(scheme, properties):
     image = np.random.default_rng(2).normal(50, 200, size=(20, 30, 40)).astype(np.float32)
     ours = image.copy()
-    host.normalize_channel(ours, scheme, properties, None, "plans.json")
-    reference = torch_preprocess.normalize_channel(torch.from_numpy(image.copy()), scheme, properties, None,
-                                                   "plans.json").numpy()
+    step = ChannelNormalization(scheme, properties, use_mask=False)
+    np_preprocess.normalize_channel(ours, step, None, "plans.json")
+    reference = torch_preprocess.normalize_channel(torch.from_numpy(image.copy()), step, None, "plans.json").numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_normalization_refusals_name_the_source():
+def test_normalization_refusals_name_the_source(tmp_path):
+    """Both engines take their normalisation from rules.normalization_steps, which refuses up front."""
+    from types import SimpleNamespace
+    def model_with(scheme, properties):
+        config = SimpleNamespace(normalization_schemes=[scheme], intensity_properties={"0": properties},
+                                 use_mask_for_norm=[False])
+        return SimpleNamespace(config=config, model_dir=tmp_path)
     with pytest.raises(InferenceError, match="plans.json: CTNormalization needs"):
-        host.normalize_channel(np.zeros((2, 2), np.float32), "CTNormalization", {}, None, "plans.json")
+        normalization_steps(model_with("CTNormalization", {}))
     with pytest.raises(InferenceError, match="plans.json: normalization scheme 'Foo'"):
-        host.normalize_channel(np.zeros((2, 2), np.float32), "Foo", None, None, "plans.json")
+        normalization_steps(model_with("Foo", None))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +118,7 @@ def test_preprocess_equals_torch(tiny_model_dir):
     image[0, 5, 0, :3] = np.nan                     # set to 0 with a warning on both paths
     image[0, :2] = 0                                # a border to crop
     with pytest.warns(UserWarning, match="3 NaN/Inf voxels"):
-        ours = host.preprocess(image, (3.0, 1.2, 1.7), model, "case.nii.gz")
+        ours = np_preprocess.preprocess(image, (3.0, 1.2, 1.7), model, "case.nii.gz")
     with pytest.warns(UserWarning, match="3 NaN/Inf voxels"):
         reference = torch_preprocess.preprocess(image, (3.0, 1.2, 1.7), model, "case.nii.gz")
     assert np.isnan(image).sum() == 3               # the caller's array is left alone
@@ -130,7 +139,7 @@ def test_sliding_window_equals_torch(tiny_model_dir, tta, batch):
             return model.networks[0](torch.from_numpy(np.ascontiguousarray(tiles))).numpy()
 
     seen = []
-    ours = host.predict_logits(data, [numpy_network], model.num_classes, model.config.patch_size, 0.5, mirror,
+    ours = np_window.predict_logits(data, [numpy_network], model.num_classes, model.config.patch_size, 0.5, mirror,
                                lambda done, total: seen.append((done, total)), batch_size=batch)
     reference = torch_predict_logits(torch.from_numpy(data), model.networks, model.num_classes,
                                      model.config.patch_size, 0.5, mirror).numpy()

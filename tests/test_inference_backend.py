@@ -14,7 +14,7 @@ from inference import InferenceError
 from inference.api import segment_array
 from inference.engines.choice import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
                                cpu_has_native_bf16, default_batch_size, openvino_installed)
-from inference.model.loading import load_model
+from inference.loading import load_model
 from inference.engines.torch_engine.sliding_window import ACCUMULATION_DTYPE, predict_logits
 from testsupport.nnunet_reference import blob_volume
 

@@ -97,7 +97,7 @@ def test_missing_channel_of_multichannel_model(tmp_path, capsys):
 
 def test_nan_and_inf_are_zeroed_with_a_warning(tmp_path, model_dir):
     from inference.api import segment_array
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     volume = blob_volume((12, 40, 40))
     volume[5, 10:12, 10:12] = np.nan
     volume[6, 20, 20] = np.inf

@@ -372,7 +372,7 @@ def test_empty_or_absurd_grid_named_before_reading(tmp_path, model_dir, inputs, 
 
 def test_arrays_get_the_same_grid_checks(model_dir):
     from inference.api import segment_array
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     model = load_model(model_dir)
     with pytest.raises(InferenceError, match=r"^scan: size 1x1x1 at spacing 1x1x1 mm resamples to a 1x1x0 grid"):
         segment_array(np.ones((1, 1, 1, 1), np.float32), (1.0, 1.0, 1.0), model, source="scan")
@@ -403,5 +403,5 @@ def test_empty_input_folder_is_a_clean_exit(tmp_path, model_dir):
     assert done.returncode == 0, done.stderr
     assert f"no <case>_0000.nii.gz files in {tmp_path / 'in'}: nothing to do" in done.stdout
     assert outputs(tmp_path / "out") == []
-    from inference.api import segment_folder
-    assert segment_folder(tmp_path / "in", tmp_path / "out2", model_dir, device="cpu") == []
+    from inference.api import ModelSpec, segment_folder
+    assert segment_folder(tmp_path / "in", tmp_path / "out2", ModelSpec(model_dir, device="cpu")) == []

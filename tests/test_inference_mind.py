@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from testsupport.model_folder import write_preset
-from inference.api import segment_folder
+from inference.api import ModelSpec, segment_folder
 from inference.mind import mind_channel_names, mind_dataset_json_entry, mind_ssc
 from testsupport.nnunet_reference import blob_volume, write_image
 
@@ -28,8 +28,8 @@ def test_descriptors_on_the_fly_equal_precomputed(tmp_path):
     dataset["mind"] = mind_dataset_json_entry(radius=1, dilation=2, patch="box")
     (mind / "dataset.json").write_text(json.dumps(dataset))
 
-    on_the_fly = segment_folder(tmp_path / "raw", tmp_path / "out_mind", mind, device="cpu")
-    precomputed = segment_folder(tmp_path / "desc", tmp_path / "out_plain", plain, device="cpu")
+    on_the_fly = segment_folder(tmp_path / "raw", tmp_path / "out_mind", ModelSpec(mind, device="cpu"))
+    precomputed = segment_folder(tmp_path / "desc", tmp_path / "out_plain", ModelSpec(plain, device="cpu"))
     assert on_the_fly[0].ok and precomputed[0].ok, (on_the_fly[0].error, precomputed[0].error)
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_mind" / "case.nii.gz")))
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_plain" / "case.nii.gz")))

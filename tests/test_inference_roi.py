@@ -24,9 +24,9 @@ from inference.engines.choice import IR_BIN, IR_XML, openvino_installed
 from inference.files.cases import Case
 from inference.files.reading import read_case
 from inference.model.manifest import sha256_of
-from inference.model.loading import load_model
-from inference.roi import (RoiSettings, decide_box, foreground_box, load_localizer, segment_with_roi, si_axis,
-                           widen_box)
+from inference.loading import load_model
+from inference.loading import load_localizer
+from inference.roi import RoiSettings, decide_box, foreground_box, si_axis, widen_box
 from inference.timings import StageTimer
 from inference.weights import import_model
 from inference.weights import main as weights_main
@@ -332,8 +332,7 @@ def test_image_smaller_than_the_patch(tmp_path, monkeypatch):
     monkeypatch.setattr("inference.roi.foreground_box", lambda *a: ([(2, 4), (4, 8), (4, 8)], 500.0))
     decision = decide_box(image, SPACING, model, RoiSettings(max_box_fraction=1.0))
     assert decision.box == (slice(0, 6), slice(0, 12), slice(0, 12))
-    labels = segment_with_roi(image, model, lambda img, m: segment_array(img, SPACING, m), StageTimer(),
-                              RoiSettings(max_box_fraction=1.0), spacing=SPACING)
+    labels = segment_array(image, SPACING, model, roi_settings=RoiSettings(max_box_fraction=1.0))
     assert labels.shape == shape
     assert np.array_equal(labels, segment_array(image, SPACING, without_localizer(model)))
 
@@ -346,8 +345,7 @@ def test_result_equals_no_roi_when_the_box_is_the_whole_image(tmp_path, monkeypa
     settings = RoiSettings(max_box_fraction=1.0)
     decision = decide_box(image, SPACING, model, settings)
     assert decision.box == tuple(slice(0, n) for n in SHAPE)           # the crop/paste path runs
-    with_roi = segment_with_roi(image, model, lambda img, m: segment_array(img, SPACING, m), StageTimer(),
-                                settings, spacing=SPACING)
+    with_roi = segment_array(image, SPACING, model, roi_settings=settings)
     plain = segment_array(image, SPACING, without_localizer(model))
     assert np.array_equal(with_roi, plain) and len(np.unique(plain)) > 1
 
@@ -463,8 +461,7 @@ def test_shipped_localizer_keeps_the_organs_at_the_first_and_last_slices():
     decision = decide_box(image, spacing, model, settings, direction=direction)
     assert decision.box == (slice(0, shape[0]), *(slice(a, b) for a, b in widened[1:]))
     assert decision.box[1] != slice(0, shape[1]) and decision.box[2] != slice(0, shape[2])
-    roi = segment_with_roi(image, model, lambda img, m: segment_array(img, spacing, m), StageTimer(), settings,
-                           spacing=spacing, decision=decision)
+    roi = segment_array(image, spacing, model, direction=direction, roi_settings=settings)
     whole = segment_array(image, spacing, without_localizer(model))
     for z in (0, shape[0] - 1):
         organs = set(np.unique(whole[z])) - {0}

@@ -7,16 +7,19 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from dataclasses import replace
+
 import inference.api as api
-from testsupport.model_folder import write_preset
 from inference.cli import main
-from inference.files.cases import Case
-from inference.model.loading import load_model
+from inference.engines.torch_engine.engine import TorchEngine, TorchStages
 from inference.engines.torch_engine.oom import OutOfMemoryFallback, run_with_fallback
+from inference.files.cases import Case
+from inference.loading import load_model
+from testsupport.model_folder import write_preset
 from testsupport.nnunet_reference import blob_volume, write_image
 
-# The function each stage calls, as inference.api names it.
-STAGE_FUNCTIONS = {"preprocess": "preprocess", "network": "predict_logits", "export": "logits_to_segmentation"}
+# The field of TorchStages each stage calls.
+STAGE_FUNCTIONS = {"preprocess": "preprocess", "network": "predict_logits", "export": "export"}
 
 
 @pytest.fixture(scope="module")
@@ -39,53 +42,57 @@ def reference(model_dir, case_dir, tmp_path_factory):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(result.output)))
 
 
-def inject_oom(monkeypatch, stage: str, failures: int) -> list[int]:
-    """Make the stage's function raise CUDA OOM on its first `failures` calls; returns the call counter."""
+def flaky_model(model_dir, stage: str, failures: int):
+    """The model on a torch engine whose `stage` function raises CUDA OOM on its first `failures` calls;
+    returns the model and the arguments of every call of that function."""
     name = STAGE_FUNCTIONS[stage]
-    real = getattr(api, name)
-    calls = [0]
+    real = getattr(TorchStages(), name)
+    calls = []
 
     def flaky(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] <= failures:
+        calls.append((args, kwargs))
+        if len(calls) <= failures:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return real(*args, **kwargs)
-    monkeypatch.setattr(api, name, flaky)
-    return calls
+    model = load_model(model_dir)
+    engine = TorchEngine(model.device, replace(TorchStages(), **{name: flaky}))
+    return replace(model, engine=engine), calls
 
 
 @pytest.mark.parametrize("stage", ["preprocess", "network", "export"])
-@pytest.mark.parametrize("failures, then", [(1, {"preprocess": "the cache emptied", "network": ("the cache emptied", "batch_size 1"),
+@pytest.mark.parametrize("failures, then", [(1, {"preprocess": "the cache emptied", "network": "batch_size 1",
                                                  "export": "one class per chunk"}),
                                             (2, "the CPU")])
-def test_oom_in_a_stage_still_writes_the_case(monkeypatch, tmp_path, model_dir, case_dir, reference,
-                                              stage, failures, then):
-    calls = inject_oom(monkeypatch, stage, failures)
-    result = api.segment_case(Case("c1", [case_dir / "c1_0000.nii.gz"]), tmp_path, load_model(model_dir))
+def test_oom_in_a_stage_still_writes_the_case(tmp_path, model_dir, case_dir, reference, stage, failures, then):
+    model, calls = flaky_model(model_dir, stage, failures)
+    result = api.segment_case(Case("c1", [case_dir / "c1_0000.nii.gz"]), tmp_path, model)
     assert result.ok, result.error
-    assert calls[0] == failures + 1
+    assert len(calls) == failures + 1
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(result.output))), reference)
     assert len(result.warnings) == failures
     expected = then if isinstance(then, str) else then[stage]
-    expected = (expected,) if isinstance(expected, str) else expected  # network: tile batch once wired
     last = result.warnings[-1]
     assert last.startswith(f"{case_dir / 'c1_0000.nii.gz'}: {stage}: CUDA out of memory with ")
     assert "Tried to allocate 2.00 GiB (injected)" in last
-    assert any(f"retrying with {e}" in last for e in expected), last
+    assert f"retrying with {expected}" in last, last
+    if stage == "network" and failures == 1:   # the retry really ran one tile per call
+        assert calls[1][1]["batch_size"] == 1
+    if stage == "export" and failures == 1:    # ... and exported one class at a time
+        assert calls[1][0][3] == 1
 
 
-def test_cli_reports_the_fallback(monkeypatch, tmp_path, model_dir, case_dir, reference, capsys):
-    inject_oom(monkeypatch, "network", 2)
-    code = main(["-i", str(case_dir), "-o", str(tmp_path), "-m", str(model_dir), "--device", "cpu"])
+def test_cli_reports_the_fallback(tmp_path, model_dir, case_dir, reference, capsys):
+    model, _ = flaky_model(model_dir, "network", 2)
+    code = main(["-i", str(case_dir), "-o", str(tmp_path), "-m", str(model_dir), "--device", "cpu"], model=model)
     out, err = capsys.readouterr()
     assert code == 0 and "c1: ok" in out
     assert "warning: " in err and "network: CUDA out of memory" in err and "retrying with the CPU" in err
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "c1.nii.gz"))), reference)
 
 
-def test_oom_on_every_attempt_fails_only_that_case(monkeypatch, tmp_path, model_dir, case_dir):
-    inject_oom(monkeypatch, "export", 3)
-    result = api.segment_case(Case("c1", [case_dir / "c1_0000.nii.gz"]), tmp_path, load_model(model_dir))
+def test_oom_on_every_attempt_fails_only_that_case(tmp_path, model_dir, case_dir):
+    model, _ = flaky_model(model_dir, "export", 3)
+    result = api.segment_case(Case("c1", [case_dir / "c1_0000.nii.gz"]), tmp_path, model)
     assert not result.ok and "OutOfMemoryError" in result.error and str(case_dir / "c1_0000.nii.gz") in result.error
     assert list(tmp_path.iterdir()) == []
 

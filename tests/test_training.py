@@ -269,7 +269,7 @@ def test_default_model_recipe_end_to_end(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["localizer"]["training"]["epochs"] == 1 and prov["localizer"]["data"]["cases"] == 2
     assert (out / "README.md").read_bytes() == readme_before     # kept by the re-import
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     model = load_model(out)
     assert model.localizer is not None and model.localizer.num_classes == 2
     assert model.localizer.config.spacing == (20.0, 20.0, 20.0)

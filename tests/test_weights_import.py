@@ -10,7 +10,7 @@ import torch
 from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
-from inference.model.loading import load_model
+from inference.loading import load_model
 from inference.weights import import_model, main
 from testsupport.nnunet_reference import blob_volume
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from inference.files.atomic import write_json, write_text
 from training.steps import parse_steps, run_steps
+from training.trainer import build_cpu_trainer
 
 STEPS = ("data", "plan", "preprocess", "train", "export", "evaluate")
 DATASET_ID = 901
@@ -179,38 +180,6 @@ def step_preprocess(args, paths) -> None:
     preprocess_dataset(DATASET_ID, PLANS_NAME, (CONFIGURATION,), [args.workers], verbose=False)
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_cpu_trainer(args, dataset_name: str, plans_name: str, configuration: str, epochs: int,
-                      iterations: int, val_iterations: int, continue_training: bool = False):
-    """The recipes' nnUNetTrainerCPUShort on a preprocessed dataset (fold 'all'): data-augmentation
-    processes, torch threads, seed, schedule and precision from `args`. Shared by this recipe and the
-    localiser's (training/localizer.py)."""
-    os.environ["nnUNet_n_proc_DA"] = str(args.da_processes)
-    os.environ["nnUNet_compile"] = "false"
-    import torch
-    from batchgenerators.utilities.file_and_folder_operations import load_json
-    from training.trainer import nnUNetTrainerCPUShort
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    pre = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
-    plans = load_json(str(pre / f"{plans_name}.json"))
-    plans["continue_training"] = continue_training  # nnUNetTrainer pops this key
-    trainer = nnUNetTrainerCPUShort(plans, configuration, "all", load_json(str(pre / "dataset.json")),
-                                    torch.device("cpu"))
-    trainer.set_schedule(epochs, iterations, val_iterations)
-    trainer.set_precision(args.precision)
-    return trainer
-
-
 def step_train(args, paths) -> dict:
     import torch
     trainer = build_cpu_trainer(args, DATASET_NAME, PLANS_NAME, CONFIGURATION, args.epochs, args.iterations,
@@ -260,13 +229,13 @@ def predict_and_score(images: Path, labels: Path, pred: Path, model_dir: Path, w
     """Segment every image of `images` with our predictor into `pred` (replaced) and score it against
     `labels` with the FLARE rules. Returns (rows of the official CSV, prediction seconds)."""
     from evaluation.folder import score_folder
-    from inference.api import segment_folder
+    from inference.api import ModelSpec, segment_folder
 
     if pred.exists():
         shutil.rmtree(pred)
     _log(f"predicting {images} with {model_dir}")
     t0 = time.time()
-    results = segment_folder(images, pred, model_dir, device="cpu",
+    results = segment_folder(images, pred, ModelSpec(model_dir, device="cpu"),
                              on_result=lambda r: _log(f"  {r.case}: {'ok' if r.ok else r.error}"))
     seconds = time.time() - t0
     failed = [r.case for r in results if not r.ok]
@@ -333,7 +302,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, samples) -> None:
-    from inference.model.loading import load_model
+    from inference.loading import load_model
     train, heldout = case_lists(args)
     info_file = paths["trained"] / "train_info.json"
     train_info = json.loads(info_file.read_text()) if info_file.is_file() else {}

@@ -108,7 +108,7 @@ def step_plan(args) -> dict:
 
 
 def step_train(args) -> dict:
-    from training.default_model import build_cpu_trainer
+    from training.trainer import build_cpu_trainer
     trainer = build_cpu_trainer(args, DATASET_NAME, PLANS_NAME, CONFIGURATION, args.loc_epochs,
                                 args.loc_iterations, val_iterations=2)
     _log(f"training: {args.loc_epochs} epochs x {args.loc_iterations} iterations, "

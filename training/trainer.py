@@ -17,6 +17,11 @@ nnU-Net finds trainers by name inside its own package, so this class is construc
 """
 from __future__ import annotations
 
+import os
+import random
+from pathlib import Path
+
+import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
@@ -111,3 +116,31 @@ class nnUNetTrainerCPUShort(nnUNetTrainerAdam):
         if not was and self.uses_cpu_bf16:
             self.cpu_autocast = CPUAutocast(self.network)
             self.print_to_log_file("network forward pass under CPU bfloat16 autocast")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_cpu_trainer(args, dataset_name: str, plans_name: str, configuration: str, epochs: int,
+                      iterations: int, val_iterations: int, continue_training: bool = False):
+    """The recipes' nnUNetTrainerCPUShort on a preprocessed dataset (fold 'all'): data-augmentation
+    processes, torch threads, seed, schedule and precision from `args`. Shared by the default model's
+    recipe (training/default_model.py) and the localiser's (training/localizer.py)."""
+    os.environ["nnUNet_n_proc_DA"] = str(args.da_processes)
+    os.environ["nnUNet_compile"] = "false"
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    pre = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
+    plans = load_json(str(pre / f"{plans_name}.json"))
+    plans["continue_training"] = continue_training  # nnUNetTrainer pops this key
+    trainer = nnUNetTrainerCPUShort(plans, configuration, "all", load_json(str(pre / "dataset.json")),
+                                    torch.device("cpu"))
+    trainer.set_schedule(epochs, iterations, val_iterations)
+    trainer.set_precision(args.precision)
+    return trainer

@@ -1,4 +1,5 @@
-"""Which engine runs the network (torch or OpenVINO), in which precision, and how many tiles at once.
+"""The one place where a model load chooses its engine: which network runtime (torch or OpenVINO, hence
+the torch or the numpy engine), on which device, in which precision, and how many tiles at once.
 
 Choices are made once per model load, from the device, the model folder (does it carry OpenVINO IR?),
 the installed packages and the CPU's instruction set, so that a run never depends on a CPU's name:
@@ -20,12 +21,17 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 from inference import InferenceError
+from inference.device import HOST_CPU, device_type, resolve_device
+from inference.engines.numpy_engine.engine import NumpyEngine
+from inference.model.loaded import NetworkPlan
 
 if TYPE_CHECKING:
     import torch
+
+    from inference.engines.base import Engine
 
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -34,23 +40,6 @@ IR_XML = "network.xml"
 IR_BIN = "network.bin"
 # CPU flags (Linux /proc/cpuinfo) that mean native bfloat16 arithmetic in oneDNN's convolutions.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@dataclass(frozen=True)
-class NetworkPlan:
-    """The resolved engine settings of one model load."""
-    backend: str     # "torch" or "openvino"
-    precision: str   # "fp32", "bf16" or "fp16"
-    batch_size: int  # tiles per network call
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """torch autocast dtype for the torch backend (None: plain fp32)."""
-        import torch
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-
-    def describe(self) -> str:
-        return f"{self.backend} {self.precision}, batch {self.batch_size}"
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -148,3 +137,43 @@ def default_batch_size(backend: str, device_type: str, patch_size: tuple[int, ..
     while batch * 2 <= MAX_DEFAULT_BATCH and batch * 2 * voxels <= TORCH_CPU_BATCH_VOXELS:
         batch *= 2
     return batch
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine settings a model load resolves before it reads its networks."""
+    backend: str     # "torch" or "openvino"
+    precision: str
+    device: Any      # a torch.device, or HOST_CPU for OpenVINO (no torch imported)
+
+    def plan(self, batch_size: int | None, patch_size: tuple[int, ...]) -> NetworkPlan:
+        """The full plan once the patch size is known (it decides the default tile batch)."""
+        if batch_size is not None and batch_size < 1:
+            raise InferenceError(f"batch size must be >= 1, got {batch_size}")
+        return NetworkPlan(self.backend, self.precision,
+                           batch_size or default_batch_size(self.backend, self.device.type, patch_size))
+
+
+def choose_engine(backend: str, precision: str, device, ir_present: bool) -> EngineChoice:
+    """Resolve --backend, --device and --precision for a model folder (`ir_present`: every fold has IR)."""
+    kind = device_type(device)   # without importing torch where no GPU can be there
+    chosen = choose_backend(backend, kind, ir_present, openvino_installed())
+    # OpenVINO runs on the host CPU without torch (the numpy engine); everything else is torch's.
+    device = HOST_CPU if chosen == "openvino" else resolve_device(device)
+    cuda_bf16 = kind == "cuda" and precision == "bf16" and _cuda_bf16_supported()
+    native_bf16 = kind == "cpu" and precision == "bf16" and cpu_has_native_bf16()
+    return EngineChoice(chosen, choose_precision(precision, kind, native_bf16, cuda_bf16), device)
+
+
+def _cuda_bf16_supported() -> bool:
+    import torch
+    return torch.cuda.is_bf16_supported()
+
+
+def engine_for(plan: NetworkPlan, device) -> Engine:
+    """The engine that runs a model with this plan: the numpy engine for OpenVINO networks (it never
+    imports torch), the torch engine for torch modules."""
+    if plan.backend == "openvino":
+        return NumpyEngine()
+    from inference.engines.torch_engine.engine import TorchEngine
+    return TorchEngine(device)

@@ -7,6 +7,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -110,21 +111,20 @@ def header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], flo
                 channel.header.bytes_per_voxel)
 
 
-def read_case(case: Case, model=None) -> Volume:
+def read_case(case: Case, check: Callable | None = None) -> Volume:
     """Read all channels of a case (ITK's NIfTI reader already turns NaN voxels into 0).
 
     Before any voxel is read: each file is recognised by its content and its header checked against
-    the file's size; with `model` (an inference.model.loading.LoadedModel) the case is also costed
-    (inference.memory.cost.check_case: resampled grid and peak memory) and refused when it cannot be afforded.
+    the file's size, then `check(shape, spacing, files, bytes_per_voxel, source)` may refuse the case
+    (the pipeline costs it: inference.memory.cost.check_case, resampled grid and peak memory).
     """
     import SimpleITK as sitk
     with ExitStack() as links:
         channels = [_open_channel(p, links) for p in case.channel_files]
-        if model is not None:
-            from inference.memory.cost import check_case
+        if check is not None:
             first = channels[0].reader
-            check_case(first.GetSize()[::-1], first.GetSpacing()[::-1], len(channels),
-                       max(c.header.bytes_per_voxel for c in channels), model, str(case.channel_files[0]))
+            check(first.GetSize()[::-1], first.GetSpacing()[::-1], len(channels),
+                  max(c.header.bytes_per_voxel for c in channels), str(case.channel_files[0]))
         for channel in channels:
             if not channel.size_known_good:  # after costing: this decompresses (bounded) once more
                 nifti.check_size_by_decompressing(channel.header)

@@ -74,7 +74,7 @@ class ModelShape:
 
     @classmethod
     def of(cls, model) -> "ModelShape":
-        """From an inference.model.loading.LoadedModel."""
+        """From an inference.loading.LoadedModel."""
         arch = model.config.architecture.get("arch_kwargs", {})
         strides = tuple(tuple(s) if isinstance(s, (list, tuple)) else (s, s, s)
                         for s in arch.get("strides", [(1, 1, 1)]))
@@ -100,6 +100,17 @@ def resampled_shape(shape: Sequence[int], spacing: Sequence[float], model: Model
     for i, a in enumerate(tf):
         out[a] = transposed[i]
     return tuple(out)
+
+
+def export_classes_per_chunk(num_classes: int, voxels: int, free_device_bytes: int | None = None) -> int | None:
+    """Classes the torch engine's export resamples at once: all (None) unless their resampled fp32 logits
+    and running maximum (8 bytes a voxel a class) would exceed EXPORT_BUDGET_BYTES, or a third of the
+    device's free memory on CUDA."""
+    budget = EXPORT_BUDGET_BYTES if free_device_bytes is None else min(EXPORT_BUDGET_BYTES, free_device_bytes // 3)
+    per_class = voxels * 8
+    if per_class * num_classes <= budget:
+        return None
+    return max(1, budget // per_class)
 
 
 def tile_bytes(model: ModelShape) -> int:
@@ -144,7 +155,7 @@ def estimate(shape: Sequence[int], spacing: Sequence[float], files: int, bytes_p
     preprocess = n * v * 4 + 2 * n * r * 4 + ((n * v * 4 + MIND_WORK_BYTES) if model.mind else 0)
     network = n * r * 4 + n * p * 4 + (k + 1) * p * logit + tile_bytes(model)
     per_class = v * 8
-    chunk = k if per_class * k <= EXPORT_BUDGET_BYTES else max(1, EXPORT_BUDGET_BYTES // per_class)
+    chunk = export_classes_per_chunk(k, v) or k
     export = k * p * logit + chunk * per_class + v * 23 + v
     labels = v * 2
     if on_cuda:
@@ -301,7 +312,7 @@ def check_affordable(cost: Estimate, source: str, host: Limit | None, device: Li
 
 
 def check_case(shape: Sequence[int], spacing: Sequence[float], files: int, bytes_per_voxel: float,
-               model, source: str) -> Estimate:
+               source: str, *, model) -> Estimate:
     """The one pre-read check: grid first (cheap, clearest message), then memory against the limits."""
     shape_of = ModelShape.of(model)
     check_grid(shape, spacing, shape_of, source)
@@ -309,47 +320,3 @@ def check_case(shape: Sequence[int], spacing: Sequence[float], files: int, bytes
     cost = estimate(shape, spacing, files, bytes_per_voxel, shape_of, on_cuda)
     check_affordable(cost, source, host_limit(), device_limit(model.device) if on_cuda else None)
     return cost
-
-
-# --- command line: what a file would cost --------------------------------------------------------------
-
-def build_parser():
-    import argparse
-    from inference.device import DEVICE_CHOICES
-    parser = argparse.ArgumentParser(prog="python -m inference.memory.cost",
-                                     description="Estimate a case's peak memory per stage from its header "
-                                                 "(no voxel is read) and compare it with the memory limit.")
-    parser.add_argument("-i", "--input", required=True, type=Path, help="a <case>_0000.nii.gz file")
-    parser.add_argument("-m", "--model", type=Path, default=None, help="model folder (default: weights/)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
-                        help="device whose layout to estimate for (auto: cuda when available)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m inference.memory.cost -i FILE [-m MODEL] [--device auto|cpu|cuda]`: the estimate, stage by stage."""
-    args = build_parser().parse_args(argv)
-    from inference.api import DEFAULT_MODEL_DIR
-    from inference.device import resolve_device
-    from inference.files.reading import header_geometry
-    from inference.model.loading import load_model
-    try:
-        model = load_model(args.model or DEFAULT_MODEL_DIR, device=resolve_device(args.device))
-        shape, spacing, bytes_per_voxel = header_geometry(args.input)
-        shape_of = ModelShape.of(model)
-        check_grid(shape, spacing, shape_of, str(args.input))
-        e = estimate(shape, spacing, 1, bytes_per_voxel, shape_of, model.device.type == "cuda")
-    except InferenceError as err:
-        print(f"error: {err}")
-        return 2
-    print(f"{args.input}: size {_xyz(shape)}, resampled {_xyz(e.resampled_shape)}")
-    for where, stages in (("host", e.host), ("device", e.device)):
-        for stage, n in stages.items():
-            print(f"  {where:6s} {stage:10s} {_gib(n)}")
-    limit = host_limit()
-    print(f"host limit: {_gib(limit.bytes)} ({limit.source})" if limit else "host limit: unknown")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

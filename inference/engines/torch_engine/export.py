@@ -8,25 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.model.loading import LoadedModel
-from inference.engines.torch_engine.preprocess import Preprocessed
-from inference.engines.torch_engine.resample import resample_argmax, separate_axis
-
-# Resampled fp32 logits of all classes at once above this many bytes are produced in class chunks.
-_LOGITS_BUDGET_BYTES = 2 * 1024 ** 3
-
-
-def classes_per_chunk(num_classes: int, shape: tuple[int, ...], device: torch.device) -> int | None:
-    """How many classes to resample at once: all, unless that would exceed the memory budget."""
-    voxels = int(np.prod(shape))
-    budget = _LOGITS_BUDGET_BYTES
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = min(budget, free // 3)
-    per_class = voxels * 4 * 2  # the resampled class and its share of the running max
-    if per_class * num_classes <= budget:
-        return None
-    return max(1, budget // per_class)
+from inference.engines.torch_engine.resample import resample_argmax
+from inference.memory.cost import export_classes_per_chunk
+from inference.model.loaded import LoadedModel
+from inference.rules.preprocessing import Preprocessed
+from inference.rules.spacing import separate_axis
 
 
 def logits_to_segmentation(logits: torch.Tensor, prep: Preprocessed, model: LoadedModel,
@@ -37,7 +23,8 @@ def logits_to_segmentation(logits: torch.Tensor, prep: Preprocessed, model: Load
     changes the labels.
     """
     axis = separate_axis(model.config.spacing, prep.spacing, model.config.logits_force_separate_z)
-    chunk = classes_per_chunk(logits.shape[0], prep.shape_after_cropping, logits.device)
+    free = torch.cuda.mem_get_info(logits.device)[0] if logits.device.type == "cuda" else None
+    chunk = export_classes_per_chunk(logits.shape[0], int(np.prod(prep.shape_after_cropping)), free)
     if max_classes is not None:
         chunk = min(chunk or logits.shape[0], max_classes)
     labels = resample_argmax(logits, prep.shape_after_cropping, axis, chunk)

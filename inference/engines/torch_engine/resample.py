@@ -21,7 +21,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from inference.rules.spacing import ANISOTROPY_THRESHOLD, new_shape_for_spacing, separate_axis  # noqa: F401 (re-exported)
 
 
 def resample(data: torch.Tensor, new_shape: Sequence[int], axis: int | None) -> torch.Tensor:

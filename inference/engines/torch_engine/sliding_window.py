@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from inference.rules import tiling
-from inference.rules.tiling import mirror_combinations, tile_starts, tile_windows  # noqa: F401 (re-exported)
+from inference.rules.tiling import mirror_combinations, tile_windows
 
 ACCUMULATION_DTYPE = torch.float32
 # A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile). torch modules and

@@ -1,0 +1,59 @@
+"""The seam between the pipeline (inference.api) and the two engines: what every engine does to a case.
+
+A case goes read -> (localise) -> preprocess -> network -> export -> write. The pipeline and the ROI
+step are written once, above this seam; the three array stages differ between the engines and are
+the methods below. A model load chooses its engine once (inference.engines.choice) and carries it
+(`LoadedModel.engine`); nothing else asks which engine runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from inference.rules.preprocessing import Preprocessed
+
+if TYPE_CHECKING:
+    from inference.model.loaded import LoadedModel
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Window:
+    """How the sliding window runs: step as a fraction of the patch, the mirror axes of test-time
+    augmentation (None: none), and a callback told (tiles done, tiles in all)."""
+    step_size: float = 0.5
+    mirror_axes: Sequence[int] | None = None
+    progress: Progress | None = None
+
+
+class Engine(Protocol):
+    """The array work of one case on one engine. `budget`: the torch engine's CUDA memory budget for a
+    folder run (inference.memory.gpu_budget), None elsewhere."""
+    name: str
+
+    def preprocess(self, image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, source: str,
+                   budget: Any = None) -> Preprocessed:
+        """Image (C, Z, Y, X) as read -> the network input in the plans' axis order."""
+
+    def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
+                       budget: Any = None) -> Any:
+        """Sliding-window logits (K, X, Y, Z) of the preprocessed image, in the engine's array type."""
+
+    def export(self, logits: Any, prep: Preprocessed, model: LoadedModel, source: str,
+               budget: Any = None) -> np.ndarray:
+        """Logits -> label map (Z, Y, X) uint8 on the input's grid."""
+
+    def foreground(self, logits: Any) -> np.ndarray:
+        """Where the argmax of the logits is not background, as a numpy mask (the ROI localiser's)."""
+
+    def memory_budget(self, budget_mib: float | None) -> Any:
+        """A memory budget for a folder run, or None where the engine keeps none."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (before a stage's clock is read)."""
+
+    def release(self) -> None:
+        """Give cached device memory back after a case."""

@@ -1,0 +1,44 @@
+"""The numpy engine behind the seam of inference.engines.base: numpy arrays, OpenVINO networks."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference.engines.base import Window
+from inference.engines.numpy_engine.export import logits_to_segmentation
+from inference.engines.numpy_engine.preprocess import preprocess
+from inference.engines.numpy_engine.sliding_window import predict_logits
+from inference.rules.preprocessing import Preprocessed
+
+if TYPE_CHECKING:
+    from inference.model.loaded import LoadedModel
+
+
+class NumpyEngine:
+    """The default CPU engine. It keeps no memory budget and has no device to synchronise."""
+    name = "numpy"
+
+    def preprocess(self, image, spacing, model: LoadedModel, source: str, budget=None) -> Preprocessed:
+        return preprocess(np.asarray(image), spacing, model, source)
+
+    def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
+                       budget=None) -> np.ndarray:
+        return predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
+                              window.step_size, window.mirror_axes, window.progress, model.plan.batch_size)
+
+    def export(self, logits: np.ndarray, prep: Preprocessed, model: LoadedModel, source: str,
+               budget=None) -> np.ndarray:
+        return logits_to_segmentation(logits, prep, model)
+
+    def foreground(self, logits: np.ndarray) -> np.ndarray:
+        return logits.argmax(0) > 0
+
+    def memory_budget(self, budget_mib):
+        return None
+
+    def synchronize(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

@@ -1,0 +1,94 @@
+"""nnU-Net's preprocessing in numpy (the rules: inference.rules.preprocessing): transpose, crop to the
+nonzero box, normalise, resample. Numbers agree with the torch engine's to float32 rounding
+(tests/test_host_path.py)."""
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from inference import InferenceError
+from inference.engines.numpy_engine.resample import resample
+from inference.memory.cost import ModelShape, check_grid
+from inference.rules.preprocessing import (NORMALIZATION_EPSILON, ChannelNormalization, Preprocessed,
+                                           filled_nonzero_mask, nonzero_bbox, normalization_steps, target_shape,
+                                           transposed)
+from inference.rules.spacing import separate_axis
+
+if TYPE_CHECKING:
+    from inference.model.loaded import LoadedModel
+
+
+def normalize_channel(image: np.ndarray, step: ChannelNormalization, mask: np.ndarray | None,
+                      source: str) -> None:
+    """One float32 channel normalised in place as nnU-Net's scheme does; `mask`: use_mask_for_norm's."""
+    eps, properties = NORMALIZATION_EPSILON, step.properties
+    if step.scheme == "ZScoreNormalization":
+        region = image[mask] if mask is not None else image
+        # float64 sums: as accurate as torch's float32 pairwise reduction, or more
+        mean, std = float(region.mean(dtype=np.float64)), max(float(region.std(dtype=np.float64)), eps)
+        if mask is not None:
+            image[mask] = (image[mask] - np.float32(mean)) / np.float32(std)
+        else:
+            image -= np.float32(mean)
+            image /= np.float32(std)
+    elif step.scheme == "CTNormalization":
+        np.clip(image, float(properties["percentile_00_5"]), float(properties["percentile_99_5"]), out=image)
+        image -= np.float32(properties["mean"])
+        image /= np.float32(max(float(properties["std"]), eps))
+    elif step.scheme == "RescaleTo01Normalization":
+        image -= image.min()
+        image /= np.float32(max(float(image.max()), eps))
+    elif step.scheme == "RGBTo01Normalization":
+        if image.min() < 0 or image.max() > 255:
+            raise InferenceError(f"{source}: RGBTo01Normalization expects values in [0, 255]")
+        image /= np.float32(255.0)
+    # NoNormalization: nothing to do
+
+
+def finite_float32(image: np.ndarray, source: str) -> np.ndarray:
+    """The image as float32 with NaN/Inf voxels set to 0, with a warning naming `source`."""
+    data = np.asarray(image, dtype=np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        warnings.warn(f"{source}: {int((~finite).sum())} NaN/Inf voxels set to 0", stacklevel=3)
+        data = np.where(finite, data, np.float32(0))
+    return data
+
+
+def mind_descriptors(data: np.ndarray, model: LoadedModel) -> np.ndarray:
+    """The 12 MIND-SSC channels of a MIND model's single image (inference.mind, on the CPU)."""
+    import torch
+
+    from inference.mind import mind_channels
+    return mind_channels(torch.from_numpy(data), model.mind_params, torch.device("cpu")).float().numpy()
+
+
+def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
+               source: str = "image") -> Preprocessed:
+    """Image (C, Z, Y, X) as read, spacing in that order -> the network input (plans axis order)."""
+    check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
+    steps = normalization_steps(model)
+    tf = model.transpose_forward
+    data = finite_float32(image, source)
+    if model.mind_params is not None:
+        data = mind_descriptors(data, model)
+    data = data.transpose(0, *[a + 1 for a in tf])
+    spacing_t = tuple(float(s) for s in transposed(spacing, tf))
+    shape_before = tuple(data.shape[1:])
+
+    bbox = nonzero_bbox((data != 0).any(0))
+    # always a copy, normalised in place below: the caller's array is never changed
+    data = np.array(data[(slice(None), *[slice(a, b) for a, b in bbox])], dtype=np.float32, order="C")
+    shape_cropped = tuple(data.shape[1:])
+    new_shape = target_shape(shape_cropped, spacing_t, model, source)
+
+    mask = filled_nonzero_mask((data != 0).any(0)) if any(s.use_mask for s in steps) else None
+    for c, step in enumerate(steps):
+        normalize_channel(data[c], step, mask if step.use_mask else None, str(model.model_dir / "plans.json"))
+
+    cfg = model.config
+    data = resample(data, new_shape, separate_axis(spacing_t, cfg.spacing, cfg.data_force_separate_z))
+    return Preprocessed(data=data, shape_before_cropping=shape_before, bbox=bbox,
+                        shape_after_cropping=shape_cropped, spacing=spacing_t)

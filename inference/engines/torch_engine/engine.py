@@ -1,0 +1,119 @@
+"""The torch engine behind the seam of inference.engines.base: tensors on the compute device, and no case
+lost to CUDA out-of-memory.
+
+Each stage is tried with the planned settings (the GPU memory budget's tile batch, logits dtype and
+export chunking: inference.memory), then with less memory on the device, then on the CPU
+(inference.engines.torch_engine.oom). On the CPU the first attempt is the only one ever needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+
+from inference.engines.base import Window
+from inference.engines.torch_engine.export import logits_to_segmentation
+from inference.engines.torch_engine.oom import run_with_fallback
+from inference.engines.torch_engine.preprocess import preprocess
+from inference.engines.torch_engine.sliding_window import predict_logits
+from inference.memory.gpu_plan import FP16, MemoryPlan
+from inference.networks.torch_network import cpu_copies
+from inference.rules.preprocessing import Preprocessed
+
+if TYPE_CHECKING:
+    from inference.memory.gpu_budget import GpuBudget
+    from inference.model.loaded import LoadedModel
+
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TorchStages:
+    """The torch functions behind the three stages (a test hands in ones that run out of memory)."""
+    preprocess: Callable = preprocess
+    predict_logits: Callable = predict_logits
+    export: Callable = logits_to_segmentation
+
+
+class TorchEngine:
+    """CUDA, or the CPU with `--backend torch`. `device`: where the model's networks sit."""
+    name = "torch"
+
+    def __init__(self, device: torch.device, stages: TorchStages = TorchStages()):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.stages = stages
+
+    def preprocess(self, image, spacing, model: LoadedModel, source: str,
+                   budget: GpuBudget | None = None) -> Preprocessed:
+        if self._planning(budget):
+            budget.prepare(model)   # once per model: measures the context, caps the allocator
+        run = self.stages.preprocess
+        return run_with_fallback("preprocess", [
+            ("the planned settings", lambda: run(image, spacing, model, source)),
+            ("the cache emptied", lambda: run(image, spacing, model, source)),
+            ("the CPU", lambda: run(image, spacing, replace(model, device=CPU), source)),
+        ], source)
+
+    def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
+                       budget: GpuBudget | None = None) -> torch.Tensor:
+        autocast = model.plan.autocast_dtype
+        planned = {"batch_size": model.plan.batch_size, "autocast_dtype": autocast}
+        plan = self._memory_plan(prep, model, budget, tuple(prep.data.shape[1:]))
+        if plan is not None:
+            planned.update(batch_size=plan.tile_batch,
+                           logits_dtype=torch.float16 if plan.logits_dtype_bytes == FP16 else torch.float32)
+        smaller = {"batch_size": 1, "autocast_dtype": autocast}
+        if self.cuda:
+            smaller["logits_dtype"] = torch.float16
+
+        def run(device: torch.device, networks, **options) -> torch.Tensor:
+            return self.stages.predict_logits(prep.data.to(device), networks, model.num_classes, model.config.patch_size,
+                                  window.step_size, window.mirror_axes, window.progress, **options)
+
+        how = ", ".join(f"{k} {v}" for k, v in smaller.items() if k != "autocast_dtype")
+        return run_with_fallback("network", [
+            ("the planned settings", lambda: run(self.device, model.networks, **planned)),
+            (how, lambda: run(self.device, model.networks, **smaller)),
+            ("the CPU", lambda: run(CPU, cpu_copies(model))),
+        ], source)
+
+    def export(self, logits: torch.Tensor, prep: Preprocessed, model: LoadedModel, source: str,
+               budget: GpuBudget | None = None) -> np.ndarray:
+        plan = self._memory_plan(prep, model, budget, tuple(logits.shape[1:]))
+        chunk = None if plan is None else plan.classes_per_chunk
+        run = self.stages.export
+        return run_with_fallback("export", [
+            ("the planned settings", lambda: run(logits, prep, model, chunk)),
+            ("one class per chunk", lambda: run(logits, prep, model, 1)),
+            ("the CPU", lambda: run(logits.cpu(), prep, model)),
+        ], source)
+
+    def foreground(self, logits: torch.Tensor) -> np.ndarray:
+        return (logits.argmax(0) > 0).cpu().numpy()
+
+    def memory_budget(self, budget_mib: float | None) -> GpuBudget | None:
+        if not self.cuda:
+            return None
+        from inference.memory.gpu_budget import GpuBudget
+        return GpuBudget(budget_mib, self.device)
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def release(self) -> None:
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def _planning(self, budget: GpuBudget | None) -> bool:
+        return self.cuda and budget is not None and budget.active
+
+    def _memory_plan(self, prep: Preprocessed, model: LoadedModel, budget: GpuBudget | None,
+                     network_shape: tuple[int, ...]) -> MemoryPlan | None:
+        """The budget's plan for this case (pure arithmetic on the case's shapes), None without one."""
+        if not self._planning(budget):
+            return None
+        return budget.plan(model, prep.shape_before_cropping, prep.shape_after_cropping, network_shape)
