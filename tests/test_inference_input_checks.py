@@ -254,6 +254,44 @@ def test_estimate_arithmetic_on_the_cpu():
     assert e.host_peak == 6_805_760 and e.device == {} and e.device_peak == 0
 
 
+def test_estimate_of_the_numpy_engines_slab_export():
+    """The numpy engine (the default on the CPU) exports slabs of planes, not class chunks: its export
+    term is the logits, 16 slabs and the label map twice; the other stages are the torch engine's."""
+    from dataclasses import replace
+    from inference.engines.numpy_engine.resample import EXPORT_SLAB_BYTES
+    assert cost.EXPORT_SLAB_BYTES == EXPORT_SLAB_BYTES               # the memory model's copy is the engine's
+    torch_engine = cost.estimate((20, 40, 40), (6.0, 0.75, 0.75), files=1, bytes_per_voxel=2, model=TINY)
+    numpy_engine = cost.estimate((20, 40, 40), (6.0, 0.75, 0.75), files=1, bytes_per_voxel=2,
+                                 model=replace(TINY, slab_export=True))
+    held = 32000 * 4
+    # + V: the label map handed to the writer, as on the torch engine
+    assert numpy_engine.host["export"] == held + 14 * 40960 * 4 + 16 * EXPORT_SLAB_BYTES + 2 * 32000 + 32000
+    assert {k: v for k, v in numpy_engine.host.items() if k != "export"} == \
+        {k: v for k, v in torch_engine.host.items() if k != "export"}
+
+
+def test_numpy_engine_case_over_the_memory_limit_is_refused(tmp_path, model_dir, inputs, capsys, monkeypatch):
+    """The memory refusal on the numpy engine (OpenVINO IR), with the slab export in its estimate."""
+    from inference.weights import import_model
+    with_ir = import_model(model_dir, tmp_path / "with_ir", ir=True)
+    gib, mib = 1024 ** 3, 1024 ** 2
+    fake = _fake_system(tmp_path / "sys", 20 * 1024 ** 2, "0::/\n", {
+        "sys/fs/cgroup/memory.max": f"{gib}\n", "sys/fs/cgroup/memory.current": f"{100 * mib}\n"})
+    monkeypatch.setattr(cost, "SYSTEM_ROOT", fake)
+    big = inputs / "big_0000.nii.gz"
+    write_image(big, np.zeros((100, 300, 300), np.int16), GOOD_SPACING)   # 14 fp32 logits: 0.47 GiB
+    code, out, err = run(["-i", inputs, "-o", tmp_path / "out", "-m", with_ir], capsys)
+    assert code == 1 and "(openvino fp32" in out
+    estimate = cost.estimate((100, 300, 300), (3.0, 1.5, 1.5), 1, 2, replace_slab(TINY))
+    assert f"big: FAILED: {big}: estimated peak host memory {estimate.host_peak / gib:.2f} GiB (stage " in err
+    assert "good: ok" in out and outputs(tmp_path / "out") == ["good.nii.gz"]
+
+
+def replace_slab(shape):
+    from dataclasses import replace
+    return replace(shape, slab_export=True)
+
+
 def test_estimate_on_cuda_splits_host_and_device_and_halves_logits():
     e = cost.estimate((20, 40, 40), (6.0, 0.75, 0.75), files=1, bytes_per_voxel=2, model=TINY, on_cuda=True)
     held = 32000 * 4

@@ -33,6 +33,7 @@ class Engine(Protocol):
     """The array work of one case on one engine. `budget`: the torch engine's CUDA memory budget for a
     folder run (inference.memory.gpu_budget), None elsewhere."""
     name: str
+    exports_in_slabs: bool   # export works in slabs of planes (True) or in chunks of classes (False)
 
     def preprocess(self, image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, source: str,
                    budget: Any = None) -> Preprocessed:

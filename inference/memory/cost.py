@@ -24,12 +24,17 @@ bytes per element):
                                kept for the skips, f_s features at 1/d_s of the patch; the widest layer's
                                convolution, normalisation and decoder concatenation)
     export     held + K*P*l    the logits
-               + chunk         classes resampled together: min(K, c)*V*8 with c as export chooses it
+      torch    + chunk         classes resampled together: min(K, c)*V*8 with c as export chooses it
                                (resampled fp32 class and its running max)
                + V*23          the running max, argmax index (int64), best class, comparisons
                + V*2           the label map and its numpy copy on the input grid
+      numpy    + 16*S          slabs of output planes, S = EXPORT_SLAB_BYTES each: up to 4 threads,
+                               each holding a slab's resampled classes, the two neighbours of the axis
+                               being interpolated and the running maximum
+               + V*2           the label map (uint8) in the cropped and in the whole grid
 
-On CUDA the image stages sit on the device: preprocess, network and export (less `held` and the numpy
+The torch engine exports classes in chunks, the numpy engine (the default on the CPU) slabs of output
+planes (`ModelShape.slab_export`). On CUDA the image stages sit on the device: preprocess, network and export (less `held` and the numpy
 copy) are compared with the device's memory, read and the label map with the host's. On the CPU
 everything is the host's. The model's weights are already loaded and counted in what is in use.
 """
@@ -45,7 +50,12 @@ from inference.rules.spacing import new_shape_for_spacing
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 MIND_WORK_BYTES = 1 * GiB          # inference.mind.mind_channels' default max_work_bytes
-EXPORT_BUDGET_BYTES = 2 * GiB      # inference.engines.torch_engine.export._LOGITS_BUDGET_BYTES
+# Resampled fp32 logits of all classes at once above this many bytes are exported in class chunks by
+# the torch engine (export_classes_per_chunk).
+EXPORT_BUDGET_BYTES = 2 * GiB
+# The numpy engine's export slab (inference.engines.numpy_engine.resample.EXPORT_SLAB_BYTES, held equal
+# by tests/test_inference_input_checks.py: this module must not import an engine).
+EXPORT_SLAB_BYTES = 8 * MiB
 # Margin kept free of the estimate: allocator slack, Python objects, the OS page cache we lean on.
 MARGIN_FRACTION = 0.10
 MARGIN_MIN_BYTES = 512 * MiB
@@ -71,6 +81,7 @@ class ModelShape:
     features_per_stage: tuple[int, ...]
     strides: tuple[tuple[int, ...], ...]
     mind: bool = False
+    slab_export: bool = False   # the engine exports slabs of planes (numpy) rather than class chunks (torch)
 
     @classmethod
     def of(cls, model) -> "ModelShape":
@@ -82,7 +93,8 @@ class ModelShape:
                    network_channels=model.num_channels, num_classes=model.num_classes,
                    patch_size=tuple(model.config.patch_size),
                    features_per_stage=tuple(arch.get("features_per_stage", [32])), strides=strides,
-                   mind=model.mind_params is not None)
+                   mind=model.mind_params is not None,
+                   slab_export=bool(getattr(model.engine, "exports_in_slabs", False)))
 
 
 def _prod(values: Sequence[int]) -> int:
@@ -154,9 +166,10 @@ def estimate(shape: Sequence[int], spacing: Sequence[float], files: int, bytes_p
     read = int(f * v * (2 * bytes_per_voxel + 4)) + held
     preprocess = n * v * 4 + 2 * n * r * 4 + ((n * v * 4 + MIND_WORK_BYTES) if model.mind else 0)
     network = n * r * 4 + n * p * 4 + (k + 1) * p * logit + tile_bytes(model)
-    per_class = v * 8
-    chunk = export_classes_per_chunk(k, v) or k
-    export = k * p * logit + chunk * per_class + v * 23 + v
+    if model.slab_export:
+        export = k * p * logit + 16 * EXPORT_SLAB_BYTES + 2 * v
+    else:
+        export = k * p * logit + (export_classes_per_chunk(k, v) or k) * v * 8 + v * 23 + v
     labels = v * 2
     if on_cuda:
         return Estimate(tuple(shape), new_shape, host={"read": read, "export": held + labels},

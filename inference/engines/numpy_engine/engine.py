@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class NumpyEngine:
     """The default CPU engine. It keeps no memory budget and has no device to synchronise."""
     name = "numpy"
+    exports_in_slabs = True   # the memory model's export term (inference.memory.cost)
 
     def preprocess(self, image, spacing, model: LoadedModel, source: str, budget=None) -> Preprocessed:
         return preprocess(np.asarray(image), spacing, model, source)

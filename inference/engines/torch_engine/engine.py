@@ -40,6 +40,7 @@ class TorchStages:
 class TorchEngine:
     """CUDA, or the CPU with `--backend torch`. `device`: where the model's networks sit."""
     name = "torch"
+    exports_in_slabs = False   # class chunks instead (inference.memory.cost)
 
     def __init__(self, device: torch.device, stages: TorchStages = TorchStages()):
         self.device = device
