@@ -209,7 +209,6 @@ def mind_ssc(image: torch.Tensor | np.ndarray, radius: int = 1, dilation: int = 
         if not math.isfinite(std):
             raise ValueError("image contains non-finite values (NaN or inf)")
         return out.fill_(1.0)  # constant image: all distances 0, exp(0) = 1
-
     # Standardised copy in compute dtype on the compute device (1/12 of the output's size).
     img = torch.empty((Z, Y, X), dtype=dtype, device=device)
     for z0 in range(0, Z, step):

@@ -9,16 +9,14 @@ decisions are made here, once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from inference import InferenceError
 from inference.rules.spacing import new_shape_for_spacing
 
-if TYPE_CHECKING:
-    from inference.model.loaded import LoadedModel
-
+# `model` below: an inference.model.loaded.LoadedModel (not imported: the rules stand below the model).
 # nnU-Net's normalisation schemes this predictor implements (plans: `normalization_schemes`).
 SUPPORTED_SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
                      "RGBTo01Normalization")
@@ -45,7 +43,7 @@ class ChannelNormalization:
     use_mask: bool
 
 
-def normalization_steps(model: LoadedModel) -> list[ChannelNormalization]:
+def normalization_steps(model: Any) -> list[ChannelNormalization]:
     """The plans' normalisation per channel, refused up front (naming plans.json) when this predictor
     does not implement a scheme or a CT scheme lacks its intensity statistics."""
     cfg = model.config
@@ -93,7 +91,7 @@ def transposed(values: Sequence, order: Sequence[int]) -> tuple:
     return tuple(values[a] for a in order)
 
 
-def target_shape(shape_cropped: tuple[int, ...], spacing_t: tuple[float, ...], model: LoadedModel,
+def target_shape(shape_cropped: tuple[int, ...], spacing_t: tuple[float, ...], model: Any,
                  source: str) -> tuple[int, ...]:
     """The network grid of a cropped image (plans axis order); an InferenceError when it is empty."""
     new_shape = new_shape_for_spacing(shape_cropped, spacing_t, model.config.spacing)
