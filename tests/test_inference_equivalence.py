@@ -1,4 +1,6 @@
-"""Our stripped predictor agrees with nnU-Net's own nnUNetPredictor on the same model folder and files.
+"""Our stripped predictor agrees with nnU-Net's own nnUNetPredictor on the same model folder and files,
+on both engines: the torch engine (the checkpoint) and the numpy engine (the same weights as OpenVINO IR,
+written by `python -m inference.weights import --ir`), both in fp32.
 
 Plans name nnU-Net's torch resampling, so the only documented differences left (argmax on logits instead
 of softmax, fp32 accumulation on CPU) must not change the labels: per-label Dice >= 0.99 for every label
@@ -17,8 +19,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from testsupport.model_folder import write_preset
 from inference.api import ModelSpec, segment_folder
+from inference.weights import import_model
+from testsupport.model_folder import write_preset
 from testsupport.nnunet_reference import (blob_volume, dice_per_label, geometry, oblique_direction, run_nnunet,
                               write_image)
 
@@ -68,16 +71,18 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
 
     reference_file = run_nnunet(model_dir, files, tmp_path / "nnunet", folds=[str(f) for f in folds],
                                 use_mirroring=tta)
-    results = segment_folder(tmp_path / "in", tmp_path / "ours", ModelSpec(model_dir, device="cpu"), tta=tta)
-    assert [r.ok for r in results] == [True], results[0].error
-
-    ours_image = sitk.ReadImage(str(tmp_path / "ours" / "case.nii.gz"))
     reference_image = sitk.ReadImage(str(reference_file))
-    assert geometry(ours_image) == geometry(reference_image)
-    assert ours_image.GetPixelID() == sitk.sitkUInt8
-    ours, reference = sitk.GetArrayFromImage(ours_image), sitk.GetArrayFromImage(reference_image)
-    dice = dice_per_label(ours, reference)
-    assert dice, "no label large enough to compare"
-    assert min(dice.values()) >= 0.99, dice
+    reference = sitk.GetArrayFromImage(reference_image)
     # The comparison must not be trivial: random weights here give several labels.
     assert len(np.unique(reference)) >= 2
+    with_ir = import_model(model_dir, tmp_path / "with_ir", ir=True)
+    for backend in ("torch", "openvino"):
+        spec = ModelSpec(with_ir, device="cpu", backend=backend, precision="fp32")
+        results = segment_folder(tmp_path / "in", tmp_path / backend, spec, tta=tta)
+        assert [r.ok for r in results] == [True], results[0].error
+        ours_image = sitk.ReadImage(str(tmp_path / backend / "case.nii.gz"))
+        assert geometry(ours_image) == geometry(reference_image), backend
+        assert ours_image.GetPixelID() == sitk.sitkUInt8
+        dice = dice_per_label(sitk.GetArrayFromImage(ours_image), reference)
+        assert dice, "no label large enough to compare"
+        assert min(dice.values()) >= 0.99, (backend, dice)
