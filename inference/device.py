@@ -1,9 +1,9 @@
 """Compute-device choice shared by every tool: `--device auto|cpu|cuda`, default auto (docs/cli.md).
 
 `resolve_device` gives a torch.device (and imports torch). `device_type` answers "cpu" or "cuda" without
-importing torch where no NVIDIA driver is present, and HOST_CPU names the CPU for models on the OpenVINO
-backend, whose path (inference.engines.numpy_engine.pipeline) never loads torch: that import alone costs about 2 s and 450 MB of
-resident memory on the 2-core CPU of our benchmarks.
+importing torch where no NVIDIA driver is present, and HOST_CPU names the CPU for models on the numpy
+engine (inference.engines.numpy_engine), which never loads torch: that import alone costs seconds of
+start-up and hundreds of MB of resident memory.
 """
 from __future__ import annotations
 

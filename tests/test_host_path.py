@@ -1,4 +1,4 @@
-"""The torch-free OpenVINO path (inference.engines.numpy_engine.pipeline): each numpy step against the torch step it mirrors, the
+"""The torch-free OpenVINO path (the numpy engine, inference.engines.numpy_engine): each numpy step against the torch step it mirrors, the
 whole case against `--backend torch`, and a run that never imports torch."""
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class ThresholdNet(torch.nn.Module):
 
     def forward(self, x):
         fg = x[:, :1] - self.threshold
-        if isinstance(x, np.ndarray):   # a localiser on OpenVINO runs on the torch-free path (inference.engines.numpy_engine.pipeline)
+        if isinstance(x, np.ndarray):   # a localiser on OpenVINO runs on the torch-free path (the numpy engine, inference.engines.numpy_engine)
             return np.concatenate([np.zeros_like(fg), fg], 1)
         return torch.cat([torch.zeros_like(fg), fg], 1)
 

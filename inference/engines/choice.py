@@ -12,7 +12,7 @@ the installed packages and the CPU's instruction set, so that a run never depend
                     AMX-BF16), since emulated bf16 is slower than float32; on CUDA where torch says so.
               fp16: CUDA only (CPUs here have no fast fp16 convolution).
 
-Logits always accumulate in float32 (see inference.engines.torch_engine.sliding_window): it cannot overflow, unlike the fp16
+Logits always accumulate in float32 (both engines' sliding windows): it cannot overflow, unlike the fp16
 buffer nnU-Net uses.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from inference import InferenceError
 from inference.device import HOST_CPU, device_type, resolve_device
@@ -29,7 +29,6 @@ from inference.engines.numpy_engine.engine import NumpyEngine
 from inference.model.loaded import NetworkPlan
 
 if TYPE_CHECKING:
-    import torch
 
     from inference.engines.base import Engine
 

@@ -1,15 +1,16 @@
 """What one case will cost, from its header alone, and whether the process can afford it.
 
-`estimate` follows the predictor's stages (inference.files.reading.read_case, preprocess, sliding_window, export)
-and counts the arrays each stage holds at once; the peak is the largest stage. Symbols (voxel counts,
-bytes per element):
+`estimate` follows the predictor's stages (inference.files.reading.read_case, then the engine's
+preprocess, sliding window and export) and counts the arrays each stage holds at once; the peak is the
+largest stage. Symbols (voxel counts, bytes per element):
 
     V  input voxels (the header's size);  F  input files;  b  bytes per input voxel (the file's type)
     N  network input channels (F, or 12 for a MIND model);  K  classes
     R  resampled grid: the input (uncropped, an upper bound) at the model's spacing, as preprocess
        computes it (round(size * spacing / target) per axis, in the plans' transposed axis order)
     P  padded grid: R grown to the patch where smaller;  T  voxels of one patch
-    l  bytes per logit: 2 on CUDA (fp16 accumulation), 4 on the CPU
+    l  bytes per logit: 4 on the CPU; 2 on CUDA, the least the torch engine accumulates in (fp16, which
+       the GPU budget and the out-of-memory fall-backs choose when float32 does not fit)
 
     held       F*V*4           the stacked float32 input (Volume.data), alive until the case ends
     read       F*V*(2b + 4)    SimpleITK's image, its numpy copy and the float32 copy, per file
@@ -34,9 +35,10 @@ bytes per element):
                + V*2           the label map (uint8) in the cropped and in the whole grid
 
 The torch engine exports classes in chunks, the numpy engine (the default on the CPU) slabs of output
-planes (`ModelShape.slab_export`). On CUDA the image stages sit on the device: preprocess, network and export (less `held` and the numpy
-copy) are compared with the device's memory, read and the label map with the host's. On the CPU
-everything is the host's. The model's weights are already loaded and counted in what is in use.
+planes (`ModelShape.slab_export`). On CUDA the image stages sit on the device: preprocess, network and
+export (less `held` and the numpy copy) are compared with the device's memory, read and the label map
+with the host's. On the CPU everything is the host's. The model's weights are already loaded and
+counted in what is in use.
 """
 from __future__ import annotations
 

@@ -6,9 +6,8 @@ inference precision: without the hint OpenVINO silently picks bf16 on CPUs that 
 Weights are stored in float32 (no fp16 compression), so f32 inference matches torch fp32.
 
 The IR also carries the two facts inference needs from the fold's checkpoint (its configuration name and
-the mirror axes test-time augmentation may use), in its runtime info under "nnunet", so the OpenVINO path
-loads a fold without torch (inference.engines.numpy_engine.pipeline). IR written before that still loads: the checkpoint is then
-read with torch, as before.
+the mirror axes test-time augmentation may use), in its runtime info under "nnunet", so the numpy engine
+loads a fold without torch. IR written before that still loads: the checkpoint is then read with torch.
 
 This module imports neither torch nor OpenVINO at import time; torch only where a torch tensor comes in.
 """

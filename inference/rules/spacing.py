@@ -1,8 +1,7 @@
 """nnU-Net's spacing rules, shared by every array engine: the grid a spacing change gives, and which axis
 (if any) is resampled on its own because the data is anisotropic.
 
-Plain Python: imported by the torch path (inference.engines.torch_engine.resample) and the torch-free OpenVINO path
-(inference.engines.numpy_engine.pipeline) alike.
+Plain Python, used by both engines' preprocessing and export.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Where the sliding window puts its tiles and how it weights them: plain rules shared by the torch path
-(inference.engines.torch_engine.sliding_window) and the torch-free OpenVINO path (inference.engines.numpy_engine.pipeline).
+"""Where the sliding window puts its tiles and how it weights them: plain rules shared by both engines'
+sliding windows (inference.engines.torch_engine.sliding_window, inference.engines.numpy_engine.sliding_window).
 
-The rules reproduce nnU-Net's predictor (see inference.engines.torch_engine.sliding_window's docstring for the list), so
-that both paths agree with it.
+The rules reproduce nnU-Net's predictor (the torch engine's sliding_window docstring lists them), so that
+both engines agree with it.
 """
 from __future__ import annotations
 

@@ -71,8 +71,9 @@ class TorchEngine:
             smaller["logits_dtype"] = torch.float16
 
         def run(device: torch.device, networks, **options) -> torch.Tensor:
-            return self.stages.predict_logits(prep.data.to(device), networks, model.num_classes, model.config.patch_size,
-                                  window.step_size, window.mirror_axes, window.progress, **options)
+            return self.stages.predict_logits(prep.data.to(device), networks, model.num_classes,
+                                              model.config.patch_size, window.step_size, window.mirror_axes,
+                                              window.progress, **options)
 
         how = ", ".join(f"{k} {v}" for k, v in smaller.items() if k != "autocast_dtype")
         return run_with_fallback("network", [

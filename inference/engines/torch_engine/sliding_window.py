@@ -18,8 +18,6 @@ summed in float32 on the image's device whatever the network's precision: fp32's
 """
 from __future__ import annotations
 
-import itertools
-import math
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
@@ -29,8 +27,7 @@ from inference.rules import tiling
 from inference.rules.tiling import mirror_combinations, tile_windows
 
 ACCUMULATION_DTYPE = torch.float32
-# A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile). torch modules and
-# inference.networks.openvino_network.OpenVINONetwork both are.
+# A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile) tensors (a torch module).
 TileNetwork = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -107,9 +104,8 @@ def predict_logits(data: torch.Tensor, networks: Sequence[TileNetwork], num_clas
     """Logits (K, X, Y, Z), float32 unless `logits_dtype` says otherwise, for a preprocessed (C, X, Y, Z)
     image, on the image's device.
 
-    `batch_size` tiles go through the networks per call; `autocast_dtype` (fp16/bf16) runs torch networks
-    under autocast (OpenVINO networks carry their precision in the compiled model). `progress` gets
-    (tiles done, tiles in all).
+    `batch_size` tiles go through the networks per call; `autocast_dtype` (fp16/bf16) runs them under
+    autocast. `progress` gets (tiles done, tiles in all).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
