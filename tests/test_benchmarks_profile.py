@@ -1,4 +1,4 @@
-"""benchmarks.profile_case: per-stage seconds and peak memory of our predictor on one case."""
+"""benchmarks.flare.profile_case: per-stage seconds and peak memory of our predictor on one case."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from testsupport.model_folder import write_preset
-from benchmarks.profile_case import main, markdown, profile
+from benchmarks.flare.profile_case import main, markdown, profile
 from inference.api import segment_folder
 
 

@@ -3,7 +3,7 @@ under benchmarks/results/, the row of the committed `*_Efficiency.csv` beside it
 column and as text, the row the organisers' load_json.py writes for that JSON.
 
 The expected row is rebuilt here from load_json.py's maths as docs/efficiency.md documents it, on
-purpose without benchmarks.summary (which is what is being checked):
+purpose without benchmarks.flare.summary (which is what is being checked):
   Name                = JSON file name up to its first dot + ".nii.gz"
   Time                = np.round(time, 2)        (time = 0.1 x number of samples when the key is absent)
   MaxGPU_Mem          = np.round(max(gpu_memory))
