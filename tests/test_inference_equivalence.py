@@ -1,12 +1,12 @@
 """Our stripped predictor agrees with nnU-Net's own nnUNetPredictor on the same model folder and files.
 
-Plans name nnU-Net's torch resampling, so the only documented differences left (argmax on logits instead
-of softmax, fp32 accumulation on CPU) must not change the labels: per-label Dice >= 0.99 for every label
-with >= 1000 voxels in either output, and identical geometry.
-
-Where labels do differ, it is nnU-Net's fp16 accumulation (used even on CPU): at image corners a voxel
-is covered by one tile at a tiny Gaussian weight, which fp16 cannot resolve, and random-weight logits
-have small margins between classes. Volumes are sized so that these corners stay a small part of them.
+Plans name nnU-Net's torch resampling, so the documented differences left are argmax on logits instead
+of softmax (the same argmax) and float32 accumulation of the tile logits. nnU-Net sums them in a
+float16 buffer, even on the CPU, which cannot resolve the small Gaussian weights at image faces and
+flips labels there; the reference here runs nnU-Net's own code with that buffer made float32
+(testsupport.nnunet_reference.float32_logits). Then every foreground label must be present in both
+outputs and labelled on the same voxels, up to MAX_DIFFERING_VOXELS per label (the order in which a
+2-fold ensemble's logits are summed), and the geometry must be identical.
 """
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import pytest
 import SimpleITK as sitk
 
 from testsupport.model_folder import write_preset
+from benchmarks.common import dice_per_label
 from inference.api import segment_folder
-from testsupport.nnunet_reference import (blob_volume, dice_per_label, geometry, oblique_direction, run_nnunet,
+from testsupport.nnunet_reference import (blob_volume, geometry, oblique_direction, run_nnunet,
                               write_image)
 
 # Wider than the `tiny` preset so that random weights give several large labels to compare.
 FEATURES = (8, 16, 32)
+MAX_DIFFERING_VOXELS = 2   # per label: float32 sums in another order (a 2-fold ensemble differs in 1 voxel)
 
 
 def _set_transpose(model_dir: Path, forward: list[int]) -> None:
@@ -67,7 +69,7 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
         files.append(write_image(tmp_path / "in" / f"case_{c:04d}.nii.gz", volume, spacing, origin, direction))
 
     reference_file = run_nnunet(model_dir, files, tmp_path / "nnunet", folds=[str(f) for f in folds],
-                                use_mirroring=tta)
+                                use_mirroring=tta, logits_float32=True)
     results = segment_folder(tmp_path / "in", tmp_path / "ours", model_dir, device="cpu", tta=tta)
     assert [r.ok for r in results] == [True], results[0].error
 
@@ -76,8 +78,10 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
     assert geometry(ours_image) == geometry(reference_image)
     assert ours_image.GetPixelID() == sitk.sitkUInt8
     ours, reference = sitk.GetArrayFromImage(ours_image), sitk.GetArrayFromImage(reference_image)
-    dice = dice_per_label(ours, reference)
-    assert dice, "no label large enough to compare"
-    assert min(dice.values()) >= 0.99, dice
+    labels = sorted(set(np.unique(reference).tolist()) - {0})
+    assert sorted(set(np.unique(ours).tolist()) - {0}) == labels   # every label present in both
     # The comparison must not be trivial: random weights here give several labels.
-    assert len(np.unique(reference)) >= 2
+    assert len(labels) >= 8, labels
+    differing = {label: int(np.count_nonzero((ours == label) != (reference == label))) for label in labels}
+    dice = dice_per_label(ours, reference, labels)
+    assert max(differing.values()) <= MAX_DIFFERING_VOXELS, {"voxels differing": differing, "dice": dice}
