@@ -54,11 +54,13 @@ SOURCES = [
            LOCK + "python -m benchmarks.studies.path_agreement -q"),
     Source("path_agreement_no_roi", "benchmarks/results/path_agreement/*/no_roi/path_agreement.json",
            "the same without ROI", LOCK + "python -m benchmarks.studies.path_agreement --no-roi -q"),
+    Source("roi", "benchmarks/results/roi/*/roi.json", "ROI-first prediction with and without the localiser",
+           LOCK + "python -m benchmarks.studies.roi --cases 4 --device cpu"),
     Source("default_model", "weights/provenance.json", "the default model's held-out and sample scores",
            "python -m training.default_model --work /tmp/flare_train --out weights/   # retrains (about an hour)"),
 ]
 SOURCE = {s.key: s for s in SOURCES}
-DOCS = ("README.md", "docker/README.md", "docs/setup.md", "docs/measurements.md")   # docs with blocks
+DOCS = ("README.md", "docker/README.md", "docs/setup.md", "docs/cpu_path.md", "docs/roi.md")   # docs with blocks
 RESULTS_PAGE = REPO / "docs" / "results.md"
 INDEX_PAGE = RESULTS / "README.md"
 BLOCK_RE = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
@@ -81,7 +83,9 @@ def find(key: str, root: Path = REPO) -> tuple[Path, dict] | None:
 def header(data: dict) -> dict:
     """{date, commit, machine, load} of a results file; older files (written before the common header)
     give what they recorded, None for the rest."""
-    meta = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(data, dict):   # a bare list of rows (files written before the common header)
+        return {"date": None, "commit": None, "machine": None, "load": None}
+    meta = data.get("metadata")
     if meta:
         m = meta["machine"]
         machine = f"{m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else "")
@@ -117,7 +121,7 @@ def minutes(seconds: float) -> str:
 
 # --- the numbers, one function per row ------------------------------------------------------------------
 
-OURS_DEFAULT, OURS_WHOLE, NNUNET = "ours, default settings", "ours, whole image", "nnU-Net"
+OURS_DEFAULT, OURS_WHOLE, OURS_TORCH, NNUNET = "ours, default settings", "ours, whole image", "ours, torch fp32", "nnU-Net"
 
 
 def speed_row() -> list[str]:
@@ -220,12 +224,70 @@ def venv_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_path_block() -> str:
+    """The torch-free path against the torch path, whole image, from the comparison with nnU-Net."""
+    found = find("compare_nnunet")
+    if not found:
+        return missing("compare_nnunet") + "\n"
+    path, d = found
+    rows = []
+    for label, title in ((OURS_WHOLE, "OpenVINO fp32, no torch (default)"),
+                         (OURS_TORCH, "`--backend torch --precision fp32 --batch-size 1`")):
+        m = d["medians"][label]
+        rows.append([title, f"{m['startup_s']['median']:.2f} s", f"{m['first_tile_s']['median']:.2f} s",
+                     f"{m['peak_rss_mib']['median']:,.0f} MiB", f"{m['to_file_s']['median']:.2f} s"])
+    torch_dice = [v for v in d["dice"].get(OURS_TORCH, {}).values() if v is not None]
+    text = table(["", "start-up (imports + model load)", "time to first tile", "peak RSS", "wall to file written"],
+                 rows)
+    text += (f"\nMedians of {d['rounds']} interleaved rounds; {provenance(d, path)}. Lowest per-label Dice "
+             f"between the two paths on that case: {min(torch_dice):.4f}.\n" if torch_dice else "")
+    found = find("path_agreement")
+    if found:
+        path, d = found
+        voxels = d["agreement"]["default"]["voxels_differing"]
+        text += (f"\nOn {len(voxels)} held-out phantoms at most {max(voxels.values())} voxels per case differ "
+                 f"({provenance(d, path)}).\n")
+    return text
+
+
+def roi_block() -> str:
+    """Per set of cases: time, tiles, peak RSS and mean DSC/NSD without and with the ROI (benchmarks.studies.roi)."""
+    found = find("roi")
+    if not found:
+        return missing("roi") + "\n"
+    path, d = found
+    rows_in = d["rows"] if isinstance(d, dict) else d   # files written before the common header: a bare list
+    rows = []
+    for name in ("large", "samples", "compare"):
+        sub = [r for r in rows_in if r["set"] == name]
+        if not sub:
+            continue
+        n = len(sub)
+        plain, roi = sum(r["plain_s"] for r in sub), sum(r["roi_s"] for r in sub)
+        boxes = [100 * r["decision"]["fraction"] for r in sub if (r["decision"] or {}).get("box")]
+        rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {len(boxes)} of {n})",
+                     f"{plain:.2f} s -> {roi:.2f} s (localize {sum(r['localize_s'] for r in sub):.2f} s)",
+                     f"**{roi / plain:.2f}**", f"{sum(r['plain_tiles'] for r in sub)} -> {sum(r['roi_tiles'] for r in sub)}",
+                     f"{max(r['plain_gb'] for r in sub):.2f} -> {max(r['roi_gb'] for r in sub):.2f} GB",
+                     f"**{100 * sum(r['plain_dsc'] for r in sub) / n:.2f} -> {100 * sum(r['roi_dsc'] for r in sub) / n:.2f}**",
+                     f"{100 * sum(r['plain_nsd'] for r in sub) / n:.2f} -> {100 * sum(r['roi_nsd'] for r in sub) / n:.2f}"])
+    paper = [r["paper_tiles"] for r in rows_in if "paper_tiles" in r]
+    if paper:
+        whole, roi = sum(p["whole"] for p in paper), sum(p["roi"] for p in paper)
+        rows.append([f"paper's architecture, the same {len(paper)} large fields (tiles only)", "", "",
+                     f"**{whole} -> {roi} ({roi / whole:.2f})**", "", "", ""])
+    text = table(["", "time no ROI -> ROI", "ratio", "full-model tiles", "peak RSS (max)", "mean DSC no ROI -> ROI",
+                  "mean NSD"], rows)
+    return text + f"\n{provenance(d, path)}.\n"
+
+
 def image_sizes_block() -> str:
     return table(["What", "Measured", "Machine, date, source"], [image_row()])
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"summary": summary_block, "demo": demo_block, "ci": ci_block,
-                                        "venv": venv_block, "image_sizes": image_sizes_block}
+                                        "venv": venv_block, "image_sizes": image_sizes_block, "cpu_path": cpu_path_block,
+                                        "roi": roi_block}
 
 
 # --- the pages ------------------------------------------------------------------------------------------
@@ -288,7 +350,7 @@ def index_page(root: Path = RESULTS) -> str:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError:
                 data = {}
-            h = header(data) if isinstance(data, dict) else header({})
+            h = header(data)
             meta = data.get("metadata") if isinstance(data, dict) else None
             command = (meta or {}).get("command")   # older files' commands name modules since moved
         else:

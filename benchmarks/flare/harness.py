@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flare.contract import INPUT_SUFFIX, OUTPUT_SUFFIX, docker_run_command
-from benchmarks.common import atomic_output, load_average
+from benchmarks.common import atomic_output, load_average, run_metadata
 from inference.device import DEVICE_CHOICES
 from inference.files.cases import find_cases as discover_cases
 from inference.files.reading import grid_difference
@@ -192,7 +192,8 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
     shutil.copy2(image, inputs / f"{case}{INPUT_SUFFIX}")
     (results / "logs").mkdir(parents=True, exist_ok=True)
     argv = argv_for(inputs, outputs)
-    load_before = load_average()[0]  # 1-minute load, written beside the timing
+    loads_before = load_average()
+    load_before = loads_before[0]  # 1-minute load, written beside the timing
     sampler = SamplerSet(spec, interval, samplers).start()
     try:
         time.sleep(settle_s)  # a few samples before the run, as the official loop has
@@ -229,6 +230,8 @@ def run_case(case: str, image: Path, argv_for: Callable[[Path, Path], list[str]]
         "output": status,
         "image_size": image_size(image),
         "command": shlex.join(argv),
+        "metadata": run_metadata(shlex.join(argv), gpu=spec.device if spec.kind == "nvml" else None,
+                                 load_before=loads_before),
     }
     js = results / f"{case}.json"
     with atomic_output(js, mode=0o644) as tmp:

@@ -75,7 +75,7 @@ from testsupport.model_folder import write_preset
 
 from benchmarks.common import (REPO, SCRATCH, atomic_output, command_line, cpu_description, dice_per_label, load_average,
                                metadata_markdown, results_dir, run_metadata, write_json, write_text)
-from benchmarks.flare.nnunet_runner import NNUNET_ENTRY, model_folds, nnunet_command, with_default_resampling  # noqa: F401
+from benchmarks.flare.nnunet_runner import model_folds, nnunet_command, with_default_resampling
 from benchmarks.flare.sampler import Sampler, SourceSpec
 
 CASE = "amos_0507"
@@ -143,7 +143,7 @@ def timed_run(label: str, argv: list[str], out_file: Path, log_file: Path, env: 
     1-minute load average just before (printed)."""
     if out_file.exists():
         out_file.unlink()
-    load = os.getloadavg()[0]
+    load = load_average()[0]
     print(f"round {round_index + 1}: running {label} (load average, 1 min: {load:.2f}) ...", flush=True)
     sampler = Sampler(SourceSpec("rss-tree", device=cpu_description()), interval=0.05).start()
     with open(log_file, "w") as log:

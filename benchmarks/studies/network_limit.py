@@ -234,7 +234,7 @@ def write_table(out_dir: Path, rows: list[Row], peaks: dict[str, dict[str, float
     path = out_dir / "network_limit.md"
     lines = [f"# Network stage at the machine's limit ({cpu}, {cores} cores, no GPU)", "",
              metadata_markdown(meta), "Best of the repeats after one warm-up; load average (1/5/15 min) beside "
-             f"each row (the machine is shared). GFLOP counts only convolutions.", "",
+             "each row (the machine is shared). GFLOP counts only convolutions.", "",
              "## Peak of this machine", "", "| precision | torch matmul 2048^3 GFLOP/s | torch conv3d GFLOP/s | "
              "OpenVINO conv3d GFLOP/s |", "|---|---:|---:|---:|"]
     for precision, p in peaks.items():
