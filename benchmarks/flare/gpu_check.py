@@ -18,7 +18,8 @@ Writes at most 8 files into OUT (gpu_check.json, gpu_check.md, <run>_Efficiency.
 rewritten after every step so that a run stopped early still leaves its results; each names the GPU,
 driver, torch and CUDA versions. Child processes still running at the hard deadline (budget + 45 s)
 are ended by their pid. `--device cpu` (or `--dry-run`) rehearses it: the same steps on the CPU with a tiny
-model, small volumes and the GPU machine's nibabel I/O; CUDA-only tests come back skipped. Exit 0: every step that ran passed; 1: a test, an agreement or a run failed; 2: setup error.
+model and small volumes, the child processes without SimpleITK as on the GPU machine (nibabel I/O);
+CUDA-only tests come back skipped. Exit 0: every step that ran passed; 1: a test, an agreement or a run failed; 2: setup error.
 """
 from __future__ import annotations
 
@@ -158,10 +159,22 @@ class Clock:
         return self.budget_s - (time.time() - self.start)
 
 
-def child_env(site: Path | None) -> dict:
-    paths = [str(REPO)] + ([str(site)] if site else []) + \
+def child_env(site: Path | None, hidden: Path | None = None) -> dict:
+    """The child processes' environment: the repository and the installed wheels on PYTHONPATH, and
+    `hidden` (a folder of modules that refuse to import) first."""
+    paths = ([str(hidden)] if hidden else []) + [str(REPO)] + ([str(site)] if site else []) + \
         [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
+def without_simpleitk(folder: Path) -> Path:
+    """A folder whose `SimpleITK` package raises ImportError: first on a child's PYTHONPATH it gives the
+    child the GPU machine's situation, where SimpleITK is not installed."""
+    package = folder / "SimpleITK"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('raise ImportError("SimpleITK is not installed on the GPU machine '
+                                         '(benchmarks.flare.gpu_check rehearsal)")\n')
+    return folder
 
 
 def importable(module: str) -> bool:
@@ -176,11 +189,11 @@ def cuda_test_files() -> list[Path]:
     return sorted(p for p in (REPO / "tests").glob("test_*.py") if "mark.cuda" in p.read_text())
 
 
-def run_cuda_tests(work: Path, env: dict, timeout: float) -> dict:
+def run_cuda_tests(work: Path, env: dict, timeout: float, simpleitk: bool = True) -> dict:
     """pytest -m cuda on the files that hold CUDA tests. Without SimpleITK, files importing it are left
     out and listed (`not_run`); any other file that cannot be imported is a collection error."""
     files, not_run = cuda_test_files(), []
-    if not importable("SimpleITK"):
+    if not simpleitk:
         not_run = [f.name for f in files if "import SimpleITK" in f.read_text()]
         files = [f for f in files if f.name not in not_run]
     junit = work / "junit.xml"
@@ -439,7 +452,8 @@ def run_check(out: Path, wheels: Path | None, budget_s: float, device_wanted: st
         if wheels is not None:
             site = work / "site"
             installed = install_wheels(wheels, site)
-        env_vars = child_env(site)
+        # The rehearsal's child processes (CUDA tests, profile, Table 6) run as on the GPU machine: no SimpleITK.
+        env_vars = child_env(site, hidden=without_simpleitk(work / "hidden") if dry_run else None)
         environment_info = environment(dry_run)
         report = Report(out, environment_info, budget_s)
         log(f"gpu_check: {environment_info['line']}; budget {budget_s:.0f} s -> {out}")
@@ -447,17 +461,16 @@ def run_check(out: Path, wheels: Path | None, budget_s: float, device_wanted: st
         if device == "cpu" and not dry_run:
             report.step("setup", {"status": "failed", "summary": "no CUDA device (rehearse with --device cpu)"})
             return 2
-        # The rehearsal reads and writes as the GPU machine does (no SimpleITK there): nibabel.
-        simpleitk = importable("SimpleITK") and not dry_run
+        simpleitk = importable("SimpleITK") and not dry_run   # the rehearsal: hidden from the children
         nn_ok, why = (False, "CPU rehearsal") if dry_run else nnunet_importable(env_vars)
         report.step("setup", {"status": "ok", "seconds": time.time() - t, "wheels": installed,
                               "simpleitk": simpleitk, "nnunet_predictor": nn_ok or why,
                               "summary": f"{len(installed)} wheel(s) installed; SimpleITK "
-                                         f"{'present' if simpleitk else 'not used (nibabel I/O)'}; nnU-Net's "
+                                         f"{'present' if simpleitk else 'absent (nibabel I/O)' if not dry_run else 'hidden from the children as on the GPU machine (nibabel I/O)'}; nnU-Net's "
                                          f"predictor {'importable' if nn_ok else 'not importable: ' + why}"})
 
         t = time.time()
-        res = run_cuda_tests(work, env_vars, timeout=min(150, max(10, clock.left() * 0.3)))
+        res = run_cuda_tests(work, env_vars, timeout=min(150, max(10, clock.left() * 0.3)), simpleitk=simpleitk)
         report.step("cuda_tests", {**res, "seconds": time.time() - t})
         failed |= res["status"] != "ok"
         log(f"cuda tests: {res['summary']}")

@@ -28,6 +28,15 @@ def read_volume(path: str | os.PathLike):
     return np.ascontiguousarray(data)[None], spacing, img
 
 
+def simpleitk_importable() -> bool:
+    """Whether SimpleITK imports here (a failed import counts as absent, as on the GPU machine)."""
+    try:
+        import SimpleITK  # noqa: F401  (only whether it imports)
+    except ImportError:
+        return False
+    return True
+
+
 def itk_direction(img) -> tuple[float, ...]:
     """The direction cosines SimpleITK's GetDirection() gives for the same file (LPS, row-major 3x3):
     what inference.api.segment_array takes as `direction` to find the cranio-caudal axis."""

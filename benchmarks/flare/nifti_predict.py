@@ -13,7 +13,6 @@ only. Exit codes: 0 all written, 1 some case failed, 2 setup error.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 import warnings
@@ -82,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from inference.files.cases import find_cases
     from inference.memory.gpu_budget import GpuBudget
     from inference.model.loading import load_model
+
+    from .nifti_io import simpleitk_importable
     try:
         check_folders(a.input, a.output)
         device = resolve_device(a.device)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for message in skipped:
         print(f"warning: {message}", file=sys.stderr)
-    nibabel = a.nibabel or importlib.util.find_spec("SimpleITK") is None
+    nibabel = a.nibabel or not simpleitk_importable()
     budget = GpuBudget(a.gpu_memory_budget or None, device)
     failed = 0
     for case in cases:

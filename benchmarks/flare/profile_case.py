@@ -96,12 +96,12 @@ def make_profiling_timer(cuda: bool, rss: _RssPeak):
 def _case_io(image: Path, model, nibabel: bool = False):
     """(case id, read() -> (data, spacing, reference, direction), write(labels, reference, path)) for `image`:
     the predictor's SimpleITK I/O, or nibabel (`nibabel`, or where SimpleITK is not installed)."""
-    import importlib.util
+    from .nifti_io import simpleitk_importable
     suffix = "_0000" + model.file_ending
     if not image.name.endswith(suffix):
         raise FileNotFoundError(f"{image}: not a <case>{suffix} file")
     case_id = image.name[: -len(suffix)]
-    if nibabel or importlib.util.find_spec("SimpleITK") is None:
+    if nibabel or not simpleitk_importable():
         from .nifti_io import itk_direction, read_volume, write_labels
 
         def read_nibabel():
