@@ -2,12 +2,14 @@
 
     python -m benchmarks.report            # rewrite the generated blocks and pages
     python -m benchmarks.report --check    # change nothing; exit 1 naming each doc that differs
+    python -m benchmarks.report --regenerate [--only KEY ...]   # rerun the measurements, then render
 
 A doc holds a generated block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` (NAME one of
 BLOCKS); the text between the markers is replaced by what BLOCKS[NAME] renders from the results files.
 docs/results.md and benchmarks/results/README.md (the index of every results file) are generated whole.
 The results files and the command that regenerates each are listed in SOURCES, in the order to run
-them; a missing file renders as "not measured yet" with its command. tests/test_report.py fails when a
+them; `--regenerate` runs those commands in that order (on a quiet machine: the lead's one command at
+the end) and then renders. A missing file renders as "not measured yet" with its command. tests/test_report.py fails when a
 doc differs from what its results files give, so a number typed by hand, or left stale, fails CI.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ class Source:
     pattern: str
     what: str
     command: str
+    regenerate: bool = True   # run by --regenerate (False: only when named with --only)
 
 
 # In the order to run them, on a quiet machine (the last three take the measurement lock themselves).
@@ -57,7 +61,8 @@ SOURCES = [
     Source("roi", "benchmarks/results/roi/*/roi.json", "ROI-first prediction with and without the localiser",
            LOCK + "python -m benchmarks.studies.roi --cases 4 --device cpu"),
     Source("default_model", "weights/provenance.json", "the default model's held-out and sample scores",
-           "python -m training.default_model --work /tmp/flare_train --out weights/   # retrains (about an hour)"),
+           "python -m training.default_model --work /tmp/flare_train --out weights/   # retrains the shipped model",
+           regenerate=False),
 ]
 SOURCE = {s.key: s for s in SOURCES}
 DOCS = ("README.md", "docker/README.md", "docs/setup.md", "docs/cpu_path.md", "docs/roi.md")   # docs with blocks
@@ -328,8 +333,11 @@ def results_page() -> str:
                 for name, o in d["heldout_scores"]["per_organ"].items()]
         parts += [f"{d['heldout_scores']['cases']} cases, {d['heldout_scores']['predictor']}; {provenance(d, path)}.",
                   "", table(["Organ", "DSC (%)", "NSD (%)"], rows)]
-    parts += ["## Regenerating every number", "", "In this order, on a quiet machine, then `python -m benchmarks.report`:", ""]
-    parts += [f"{i}. {s.what}: `{s.command}`" for i, s in enumerate(SOURCES, 1)]
+    parts += ["## Regenerating every number", "",
+              "`python -m benchmarks.report --regenerate` runs these in this order, then renders every page; run it "
+              "on a quiet machine (`--only KEY ...` reruns some; the last one retrains the shipped model and runs "
+              "only when named):", ""]
+    parts += [f"{i}. `{s.key}`, {s.what}: `{s.command}`" for i, s in enumerate(SOURCES, 1)]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
@@ -392,12 +400,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a doc differs from its results")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="write nothing; exit 1 if a doc differs from its results")
+    what.add_argument("--regenerate", action="store_true",
+                      help="run the commands of SOURCES in order (those marked to), then render")
+    p.add_argument("--only", nargs="+", choices=[s.key for s in SOURCES], metavar="KEY",
+                   help="with --regenerate: only these sources (" + ", ".join(s.key for s in SOURCES) + ")")
     return p
+
+
+def regenerate(keys: Sequence[str] | None = None, run: Callable[[str], int] | None = None) -> list[str]:
+    """Run the commands of SOURCES in order (all marked to regenerate, or the named ones); returns the
+    keys whose command failed. Each runs with bash in the repository root, its output on the console."""
+    run = run or (lambda command: subprocess.run(command, shell=True, cwd=REPO, executable="/bin/bash").returncode)
+    failed = []
+    for s in SOURCES:
+        if (keys and s.key not in keys) or (not keys and not s.regenerate):
+            continue
+        print(f"report: regenerating {s.key}: {s.command}", flush=True)
+        if run(s.command) != 0:
+            print(f"report: {s.key} failed; its results file is left as it was", file=sys.stderr, flush=True)
+            failed.append(s.key)
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    failed = regenerate(a.only) if a.regenerate else []
     if a.check:
         bad = stale()
         for path in bad:
@@ -408,7 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.is_file() or path.read_text() != text:
             write_text(path, text)
             print(f"wrote {path.relative_to(REPO)}")
-    return 0
+    if failed:
+        print(f"report: these failed to regenerate: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

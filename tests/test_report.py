@@ -66,3 +66,14 @@ def test_readme_is_a_short_product_page_with_two_commands():
     assert [line.split("#")[0].strip() for line in block.splitlines()] == ["bash docker/demo.sh", "bash .ci/run"]
     assert "torchvision" not in setup
     assert "## Layout\n\n[docs/architecture.md](docs/architecture.md)" in readme
+
+
+def test_regenerate_runs_the_sources_in_order_and_says_which_failed():
+    ran = []
+    failed = report.regenerate(run=lambda command: ran.append(command) or (1 if "path_agreement --no-roi" in command else 0))
+    assert ran == [s.command for s in report.SOURCES if s.regenerate]
+    assert failed == ["path_agreement_no_roi"]
+    assert "training.default_model" not in " ".join(ran)   # retraining the shipped model only when named
+    ran.clear()
+    assert report.regenerate(["default_model"], run=lambda command: ran.append(command) or 0) == []
+    assert ran == [report.SOURCE["default_model"].command]
