@@ -113,7 +113,7 @@ def provenance(data: dict, path: Path) -> str:
 
 
 def missing(key: str) -> str:
-    return f"not measured yet: `{SOURCE[key].command.split('   #')[0].split(' && ')[-1]}`"
+    return f"not measured yet: `python -m benchmarks.report --regenerate --only {key}`"
 
 
 def gb(n: float) -> str:
