@@ -286,13 +286,34 @@ def roi_block() -> str:
     return text + f"\n{provenance(d, path)}.\n"
 
 
+ROI_ORGANS = (("Esophagus", "oesophagus"), ("Duodenum", "duodenum"), ("IVC", "IVC"), ("RK", "right kidney"))
+
+
+def roi_compare_block() -> str:
+    """The compare case with and without the ROI: box, mean and per-organ DSC, time (benchmarks.studies.roi)."""
+    found = find("roi")
+    rows_in = (found[1]["rows"] if isinstance(found[1], dict) else found[1]) if found else []
+    case = next((r for r in rows_in if r["set"] == "compare" and "plain_organ_dsc" in r), None)
+    if case is None:
+        return missing("roi") + "\n"
+    box = (case["decision"] or {}).get("box")
+    timings = case["roi_timings"]
+    rows = [["whole image (`--no-roi`)", "-", f"**{100 * case['plain_dsc']:.1f}**",
+             *[f"{100 * case['plain_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS], f"{case['plain_s']:.2f} s"],
+            ["ROI, full cranio-caudal extent", ", ".join(f"{a}..{b}" for a, b in box) if box else "whole (fall-back)",
+             f"**{100 * case['roi_dsc']:.1f}**", *[f"{100 * case['roi_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS],
+             f"{case['roi_s']:.2f} s (localize {timings.get('localize', 0.0):.2f} s)"]]
+    text = table(["", "box (Z, Y, X)", "mean DSC", *[name for _, name in ROI_ORGANS], "time"], rows)
+    return text + f"\n{case['case']}; {provenance(found[1], found[0])}.\n"
+
+
 def image_sizes_block() -> str:
     return table(["What", "Measured", "Machine, date, source"], [image_row()])
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"summary": summary_block, "demo": demo_block, "ci": ci_block,
                                         "venv": venv_block, "image_sizes": image_sizes_block, "cpu_path": cpu_path_block,
-                                        "roi": roi_block}
+                                        "roi": roi_block, "roi_compare": roi_compare_block}
 
 
 # --- the pages ------------------------------------------------------------------------------------------
