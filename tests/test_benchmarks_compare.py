@@ -1,4 +1,4 @@
-"""benchmarks.compare_nnunet helpers: Dice agreement, the nnU-Net-default view of a model, the interleaved
+"""benchmarks.studies.compare_nnunet helpers: the nnU-Net-default view of a model, the interleaved
 schedule, medians over rounds and the report."""
 from __future__ import annotations
 
@@ -7,36 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.compare_nnunet import (
+from benchmarks.studies.compare_nnunet import (
     NNUNET,
     OURS,
     OURS_DEFAULT,
     OURS_TORCH,
     TO_FILE,
     RunStats,
-    dice_per_label,
     first_tile_s,
-    model_folds,
-    nnunet_command,
     ours_command,
     report,
     schedule,
     startup_s,
     summarise,
-    with_default_resampling,
 )
+from benchmarks.flare.nnunet_runner import model_folds, nnunet_command, with_default_resampling
 from testsupport.model_folder import write_preset
-
-
-def test_dice_per_label_by_hand():
-    a = np.array([[1, 1, 2, 0], [0, 0, 2, 2]])
-    b = np.array([[1, 0, 2, 0], [0, 0, 2, 3]])
-    d = dice_per_label(a, b, [1, 2, 3, 4])
-    assert d[1] == pytest.approx(2 * 1 / 3)      # |A|=2, |B|=1, overlap 1
-    assert d[2] == pytest.approx(2 * 2 / 5)      # |A|=3, |B|=2, overlap 2
-    assert d[3] == 0.0 and d[4] is None          # only in b; in neither
-    with pytest.raises(ValueError, match="differ in shape"):
-        dice_per_label(a, b[:1], [1])
 
 
 def test_default_resampling_view_shares_weights(tmp_path):
@@ -85,7 +71,7 @@ def test_phantom_case_has_the_case_grid_and_its_truth(tmp_path, monkeypatch):
     """The compared case is a T1 phantom on the benchmark's grid with its true labels beside it; an
     existing pair is kept (the generator is deterministic, and nnU-Net reruns reuse the inputs)."""
     import SimpleITK as sitk
-    from benchmarks import compare_nnunet as cmp
+    from benchmarks.studies import compare_nnunet as cmp
     monkeypatch.setattr(cmp, "CASE_SIZE", (64, 58, 16))              # small, same spacing
     cmp.write_phantom_case(tmp_path / "in", tmp_path / "truth")
     img = sitk.ReadImage(str(tmp_path / "in" / f"{cmp.CASE}_0000.nii.gz"))

@@ -1,4 +1,4 @@
-"""benchmarks.harness: the organiser-style loop in direct mode (a stand-in predictor) and in docker
+"""benchmarks.flare.harness: the organiser-style loop in direct mode (a stand-in predictor) and in docker
 mode end to end (skipped without a Docker engine)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.harness import (
+from benchmarks.flare.harness import (
     _run_sampled,
     check_output,
     direct_argv,
@@ -27,7 +27,7 @@ from benchmarks.harness import (
     main,
     remove_container_now,
 )
-from benchmarks.summary import OFFICIAL_COLUMNS
+from benchmarks.flare.summary import OFFICIAL_COLUMNS
 
 # A stand-in predictor: holds 40 MiB, writes a thresholded label map with the input's geometry for
 # case 'good', a wrong-size one for 'shrunk', nothing for 'absent'.
@@ -235,7 +235,7 @@ def test_docker_mode_end_to_end(tmp_path):
         _write_case(slow, "slow_0001")
         for sig in (signal.SIGTERM, signal.SIGINT):
             name = f"{tag}{sig.name.lower()}"
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.harness", "-i", str(slow),
+            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.flare.harness", "-i", str(slow),
                                      "-o", str(tmp_path / name), "--docker", tag, "--name", name,
                                      "--memory", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)

@@ -1,9 +1,9 @@
-"""benchmarks.network_limit's FLOP count against closed-form values."""
+"""benchmarks.studies.network_limit's FLOP count against closed-form values."""
 from __future__ import annotations
 
 import torch
 
-from benchmarks.network_limit import conv_flops
+from benchmarks.studies.network_limit import conv_flops
 
 
 def test_conv3d_flops_closed_form():

@@ -1,4 +1,4 @@
-"""benchmarks.openvino_levers: every studied config compiles, async and sync runners give the same logits
+"""benchmarks.studies.openvino_levers: every studied config compiles, async and sync runners give the same logits
 in tile order, the agreement measure is exact, and network_limit --openvino-levers refuses a missing sample."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import network_limit
-from benchmarks import openvino_levers as study
+from benchmarks.studies import network_limit
+from benchmarks.studies import openvino_levers as study
 
 ov = pytest.importorskip("openvino")
 

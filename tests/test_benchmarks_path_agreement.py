@@ -1,4 +1,4 @@
-"""benchmarks.path_agreement: its Dice arithmetic on hand-made label maps, and one real run (a held-out
+"""benchmarks.studies.path_agreement: its Dice arithmetic on hand-made label maps, and one real run (a held-out
 phantom, a tiny random-weight model with OpenVINO IR) whose report is recomputed from the files it
 predicted."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import path_agreement as pa
+from benchmarks.common import dice_from_counts, machine_slug
+from benchmarks.studies import path_agreement as pa
 from evaluation.folder import score_case
 from evaluation.masks import read_label_map
 from inference.engines.choice import openvino_installed
@@ -17,8 +18,8 @@ from inference.engines.choice import openvino_installed
 def test_dice_of_identical_maps_is_one_and_absent_labels_agree():
     a = np.random.default_rng(0).integers(0, 4, size=(5, 6, 7)).astype(np.uint8)
     overlaps = pa.label_overlaps(a, a.copy(), [1, 2, 3, 9])
-    assert all(pa.dice(*overlaps[label]) == 1.0 for label in (1, 2, 3))
-    assert overlaps[9] == (0, 0) and pa.dice(0, 0) == 1.0   # in neither map: the paths agree
+    assert all(dice_from_counts(*overlaps[label]) == 1.0 for label in (1, 2, 3))
+    assert overlaps[9] == (0, 0) and dice_from_counts(0, 0) == 1.0   # in neither map: the paths agree
 
 
 def test_dice_exact_values_min_and_pooled():
@@ -26,7 +27,7 @@ def test_dice_exact_values_min_and_pooled():
     b = np.array([1, 2, 2, 0, 0, 3], dtype=np.uint8)
     ov = pa.label_overlaps(a, b, [1, 2, 3])
     assert ov == {1: (1, 3), 2: (1, 3), 3: (0, 1)}
-    assert pa.dice(*ov[1]) == pytest.approx(2 / 3) and pa.dice(*ov[3]) == 0.0
+    assert dice_from_counts(*ov[1]) == pytest.approx(2 / 3) and dice_from_counts(*ov[3]) == 0.0
     same = pa.label_overlaps(a, a, [1, 2, 3])   # second case: identical
     table = pa.agreement_table({"x": ov, "y": same}, [1, 2, 3])
     assert set(table["labels"]) == {1, 2, 3}
@@ -49,9 +50,10 @@ def test_a_run_reports_what_its_predictions_say(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     assert pa.main(["-m", str(model), "-o", str(out), "--cases", "1", "--work", str(work), "-q",
                     "--device", "cpu"]) == 0
-    name = f"path_agreement_{pa.machine_slug()}"
-    report = json.loads((out / f"{name}.json").read_text())
-    markdown = (out / f"{name}.md").read_text()
+    report = json.loads((out / "path_agreement.json").read_text())
+    markdown = (out / "path_agreement.md").read_text()
+    assert report["metadata"]["command"].startswith("python -m benchmarks.studies.path_agreement -m ")
+    assert report["metadata"]["machine"]["slug"] == machine_slug()
     case = "heldout_900000_t1"
     assert report["cases"] == [case] and (work / "labelsTs" / f"{case}.nii.gz").is_file()
     assert report["paths"]["default"]["plan"].startswith("openvino fp32")

@@ -1,7 +1,7 @@
-"""benchmarks.roi's table: totals and ratios from the rows, time columns dropped for untimed runs."""
+"""benchmarks.studies.roi's table: totals and ratios from the rows, time columns dropped for untimed runs."""
 from __future__ import annotations
 
-from benchmarks.roi import markdown
+from benchmarks.studies.roi import markdown
 
 
 def _row(case, plain_s, roi_s, dsc, tiles, box=(0.3, "box")):

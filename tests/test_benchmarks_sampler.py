@@ -1,4 +1,4 @@
-"""benchmarks.sampler: the CPU fallback measures a child whose memory grows by a known amount, in both
+"""benchmarks.flare.sampler: the CPU fallback measures a child whose memory grows by a known amount, in both
 timings (lean, official); the official CPU split's formula; each poll sleeps at least the interval;
 NVML degrades cleanly without a driver, and on a GPU sees a known allocation."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from benchmarks.sampler import (
+from benchmarks.flare.sampler import (
     Sampler,
     SamplerError,
     SamplerSet,
@@ -184,8 +184,8 @@ def test_container_memory_of_a_real_container(mode):
     the engine reports, and through `docker stats` (used where that tree is not visible)."""
     import uuid
 
-    from benchmarks.harness import docker_engine_available
-    from benchmarks.sampler import _ContainerSource
+    from benchmarks.flare.harness import docker_engine_available
+    from benchmarks.flare.sampler import _ContainerSource
     ok, why = docker_engine_available()
     if not ok:
         pytest.skip(f"no Docker engine: {why}")
@@ -212,8 +212,8 @@ def test_container_memory_of_a_real_container(mode):
 
 
 def test_sampler_period_measure_and_query_costs():
-    """benchmarks.sampler_period: the function the GPU check calls, on the CPU fallback here."""
-    from benchmarks.sampler_period import markdown, measure, query_costs
+    """benchmarks.flare.sampler_period: the function the GPU check calls, on the CPU fallback here."""
+    from benchmarks.flare.sampler_period import markdown, measure, query_costs
     r = measure("official", 1.5, memory="cpu")
     assert r["mode"] == "official" and r["source"] == "rss-tree" and r["samples"] >= 5
     assert 0.1 <= r["period_median_s"] <= r["period_max_s"]         # read, then sleep 0.1 s
@@ -222,5 +222,7 @@ def test_sampler_period_measure_and_query_costs():
     assert set(costs) == {"lean", "official"} and "3 Manager list appends" in costs["official"]
     assert all(v > 0 for part in costs.values() for v in part.values())
     r["busy"] = 0
-    text = markdown([r], costs, "CPU: test (2 cores available); no GPU", "python -m benchmarks.sampler_period")
-    assert "Machine: CPU: test" in text and "| official | 0 | rss-tree |" in text
+    from benchmarks.common import run_metadata
+    text = markdown([r], costs, run_metadata("python -m benchmarks.flare.sampler_period"))
+    assert text.splitlines()[2] == "Command: `python -m benchmarks.flare.sampler_period`  "
+    assert "| official | 0 | rss-tree |" in text

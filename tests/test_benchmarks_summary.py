@@ -1,4 +1,4 @@
-"""benchmarks.summary: the official load_json.py maths and the tolerance/trapezoid variants,
+"""benchmarks.flare.summary: the official load_json.py maths and the tolerance/trapezoid variants,
 checked against hand-computed traces."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.summary import (
+from benchmarks.flare.summary import (
     OFFICIAL_COLUMNS,
     CaseTrace,
     load_case,
@@ -146,7 +146,7 @@ def test_markdown_gpu_header():
 
 
 def test_names_and_older_csvs(tmp_path):
-    from benchmarks.summary import case_id, official_name, read_efficiency_csv
+    from benchmarks.flare.summary import case_id, official_name, read_efficiency_csv
     assert official_name("/x/amos_0540.json") == "amos_0540.nii.gz"
     assert official_name("amos_0540_0000.json") == "amos_0540_0000.nii.gz"  # the official harness's own JSON
     assert case_id("amos_0540.nii.gz") == case_id("amos_0540") == "amos_0540"

@@ -1,4 +1,4 @@
-"""benchmarks.volumes / table6 / capped: Table 6 grids, the combined table, the allocator-cap runner."""
+"""benchmarks.flare.volumes / table6 / capped: Table 6 grids, the combined table, the allocator-cap runner."""
 from __future__ import annotations
 
 import subprocess
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks.summary import CaseTrace, summarise
-from benchmarks.table6 import combined_table
-from benchmarks.volumes import (
+from benchmarks.flare.summary import CaseTrace, summarise
+from benchmarks.flare.table6 import combined_table
+from benchmarks.flare.volumes import (
     TABLE6,
     mri_like_array,
     table6_spacing,
@@ -68,7 +68,7 @@ def test_combined_table_beside_paper():
 def test_capped_runs_a_module_and_says_when_no_cuda(tmp_path):
     mod = tmp_path / "hello_mod.py"
     mod.write_text("import sys\nprint('args', sys.argv[1:])\n")
-    r = subprocess.run([sys.executable, "-m", "benchmarks.capped", "--gib", "24", "--module", "hello_mod", "--",
+    r = subprocess.run([sys.executable, "-m", "benchmarks.flare.capped", "--gib", "24", "--module", "hello_mod", "--",
                         "-x", "1"], check=False, capture_output=True, text=True,
                        env={"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr

@@ -36,8 +36,8 @@ TOOLS = tool_modules()
 
 
 def test_the_walk_finds_the_tools():
-    for expected in ("inference.__main__", "evaluation.__main__", "labeltransfer.__main__", "benchmarks.harness",
-                     "training.default_model", "testsupport.model_folder", "benchmarks.phantoms_speed"):
+    for expected in ("inference.__main__", "evaluation.__main__", "labeltransfer.__main__", "benchmarks.flare.harness",
+                     "training.default_model", "testsupport.model_folder", "benchmarks.studies.phantoms_speed"):
         assert expected in TOOLS
 
 

@@ -3,7 +3,7 @@ under benchmarks/results/, the row of the committed `*_Efficiency.csv` beside it
 column and as text, the row the organisers' load_json.py writes for that JSON.
 
 The expected row is rebuilt here from load_json.py's maths as docs/efficiency.md documents it, on
-purpose without benchmarks.summary (which is what is being checked):
+purpose without benchmarks.flare.summary (which is what is being checked):
   Name                = JSON file name up to its first dot + ".nii.gz"
   Time                = np.round(time, 2)        (time = 0.1 x number of samples when the key is absent)
   MaxGPU_Mem          = np.round(max(gpu_memory))
@@ -62,8 +62,20 @@ def load_json_row(path: Path) -> list[str]:
 CASES = _case_jsons()
 
 
-def test_there_are_committed_case_jsons():
-    assert len(CASES) >= 3, f"expected the committed per-case JSONs under {RESULTS}"
+def _efficiency_csvs() -> list[Path]:
+    return [p for p in sorted(RESULTS.rglob("*_Efficiency.csv")) if "tmp" not in p.relative_to(RESULTS).parts]
+
+
+def test_each_efficiency_csv_holds_exactly_the_cases_of_its_folder():
+    """One row per per-case JSON beside it, no row without its JSON, no JSON without its row."""
+    csvs = _efficiency_csvs()
+    assert csvs, f"no committed *_Efficiency.csv under {RESULTS}"
+    assert sorted({p.parent for p in CASES}) == sorted({c.parent for c in csvs})
+    for path in csvs:
+        with open(path, newline="") as f:
+            names = [row["Name"] for row in csv.DictReader(f)]
+        jsons = sorted(p.name.split(".")[0] + ".nii.gz" for p in CASES if p.parent == path.parent)
+        assert sorted(names) == jsons and len(set(names)) == len(names), path.relative_to(RESULTS)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(RESULTS)) for p in CASES])

@@ -1,5 +1,5 @@
 """CUDA-only checks of the GPU-memory budget and the out-of-memory fallback (skipped without a GPU; run
-on one by benchmarks.gpu_check). Imports no SimpleITK: the GPU machine has none."""
+on one by benchmarks.flare.gpu_check). Imports no SimpleITK: the GPU machine has none."""
 from __future__ import annotations
 
 import warnings
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from testsupport.model_folder import write_preset
-from benchmarks.volumes import mri_like_array, table6_spacing
+from benchmarks.flare.volumes import mri_like_array, table6_spacing
 from inference.api import segment_array
 from inference.memory.gpu_budget import GpuBudget
 from inference.memory.gpu_plan import MIB

@@ -117,7 +117,7 @@ def test_gpu_budget_measures_context_caps_the_allocator_and_plans(tmp_path, monk
 
 
 def test_profile_reports_max_and_auc_above_the_tolerance():
-    from benchmarks.profile_case import gpu_memory_summary, markdown
+    from benchmarks.flare.profile_case import gpu_memory_summary, markdown
     g = gpu_memory_summary({"source": "nvml", "memory": [4000.0, 5000.0, 4196.0]})
     assert g == {"source": "nvml", "samples": 3, "max_mib": 5000.0, "auc_mib_s": 1320.0, "tolerance_mib": 4096.0,
                  "auc_above_tolerance_mib_s": pytest.approx(100.4)}

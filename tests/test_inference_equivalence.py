@@ -2,13 +2,13 @@
 on both engines: the torch engine (the checkpoint) and the numpy engine (the same weights as OpenVINO IR,
 written by `python -m inference.weights import --ir`), both in fp32.
 
-Plans name nnU-Net's torch resampling, so the only documented differences left (argmax on logits instead
-of softmax, fp32 accumulation on CPU) must not change the labels: per-label Dice >= 0.99 for every label
-with >= 1000 voxels in either output, and identical geometry.
-
-Where labels do differ, it is nnU-Net's fp16 accumulation (used even on CPU): at image corners a voxel
-is covered by one tile at a tiny Gaussian weight, which fp16 cannot resolve, and random-weight logits
-have small margins between classes. Volumes are sized so that these corners stay a small part of them.
+Plans name nnU-Net's torch resampling, so the documented differences left are argmax on logits instead
+of softmax (the same argmax) and float32 accumulation of the tile logits. nnU-Net sums them in a
+float16 buffer, even on the CPU, which cannot resolve the small Gaussian weights at image faces and
+flips labels there; the reference here runs nnU-Net's own code with that buffer made float32
+(testsupport.nnunet_reference.float32_logits). Then every foreground label must be present in both
+outputs and labelled on the same voxels, up to MAX_DIFFERING_VOXELS per label (the order in which a
+2-fold ensemble's logits are summed), and the geometry must be identical.
 """
 from __future__ import annotations
 
@@ -22,11 +22,16 @@ import SimpleITK as sitk
 from inference.api import ModelSpec, segment_folder
 from inference.weights import import_model
 from testsupport.model_folder import write_preset
-from testsupport.nnunet_reference import (blob_volume, dice_per_label, geometry, oblique_direction, run_nnunet,
+from benchmarks.common import dice_per_label
+from testsupport.nnunet_reference import (blob_volume, geometry, oblique_direction, run_nnunet,
                               write_image)
 
 # Wider than the `tiny` preset so that random weights give several large labels to compare.
 FEATURES = (8, 16, 32)
+MAX_DIFFERING_VOXELS = 2   # per label: float32 sums in another order (a 2-fold ensemble differs in 1 voxel)
+# The numpy engine's convolutions are OpenVINO's, not torch's: the same float32 arithmetic in another order
+# and blocking, so a voxel whose two best logits are within rounding may flip (4 voxels seen in one label).
+MAX_DIFFERING_VOXELS_OPENVINO = 8
 
 
 def _set_transpose(model_dir: Path, forward: list[int]) -> None:
@@ -70,11 +75,12 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
         files.append(write_image(tmp_path / "in" / f"case_{c:04d}.nii.gz", volume, spacing, origin, direction))
 
     reference_file = run_nnunet(model_dir, files, tmp_path / "nnunet", folds=[str(f) for f in folds],
-                                use_mirroring=tta)
+                                use_mirroring=tta, logits_float32=True)
     reference_image = sitk.ReadImage(str(reference_file))
     reference = sitk.GetArrayFromImage(reference_image)
+    labels = sorted(set(np.unique(reference).tolist()) - {0})
     # The comparison must not be trivial: random weights here give several labels.
-    assert len(np.unique(reference)) >= 2
+    assert len(labels) >= 8, labels
     with_ir = import_model(model_dir, tmp_path / "with_ir", ir=True)
     for backend in ("torch", "openvino"):
         spec = ModelSpec(with_ir, device="cpu", backend=backend, precision="fp32")
@@ -83,6 +89,10 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
         ours_image = sitk.ReadImage(str(tmp_path / backend / "case.nii.gz"))
         assert geometry(ours_image) == geometry(reference_image), backend
         assert ours_image.GetPixelID() == sitk.sitkUInt8
-        dice = dice_per_label(sitk.GetArrayFromImage(ours_image), reference)
-        assert dice, "no label large enough to compare"
-        assert min(dice.values()) >= 0.99, (backend, dice)
+        ours = sitk.GetArrayFromImage(ours_image)
+        assert sorted(set(np.unique(ours).tolist()) - {0}) == labels, backend   # every label present in both
+        differing = {label: int(np.count_nonzero((ours == label) != (reference == label))) for label in labels}
+        dice = dice_per_label(ours, reference, labels)
+        limit = MAX_DIFFERING_VOXELS_OPENVINO if backend == "openvino" else MAX_DIFFERING_VOXELS
+        assert max(differing.values()) <= limit, {"engine": backend, "voxels differing": differing,
+                                                                  "dice": dice}

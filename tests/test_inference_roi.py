@@ -442,7 +442,7 @@ def test_cli_no_roi_and_localize_stage(tmp_path):
 
 @pytest.mark.skipif(not (REPO / "weights" / "localizer" / "plans.json").is_file(), reason="weights/ not present")
 def test_shipped_localizer_keeps_the_organs_at_the_first_and_last_slices():
-    """weights/ on the compare case's phantom (benchmarks.compare_nnunet: subject 910000, T1, 72 slices
+    """weights/ on the compare case's phantom (benchmarks.studies.compare_nnunet: subject 910000, T1, 72 slices
     of 3.47 mm) at half its in-plane resolution (160x145 at 2.5 mm, for speed). The localiser's widened
     box alone spans slices 7..67; the ROI box spans all 72, and the organs the whole-image run finds on
     the first and the last slice (tube and kidney ends) are found there with ROI too, on nearly the same

@@ -1,6 +1,7 @@
-"""Every results file a README cites is committed: the READMEs' numbers come from these files, so a path
-that does not exist means a number without a source. Paths are read from every README.md of the
-repository: repository-relative paths under the folders that hold results, and relative Markdown links."""
+"""Every results file a README or a docs/ page cites is committed: their numbers come from these files,
+so a path that does not exist means a number without a source. Paths are read from every README.md of
+the repository and every page under docs/: repository-relative paths under the folders that hold
+results, and relative Markdown links. (That the numbers equal their files is tests/test_report.py's.)"""
 from __future__ import annotations
 
 import re
@@ -20,7 +21,7 @@ _LINK = re.compile(r"\]\(([^)#\s]+)\)")
 
 
 def readmes() -> list[Path]:
-    found = []
+    found = list((ROOT / "docs").glob("*.md"))
     for path in ROOT.rglob("README.md"):
         if not SKIP_DIRS.intersection(path.relative_to(ROOT).parts):
             found.append(path)
@@ -42,7 +43,8 @@ def cited_paths(readme: Path) -> set[Path]:
 
 def test_the_readmes_are_found():
     names = {p.relative_to(ROOT).as_posix() for p in readmes()}
-    assert {"README.md", "benchmarks/README.md", "labeltransfer/README.md", "weights/README.md"} <= names
+    assert {"README.md", "benchmarks/README.md", "labeltransfer/README.md", "weights/README.md",
+            "docs/results.md", "docs/measurements.md"} <= names
 
 
 def test_the_parser_sees_rooted_paths_and_links():

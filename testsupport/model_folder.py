@@ -99,7 +99,7 @@ SMALL = Architecture(
 
 # SMALL at a coarser target spacing (3.0 x 1.5 x 1.5 mm): 4.4x fewer voxels through the network for a
 # 1.25 x 1.25 x 3.47 mm case, which is still resampled (down in z, up in-plane) and back, so that on a
-# 2-core CPU the network does not drown the stages around it (benchmarks.compare_nnunet's default).
+# 2-core CPU the network does not drown the stages around it (benchmarks.studies.compare_nnunet's default).
 SMALL_COARSE = Architecture(
     features=SMALL.features,
     kernels=PAPER.kernels,

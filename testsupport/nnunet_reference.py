@@ -47,9 +47,37 @@ def oblique_direction(degrees: float = 20.0, flip_x: bool = True) -> tuple[float
     return tuple(r.flatten())
 
 
+class _Float32Half:
+    """Stands in for the `torch` module inside nnU-Net's predictor module, with `torch.half` meaning
+    float32: its sliding window then sums the tile logits and weights in float32 instead of float16."""
+
+    def __init__(self, torch_module):
+        self._torch = torch_module
+        self.half = torch_module.float32
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+
+@contextlib.contextmanager
+def float32_logits():
+    """nnU-Net's predictor with its float16 logits and weight buffers made float32, for as long as the
+    context lasts. Its float16 sum cannot resolve the small Gaussian weights at image faces, which flips
+    the argmax there; with float32 sums its labels are ours, so a comparison can be exact."""
+    import torch
+    from nnunetv2.inference import predict_from_raw_data as module
+    module.torch = _Float32Half(torch)
+    try:
+        yield
+    finally:
+        module.torch = torch
+
+
 def run_nnunet(model_dir: Path, input_files: list[Path], output_dir: Path, folds=("all",),
-               use_mirroring: bool = False) -> Path:
-    """Segment one case with nnunetv2's nnUNetPredictor on CPU; returns the written file."""
+               use_mirroring: bool = False, logits_float32: bool = False) -> Path:
+    """Segment one case with nnunetv2's nnUNetPredictor on CPU; returns the written file.
+
+    logits_float32: sum tile logits in float32 (`float32_logits`) instead of nnU-Net's float16."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -60,22 +88,12 @@ def run_nnunet(model_dir: Path, input_files: list[Path], output_dir: Path, folds
                                                    checkpoint_name="checkpoint_final.pth")
     output_dir.mkdir(parents=True, exist_ok=True)
     case = input_files[0].name[: -len("_0000.nii.gz")]
-    with contextlib.redirect_stdout(io.StringIO()):
+    precision = float32_logits() if logits_float32 else contextlib.nullcontext()
+    with precision, contextlib.redirect_stdout(io.StringIO()):
         predictor.predict_from_files_sequential([[str(f) for f in input_files]],
                                                 [str(output_dir / case)], save_probabilities=False,
                                                 overwrite=True)
     return output_dir / f"{case}.nii.gz"
-
-
-def dice_per_label(a: np.ndarray, b: np.ndarray, min_voxels: int = 1000) -> dict[int, float]:
-    """Dice per label for labels with at least `min_voxels` voxels in either map."""
-    out = {}
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        in_a, in_b = a == label, b == label
-        if max(in_a.sum(), in_b.sum()) < min_voxels:
-            continue
-        out[int(label)] = 2 * np.logical_and(in_a, in_b).sum() / (in_a.sum() + in_b.sum())
-    return out
 
 
 def geometry(image: sitk.Image) -> tuple:

@@ -1,0 +1,48 @@
+"""benchmarks.common: the one machine name, the results header, and Dice with its one empty-mask rule."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import common
+
+
+def test_slugs_name_a_machine_one_way(monkeypatch):
+    monkeypatch.setattr(common, "cpu_name", lambda: "Intel(R) Xeon(R) CPU @ 2.20GHz")
+    monkeypatch.setattr(common, "cpu_cores", lambda: 2)
+    assert common.machine_slug() == "cpu-intel-xeon-2-cores"
+    monkeypatch.setattr(common, "cpu_name", lambda: "AMD EPYC")
+    assert common.machine_slug() == "cpu-amd-epyc-2-cores"
+    assert common.machine_slug("NVIDIA H100 80GB HBM3") == "gpu-nvidia-h100-80gb-hbm3"
+    assert common.results_dir("roi", "no_roi", root=common.REPO / "x") == common.REPO / "x/roi/cpu-amd-epyc-2-cores/no_roi"
+
+
+def test_results_header_states_command_date_commit_machine_load(monkeypatch):
+    monkeypatch.setattr(common, "load_average", lambda: (0.25, 0.5, 1.0))
+    meta = common.run_metadata("python -m benchmarks.x --fast", load_before=(2.0, 1.0, 0.5))
+    assert meta["command"] == "python -m benchmarks.x --fast"
+    assert meta["load_before"] == [2.0, 1.0, 0.5] and meta["load_after"] == [0.25, 0.5, 1.0]
+    assert meta["machine"]["slug"] == common.machine_slug() and meta["machine"]["gpu"] is None
+    assert len(meta["commit"]) >= 12 and meta["date"].endswith(" UTC")
+    text = common.metadata_markdown(meta)
+    assert text.startswith("Command: `python -m benchmarks.x --fast`  \nDate: ")
+    assert "load 2.00/1.00/0.50 before, 0.25/0.50/1.00 after" in text
+    json.dumps(meta)   # a results file's JSON header
+
+
+def test_command_line_quotes_what_needs_it():
+    assert common.command_line("benchmarks.flare.table6", ["--cases", "a b"]) == \
+        "python -m benchmarks.flare.table6 --cases 'a b'"
+
+
+def test_dice_by_hand_and_the_empty_rule():
+    a = np.array([[1, 1, 2, 0], [0, 0, 2, 2]])
+    b = np.array([[1, 0, 2, 0], [0, 0, 2, 3]])
+    d = common.dice_per_label(a, b, [1, 2, 3, 4])
+    assert d == {1: pytest.approx(2 / 3), 2: pytest.approx(4 / 5), 3: 0.0, 4: 1.0}   # 4: in neither map
+    assert common.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+    assert common.dice_from_counts(1, 3) == pytest.approx(2 / 3) and common.dice_from_counts(0, 0) == 1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        common.dice_per_label(a, b[:1], [1])
