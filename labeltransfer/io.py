@@ -14,7 +14,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from inference import InferenceError, atomic
+from inference import InferenceError
+from inference.files import atomic
 from inference.files.atomic import atomic_output
 from inference.files.cases import FILE_ENDING, list_image_cases, list_label_cases
 from inference.files.reading import same_geometry  # noqa: F401  re-exported
