@@ -126,9 +126,20 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if args.timings:
         records = [{"case": r.case, "ok": r.ok, "error": r.error,
                     "seconds": {k: round(v, 4) for k, v in r.timings.items()}} for r in results]
-        write_json(args.timings, {"device": str(model.device), "model": str(model_dir), "network": model.plan.describe(), "startup": startup,
-                                  "cases": records, "total_seconds": round(time.perf_counter() - started_at, 4)})
+        try:
+            write_json(args.timings, {"device": str(model.device), "model": str(model_dir), "network": model.plan.describe(),
+                                      "startup": startup, "cases": records,
+                                      "total_seconds": round(time.perf_counter() - started_at, 4)})
+        except InferenceError as e:   # the segmentations are written; say the timings are not
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     failed = sum(not r.ok for r in results)
+    full = next((r for r in results if r.disk_full), None)
+    if full is not None:
+        not_attempted = len(results) - results.index(full) - 1
+        print(f"stopped early: the output folder {args.output} is on a full disk (writing {full.case} failed); "
+              f"{not_attempted} case(s) not attempted; free space and rerun: finished cases are kept",
+              file=sys.stderr)
     if failed:
         print(f"{failed} of {len(results)} case(s) failed", file=sys.stderr)
         return 1

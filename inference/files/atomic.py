@@ -112,7 +112,8 @@ def _fsync_folder(folder: Path) -> None:
 def _finish(tmp: Path, path: Path, mode: int | None, verify: Callable[[Path], None] | None) -> None:
     """Check, flush and rename the written temporary file; raise WriteError naming `path` on failure."""
     if not (tmp.is_symlink() or tmp.exists()):
-        raise _error_for(path, "the writer produced no file", False)
+        gone = not path.parent.is_dir()
+        raise _error_for(path, f"the folder {path.parent} vanished" if gone else "the writer produced no file", False)
     if verify is not None:
         try:
             verify(tmp)
