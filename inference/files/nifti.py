@@ -79,7 +79,8 @@ def _leading_bytes(path: Path) -> tuple[bool, bytes]:
         with gzip.open(path, "rb") as f:
             return True, f.read(_HEADER_BYTES[2])
     except (OSError, EOFError, zlib.error) as e:
-        raise InferenceError(f"{path}: truncated or corrupt gzip stream ({e})") from None
+        detail = str(e).split("decompressing data: ", 1)[-1]
+        raise InferenceError(f"{path}: truncated or corrupt gzip stream ({detail})") from None
 
 
 @dataclass(frozen=True)
@@ -293,17 +294,23 @@ def _inflate_module():
         return zlib
 
 
-def read_gzip_verified(nifti: NiftiFile) -> memoryview:
+def check_gzip_stream(nifti: NiftiFile) -> None:
+    """Decompress the whole stream, throwing the data away, and raise when a CRC-32/ISIZE check fails
+    or the stream breaks off: used to explain a file ITK cannot read."""
+    read_gzip_verified(nifti, keep=False)
+
+
+def read_gzip_verified(nifti: NiftiFile, keep: bool = True) -> memoryview | None:
     """The first `expected_bytes` of the decompressed stream (header and voxels), decompressed once,
     with every gzip member's CRC-32 and ISIZE checked (zlib checks the trailer when a member ends).
 
     A stream whose check fails is refused ("corrupt gzip stream: CRC mismatch"): ITK's reader does not
     check and would hand over garbage voxels. Concatenated members are read as one stream; bytes after
     the last member that are no gzip member are ignored, as ITK (zlib's gzread) ignores them. Bytes
-    beyond the header's promise are checked and thrown away.
+    beyond the header's promise are checked and thrown away. keep False: count, keep nothing.
     """
     inflate = _inflate_module()
-    out = bytearray(nifti.expected_bytes)
+    out = bytearray(nifti.expected_bytes if keep else 0)
     view = memoryview(out)
     filled = 0
     with open(nifti.path, "rb") as f:
@@ -312,8 +319,9 @@ def read_gzip_verified(nifti: NiftiFile) -> memoryview:
         try:
             while True:
                 piece = d.decompress(pending, _READ_CHUNK * 4)
-                take = min(len(piece), len(out) - filled)
-                view[filled:filled + take] = piece[:take]
+                take = min(len(piece), nifti.expected_bytes - filled)
+                if keep:
+                    view[filled:filled + take] = piece[:take]
                 filled += take
                 pending = d.unconsumed_tail
                 if d.eof:
@@ -327,9 +335,9 @@ def read_gzip_verified(nifti: NiftiFile) -> memoryview:
                     pending = f.read(_READ_CHUNK)
                     if not pending:
                         raise _short(nifti, f"{filled} (then the gzip stream breaks off: truncated or corrupt)") \
-                            if filled < len(out) else _corrupt(nifti.path, "truncated (no end of stream)")
+                            if filled < nifti.expected_bytes else _corrupt(nifti.path, "truncated (no end of stream)")
         except inflate.error as e:
             raise _corrupt(nifti.path, _zlib_problem(e)) from None
-    if filled < len(out):
+    if filled < nifti.expected_bytes:
         raise _short(nifti, str(filled))
-    return view
+    return view if keep else None

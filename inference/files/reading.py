@@ -68,7 +68,12 @@ def _open_channel(path: Path, links: ExitStack) -> _Channel:
     import SimpleITK as sitk  # here, not at the top: the harness and the GPU check use this module without it
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
-    _run(path, reader.ReadImageInformation)
+    try:
+        _run(path, reader.ReadImageInformation)
+    except InferenceError:
+        if header.compressed:   # ITK cannot say why; a damaged stream (e.g. its ISIZE) is the likely cause
+            nifti.check_gzip_stream(header)
+        raise
     if reader.GetDimension() != 3:
         raise InferenceError(f"{path}: a {reader.GetDimension()}D image; a 3D volume is required")
     if reader.GetNumberOfComponents() != 1:
