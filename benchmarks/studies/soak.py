@@ -2,7 +2,7 @@
 grow with the number of cases (a leak would show in a cohort run of thousands of scans).
 
     python -m benchmarks.studies.soak [--cases 120] [--sample samples/inputs/phantom_0001_0000.nii.gz]
-                                      [--model weights] [--out benchmarks/results/soak/]
+                                      [-m weights] [-o benchmarks/results/soak/]
 
 The sample is linked under N case names in a temporary folder and segmented by
 `inference.api.segment_folder` in this process (model loaded once, as `python -m inference` does).
@@ -11,7 +11,7 @@ After each case: seconds (the case's stage timings summed), current and peak res
 cases; it does not grow memory). Done when the peak RSS after all N cases is within 40 MB of the peak
 after the first 12.
 
-Self-contained on purpose (no benchmarks.* helpers). Writes soak_<N>cases.json under --out with the
+Self-contained on purpose (no benchmarks.* helpers). Writes soak_<N>cases.json under --output with the
 command, date, git commit, CPU model and load averages.
 """
 from __future__ import annotations
@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=120)
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="the case to link N times")
-    parser.add_argument("--model", type=Path, default=REPO / "weights", help="model folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON result")
+    parser.add_argument("-m", "--model", type=Path, default=REPO / "weights", help="model folder")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT, help="folder for the JSON result")
     return parser
 
 
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
               "sample": str(args.sample.resolve().relative_to(REPO) if args.sample.resolve().is_relative_to(REPO)
                             else args.sample),
               "model": str(args.model), "summary": summary, "cases": records}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"soak_{args.cases}cases.json"
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"soak_{args.cases}cases.json"
     from inference.files.atomic import write_json
     write_json(path, result)
     print(f"wrote {path}")
