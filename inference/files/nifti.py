@@ -294,6 +294,26 @@ def _inflate_module():
         return zlib
 
 
+def _broken_off(nifti: NiftiFile, filled: int) -> InferenceError:
+    """The file ended inside a gzip member. A trailer that promises the full size means the file is
+    whole and its data damaged (a flipped bit changes how deflate reads on); else it was cut short."""
+    if _trailer_isize(nifti.path) == nifti.expected_bytes % 2 ** 32:
+        return _corrupt(nifti.path, "damaged compressed data (it runs past the end of the file; the "
+                                    "trailer says the stream is complete)")
+    if filled < nifti.expected_bytes:
+        return _short(nifti, f"{filled} (then the gzip stream breaks off: truncated or corrupt)")
+    return _corrupt(nifti.path, "truncated (no end of stream)")
+
+
+def _trailer_isize(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < 18:
+            return None
+        f.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", f.read(4))[0]
+
+
 def check_gzip_stream(nifti: NiftiFile) -> None:
     """Decompress the whole stream, throwing the data away, and raise when a CRC-32/ISIZE check fails
     or the stream breaks off: used to explain a file ITK cannot read."""
@@ -334,8 +354,7 @@ def read_gzip_verified(nifti: NiftiFile, keep: bool = True) -> memoryview | None
                 elif not pending:
                     pending = f.read(_READ_CHUNK)
                     if not pending:
-                        raise _short(nifti, f"{filled} (then the gzip stream breaks off: truncated or corrupt)") \
-                            if filled < nifti.expected_bytes else _corrupt(nifti.path, "truncated (no end of stream)")
+                        raise _broken_off(nifti, filled)
         except inflate.error as e:
             raise _corrupt(nifti.path, _zlib_problem(e)) from None
     if filled < nifti.expected_bytes:
