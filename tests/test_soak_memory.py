@@ -28,7 +28,8 @@ def test_links_and_summary(tmp_path):
     link_cases(DEFAULT_SAMPLE, tmp_path, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"soak_{i:04d}_0000.nii.gz" for i in range(3)]
     assert all(p.resolve() == Path(DEFAULT_SAMPLE).resolve() for p in tmp_path.iterdir())
-    records = [{"index": i + 1, "ok": True, "seconds": 1.0 + i, "rss_mb": 100.0 + i, "peak_rss_mb": 200.0 + i}
+    records = [{"index": i + 1, "ok": True, "seconds": 1.0 + i, "cpu_seconds": 2.0, "rss_mb": 100.0 + i,
+                "peak_rss_mb": 200.0 + i}
                for i in range(20)]
     s = summarise(records)
     assert (s["peak_rss_mb_after_reference"], s["peak_rss_mb_after_all"], s["peak_growth_mb"]) == (211.0, 219.0, 8.0)

@@ -6,7 +6,8 @@ grow with the number of cases (a leak would show in a cohort run of thousands of
 
 The sample is linked under N case names in a temporary folder and segmented by
 `inference.api.segment_folder` in this process (model loaded once, as `python -m inference` does).
-After each case: seconds (the case's stage timings summed), current and peak resident memory
+After each case: seconds (the case's stage timings summed), CPU seconds of the process (all threads;
+little moved by other load on a shared machine), current and peak resident memory
 (VmRSS, VmHWM of /proc/self/status) and the 1-minute load average beside them (a busy machine slows
 cases; it does not grow memory). Done when the peak RSS after all N cases is within 40 MB of the peak
 after the first 12.
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,13 @@ def memory_mb() -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields["VmRSS"], fields["VmHWM"]
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system): unlike wall time, barely moved by other
+    processes on a shared machine, so growth per case would show a real slowdown."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_model() -> str:
@@ -75,11 +84,16 @@ def run_soak(cases: int, sample: Path, model_dir: Path, on_case=None) -> list[di
         link_cases(sample, inputs, cases)
         model = load_model(model_dir, None, device="cpu")
 
+        cpu_before = [cpu_seconds()]
+
         def record(result) -> None:
             rss, peak = memory_mb()
+            cpu_now = cpu_seconds()
             entry = {"index": len(records) + 1, "case": result.case, "ok": result.ok, "error": result.error,
-                     "seconds": round(sum(result.timings.values()), 3), "rss_mb": round(rss, 1),
+                     "seconds": round(sum(result.timings.values()), 3),
+                     "cpu_seconds": round(cpu_now - cpu_before[0], 3), "rss_mb": round(rss, 1),
                      "peak_rss_mb": round(peak, 1), "load1": round(os.getloadavg()[0], 2)}
+            cpu_before[0] = cpu_now
             records.append(entry)
             if result.ok:   # keep the output folder small: the label is checked, then not needed
                 Path(result.output).unlink()
@@ -105,11 +119,14 @@ def summarise(records: list[dict]) -> dict:
             "rss_mb_first": records[0]["rss_mb"], "rss_mb_last": last["rss_mb"],
             "median_seconds_first_12": median([r["seconds"] for r in records[:12]]),
             "median_seconds_last_12": median([r["seconds"] for r in records[-12:]]),
+            "median_cpu_seconds_first_12": median([r.get("cpu_seconds", 0.0) for r in records[:12]]),
+            "median_cpu_seconds_last_12": median([r.get("cpu_seconds", 0.0) for r in records[-12:]]),
             "allowed_growth_mb": ALLOWED_GROWTH_MB, "within_bound": growth <= ALLOWED_GROWTH_MB}
 
 
 def print_row(entry: dict) -> None:
-    print(f"{entry['index']:5d}  {entry['seconds']:7.2f}  {entry['rss_mb']:8.1f}  {entry['peak_rss_mb']:9.1f}  "
+    print(f"{entry['index']:5d}  {entry['seconds']:7.2f}  {entry['cpu_seconds']:7.2f}  {entry['rss_mb']:8.1f}  "
+          f"{entry['peak_rss_mb']:9.1f}  "
           f"{entry['load1']:5.2f}  {'ok' if entry['ok'] else 'FAILED: ' + str(entry['error'])}", flush=True)
 
 
@@ -126,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
+    commit = git_commit()   # now: the code this process runs, not what is checked out when it ends
     print(f"soak: {args.cases} cases of {args.sample} with {args.model} on {cpu_model()}; "
           f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    print(" case  seconds    rss MB  peak MB  load1  result")
+    print(" case  seconds  cpu s    rss MB    peak MB  load1  result")
     t0 = time.perf_counter()
     records = run_soak(args.cases, args.sample, args.model, on_case=print_row)
     summary = summarise(records)
@@ -136,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS after {summary['reference_cases']} cases {summary['peak_rss_mb_after_reference']:.1f} MB, "
           f"after {summary['cases']} {summary['peak_rss_mb_after_all']:.1f} MB (growth "
           f"{summary['peak_growth_mb']:+.1f} MB, bound {ALLOWED_GROWTH_MB:.0f}); median seconds first 12 "
-          f"{summary['median_seconds_first_12']}, last 12 {summary['median_seconds_last_12']}; "
+          f"{summary['median_seconds_first_12']}, last 12 {summary['median_seconds_last_12']} (CPU seconds "
+          f"{summary['median_cpu_seconds_first_12']}, {summary['median_cpu_seconds_last_12']}); "
           f"load average at end {load_after[0]:.2f}")
     result = {"command": " ".join(["python -m benchmarks.studies.soak", *(argv if argv is not None else sys.argv[1:])]),
-              "date": started.isoformat(timespec="seconds"), "git_commit": git_commit(), "cpu": cpu_model(),
+              "date": started.isoformat(timespec="seconds"), "git_commit": commit, "cpu": cpu_model(),
               "cpu_count": os.cpu_count(), "load_average_start": [round(v, 2) for v in load_before],
               "load_average_end": [round(v, 2) for v in load_after],
               "wall_seconds": round(time.perf_counter() - t0, 1),
