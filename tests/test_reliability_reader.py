@@ -124,7 +124,8 @@ def _inflated(stream: bytes) -> bytes | None:
 # --- our voxels are ITK's -------------------------------------------------------------------------------
 
 DTYPES = ["u1", "i1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"]
-SCALINGS = [None, (2.0, 3.0), (0.5, 0.0), (float("nan"), 1.0), (1.0, float("nan")), (0.0, 5.0), (float("inf"), 0.0)]
+SCALINGS = [None, (2.0, 3.0), (0.5, 0.0), (float("nan"), 1.0), (1.0, float("nan")), (0.0, 5.0), (float("inf"), 0.0),
+            (1e-20, 0.0), (1.5e-35, 2.0), (1e-15, 0.0), (1.0, 1e-20), (1.0, 1e-15)]   # |x| < double epsilon: ITK's rules
 
 
 def _write(path: Path, array: np.ndarray, endian: str, scaling) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -137,11 +138,13 @@ def _itk_voxels(channel: _Channel) -> np.ndarray:
 
 def _scaled(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
     """float32 voxels with the header's scaling applied as ITK's NIfTI reader does (checked against it
-    in tests): a slope of 0 or not finite counts as 1, an intercept that is not finite as 0, and a voxel
-    that is NaN or infinite is 0 before scaling."""
-    slope = slope if math.isfinite(slope) and slope != 0 else 1.0
+    in tests): a slope that is not finite or below double epsilon in size counts as 1, an intercept that
+    is not finite as 0, one below epsilon with a slope of 1 means no scaling, and a voxel that is NaN or
+    infinite is 0 before scaling."""
+    eps = sys.float_info.epsilon
+    slope = slope if math.isfinite(slope) and abs(slope) >= eps else 1.0
     inter = inter if math.isfinite(inter) else 0.0
-    identity = (slope, inter) == (1.0, 0.0)
+    identity = slope == 1.0 and abs(inter) < eps
     out = data.astype(np.float32 if identity else np.float64)
     if data.dtype.kind == "f":
         np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
