@@ -145,14 +145,18 @@ def _scaled(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
     slope = slope if math.isfinite(slope) and abs(slope) >= eps else 1.0
     inter = inter if math.isfinite(inter) else 0.0
     identity = slope == 1.0 and abs(inter) < eps
-    out = data.astype(np.float32 if identity else np.float64)
-    if data.dtype.kind == "f":
-        np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if identity:
+        out = data.astype(np.float32)
+        if data.dtype.kind == "f":
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return out
-    out *= slope
-    out += inter
-    return out.astype(np.float32)
+    out = np.empty(data.shape, np.float32)
+    for z in range(data.shape[0]):   # in double, as ITK computes, one slice at a time (no full float64 copy)
+        plane = data[z].astype(np.float64)
+        if data.dtype.kind == "f":
+            np.nan_to_num(plane, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        out[z] = plane * slope + inter
+    return out
 
 
 def grid_difference(a: tuple, b: tuple, tol: float = GEOMETRY_TOLERANCE) -> str | None:
