@@ -41,6 +41,7 @@ class CaseResult:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    disk_full: bool = False      # the output could not be written: its disk is full (the folder run stops)
 
 
 def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, *,
@@ -86,7 +87,8 @@ def _segment_whole(image: np.ndarray, spacing, model: LoadedModel, window: Windo
 def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool = False,
                  step_size: float = 0.5, progress: Progress | None = None, budget=None) -> CaseResult:
     """Segment one case into `output_dir/<case>.nii.gz`; failures come back as a result, not raised."""
-    from inference.files.reading import read_case
+    from inference.files.atomic import DiskFullError
+    from inference.files.reading import describe_failure, read_case
     from inference.files.writing import write_segmentation
     timer = StageTimer(sync=model.engine.synchronize)
     result = CaseResult(case=case.case_id, ok=False)
@@ -103,10 +105,12 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
                 write_segmentation(labels, volume.reference, out_file)
         result.warnings = [str(w.message) for w in caught]
         result.ok, result.output = True, out_file
+    except DiskFullError as e:
+        result.error, result.disk_full = str(e), True
     except InferenceError as e:
         result.error = str(e)
-    except (RuntimeError, OSError, ValueError, MemoryError) as e:
-        result.error = f"{case.channel_files[0]}: {type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001  one case never ends the run; worded without Python's type names
+        result.error = describe_failure(case.channel_files[0], e)
     finally:
         model.engine.release()
     result.timings = dict(timer.seconds)
@@ -150,7 +154,9 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     (None: no budget); see inference.memory.gpu_plan.
 
     Folder-level problems (missing input folder, unusable model, unwritable output) raise
-    InferenceError; a bad case gives a failed CaseResult and the others still run.
+    InferenceError; a bad case gives a failed CaseResult and the others still run, except after an output
+    that could not be written for lack of disk space: then every later case gets a failed CaseResult
+    ("not attempted") without being run.
     """
     from inference.files.cases import find_cases
     input_dir, output_dir = Path(input_dir), Path(output_dir)
@@ -166,10 +172,18 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 warnings.warn(message, stacklevel=2)
     budget = model.engine.memory_budget(gpu_memory_budget_mib)
     results = []
-    for case in cases:
+    for index, case in enumerate(cases):
         result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress,
                               budget=budget)
         results.append(result)
         if on_result:
             on_result(result)
+        if result.disk_full:   # the next cases would fail too: stop, naming each case not attempted
+            for rest in cases[index + 1:]:
+                results.append(CaseResult(rest.case_id, ok=False, error=(
+                    f"{rest.channel_files[0]}: not attempted: the output folder {output_dir} is on a full disk "
+                    f"(writing {case.case_id} failed); free space and rerun")))
+                if on_result:
+                    on_result(results[-1])
+            break
     return results

@@ -143,8 +143,23 @@ def main(argv: list[str] | None = None, started_at: float | None = None, model=N
     if not results:
         print(f"no <case>_0000{model.file_ending} files in {args.input}: nothing to do", flush=True)
     if args.timings:
-        _write_timings(args.timings, model, startup, results, started_at)
+        try:
+            _write_timings(args.timings, model, startup, results, started_at)
+        except InferenceError as e:   # the segmentations are written; say the timings are not
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return _exit_code(results, args.output)
+
+
+def _exit_code(results, output_dir: Path) -> int:
+    """0 when every case was written; else 1, after a summary (and why the run stopped early, if it did)."""
     failed = sum(not r.ok for r in results)
+    full = next((r for r in results if r.disk_full), None)
+    if full is not None:
+        not_attempted = len(results) - results.index(full) - 1
+        print(f"stopped early: the output folder {output_dir} is on a full disk (writing {full.case} failed); "
+              f"{not_attempted} case(s) not attempted; free space and rerun: finished cases are kept",
+              file=sys.stderr)
     if failed:
         print(f"{failed} of {len(results)} case(s) failed", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from inference import InferenceError
+from inference.files.atomic import atomic_output
 from inference.engines.choice import IR_BIN, IR_XML, openvino_installed
 from inference.model.manifest import MANIFEST_NAME, add_to_manifest, write_manifest
 from inference.model.checkpoint import load_checkpoint, strip_wrapper_prefixes
@@ -69,14 +70,16 @@ def _stripped_checkpoint(source: dict, half: bool) -> dict:
 def _write_stripped(source_dir: Path, target: Path, folds: list[str], checkpoint: str, half: bool,
                     configuration: str) -> None:
     target.mkdir(exist_ok=True)
-    shutil.copyfile(source_dir / "dataset.json", target / "dataset.json")
-    shutil.copyfile(source_dir / "plans.json", target / "plans.json")
+    # through atomic_output: a full disk or an I/O error is a WriteError naming the file, never a short copy
+    for name in ("dataset.json", "plans.json"):
+        with atomic_output(target / name) as tmp:
+            shutil.copyfile(source_dir / name, tmp)
     for fold in folds:
         src = load_checkpoint(source_dir / f"fold_{fold}" / checkpoint)
         stripped = _stripped_checkpoint(src, half)
         stripped["init_args"]["configuration"] = configuration
-        (target / f"fold_{fold}").mkdir()
-        torch.save(stripped, target / f"fold_{fold}" / DEFAULT_CHECKPOINT)
+        with atomic_output(target / f"fold_{fold}" / DEFAULT_CHECKPOINT) as tmp:
+            torch.save(stripped, tmp)
 
 
 def _validated_localizer(localizer_dir: Path, model, checkpoint: str):

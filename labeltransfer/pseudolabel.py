@@ -120,9 +120,10 @@ def pseudolabel(input_dir: str | Path, output_dir: str | Path, model_dir: str | 
         segment_folder(input_dir, output_dir, model=model, cases=cases, tta=tta, step_size=step_size,
                        on_result=record)
     except Exception as e:  # noqa: BLE001  the loop itself died: the cases it did not reach are failed
+        from inference.files.reading import describe_failure
         for case in todo:
             if case not in report.done and case not in report.failed:
-                report.failed[case] = f"{type(e).__name__}: {e}"
+                report.failed[case] = describe_failure(input_dir / case, e)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -155,9 +156,17 @@ def run(args: argparse.Namespace) -> int:
                          args.checkpoint, args.device, args.tta, args.step_size,
                          log=(lambda *_: None) if args.quiet else print)
     path = args.report or str(Path(args.output_dir) / f"pseudolabel_part{part}of{args.parts}.json")
-    io.write_json_atomic(report.as_dict(), path)
+    report_written = True
+    try:
+        io.write_json_atomic(report.as_dict(), path)
+        written = f"report {path}"
+    except io.CaseError as e:   # e.g. the disk filled up: the labels written are complete, say so
+        report_written, written = False, f"report NOT written: {e}"
     print(f"pseudolabel part {part}/{args.parts}: {len(report.done)} predicted, {len(report.skipped)} skipped, "
-          f"{len(report.failed)} failed in {report.seconds:.0f} s; report {path}")
+          f"{len(report.failed)} failed in {report.seconds:.0f} s; {written}")
     for case, err in report.failed.items():
         print(f"  {case}: {err}")
-    return 1 if report.failed else 0
+    if any("full disk" in err or "no space left" in err for err in report.failed.values()):
+        print(f"stopped early: {args.output_dir} is on a full disk; free space and rerun this shard (finished "
+              f"cases are kept and skipped)")
+    return 1 if report.failed or not report_written else 0

@@ -166,7 +166,8 @@ def test_pseudolabel_loop_exception_fails_only_the_cases_left(tmp_path):
     fake = FakePredictor(explode_on="img02")
     r = pseudolabel.pseudolabel(inp, tmp_path / "out", tmp_path / "model", model=FAKE_MODEL,
                                 segment_folder=fake, log=lambda *_: None)
-    assert r.failed == {"img02": "RuntimeError: CUDA out of memory", "img03": "RuntimeError: CUDA out of memory"}
+    # worded without Python's type name (no "RuntimeError:"), naming the case
+    assert r.failed == {c: f"{inp / c}: could not be processed: CUDA out of memory" for c in ("img02", "img03")}
     assert r.done == ["img00", "img01"]
 
 

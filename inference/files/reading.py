@@ -2,7 +2,10 @@
 repository's one geometry comparison (`same_geometry`)."""
 from __future__ import annotations
 
+import math
+import re
 import shutil
+import sys
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -67,7 +70,12 @@ def _open_channel(path: Path, links: ExitStack) -> _Channel:
     import SimpleITK as sitk  # here, not at the top: the harness and the GPU check use this module without it
     reader = sitk.ImageFileReader()
     reader.SetFileName(name)
-    _run(path, reader.ReadImageInformation)
+    try:
+        _run(path, reader.ReadImageInformation)
+    except InferenceError:
+        if header.compressed:   # ITK cannot say why; a damaged stream (e.g. its ISIZE) is the likely cause
+            nifti.check_gzip_stream(header)
+        raise
     if reader.GetDimension() != 3:
         raise InferenceError(f"{path}: a {reader.GetDimension()}D image; a 3D volume is required")
     if reader.GetNumberOfComponents() != 1:
@@ -82,6 +90,74 @@ def _run(path: Path, step):
     except RuntimeError as e:
         detail = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
         raise InferenceError(f"{path}: cannot be read as an image (corrupt or truncated?): {detail}") from None
+
+
+def describe_failure(source: str | Path, e: BaseException) -> str:
+    """A sentence for an unexpected error while processing `source`, without Python's type names."""
+    if isinstance(e, MemoryError):
+        return f"{source}: not enough memory to process this case"
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{source}: could not be processed: {e.strerror or e}{where}"
+    text = str(e).strip().splitlines()[-1].strip() if str(e).strip() else "no detail given"
+    return f"{source}: could not be processed: {_PYTHON_TYPE_PREFIX.sub('', text)}"
+
+
+# "ValueError: ..." at the start of an error text: a type name means nothing to a user.
+_PYTHON_TYPE_PREFIX = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Warning)\s*:\s*)+")
+
+
+def _voxels(channel: _Channel) -> np.ndarray:
+    """Voxels (Z, Y, X) float32 of one checked channel, as ITK's NIfTI reader would give them.
+
+    A gzip stream of a plain voxel type is decompressed here, once, with its CRC checked
+    (nifti.read_gzip_verified), and the voxels taken from it: ITK would neither check the CRC nor save
+    a second decompression. Other files are read by ITK (a stream ITK reads is checked first).
+    """
+    header, reader = channel.header, channel.reader
+    size = reader.GetSize()
+    voxels = int(np.prod(size))
+    dtype = nifti.NUMPY_TYPES.get(header.datatype)
+    if not header.compressed:
+        if not channel.size_known_good:
+            nifti.check_size_by_decompressing(header)
+        return _itk_voxels(channel)
+    stream = nifti.read_gzip_verified(header)
+    if dtype is None or voxels * np.dtype(dtype).itemsize > header.data_bytes:
+        del stream
+        return _itk_voxels(channel)
+    data = np.frombuffer(stream, dtype=np.dtype(dtype).newbyteorder(header.endian), count=voxels,
+                         offset=header.vox_offset).reshape(size[::-1])
+    return _scaled(data, header.scl_slope, header.scl_inter)
+
+
+def _itk_voxels(channel: _Channel) -> np.ndarray:
+    import SimpleITK as sitk
+    image = _run(channel.path, channel.reader.Execute)
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+
+
+def _scaled(data: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """float32 voxels with the header's scaling applied as ITK's NIfTI reader does (checked against it
+    in tests): a slope that is not finite or below double epsilon in size counts as 1, an intercept that
+    is not finite as 0, one below epsilon with a slope of 1 means no scaling, and a voxel that is NaN or
+    infinite is 0 before scaling."""
+    eps = sys.float_info.epsilon
+    slope = slope if math.isfinite(slope) and abs(slope) >= eps else 1.0
+    inter = inter if math.isfinite(inter) else 0.0
+    identity = slope == 1.0 and abs(inter) < eps
+    if identity:
+        out = data.astype(np.float32)
+        if data.dtype.kind == "f":
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
+    out = np.empty(data.shape, np.float32)
+    for z in range(data.shape[0]):   # in double, as ITK computes, one slice at a time (no full float64 copy)
+        plane = data[z].astype(np.float64)
+        if data.dtype.kind == "f":
+            np.nan_to_num(plane, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        out[z] = plane * slope + inter
+    return out
 
 
 def grid_difference(a: tuple, b: tuple, tol: float = GEOMETRY_TOLERANCE) -> str | None:
@@ -125,19 +201,17 @@ def read_case(case: Case, check: Callable | None = None) -> Volume:
             first = channels[0].reader
             check(first.GetSize()[::-1], first.GetSpacing()[::-1], len(channels),
                   max(c.header.bytes_per_voxel for c in channels), str(case.channel_files[0]))
-        for channel in channels:
-            if not channel.size_known_good:  # after costing: this decompresses (bounded) once more
-                nifti.check_size_by_decompressing(channel.header)
-        images = [_run(c.path, c.reader.Execute) for c in channels]
-    for path, image in zip(case.channel_files[1:], images[1:]):
-        why = same_geometry(images[0], image)
-        if why:
-            raise InferenceError(f"{path}: geometry differs from {case.channel_files[0]} ({why})")
-    arrays = [sitk.GetArrayFromImage(image).astype(np.float32, copy=False) for image in images]
+        first = channels[0].reader
+        for channel in channels[1:]:   # from the headers: before any voxel is read
+            why = same_geometry(first, channel.reader)
+            if why:
+                raise InferenceError(f"{channel.path}: geometry differs from {case.channel_files[0]} ({why})")
+        arrays = [_voxels(c) for c in channels]
     reference = sitk.Image([1, 1, 1], sitk.sitkUInt8)
-    reference.SetSpacing(images[0].GetSpacing())
-    reference.SetOrigin(images[0].GetOrigin())
-    reference.SetDirection(images[0].GetDirection())
-    return Volume(data=np.stack(arrays), spacing=tuple(images[0].GetSpacing()[::-1]), reference=reference)
+    reference.SetSpacing(first.GetSpacing())
+    reference.SetOrigin(first.GetOrigin())
+    reference.SetDirection(first.GetDirection())
+    data = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+    return Volume(data=data, spacing=tuple(first.GetSpacing()[::-1]), reference=reference)
 
 
