@@ -23,6 +23,8 @@ from inference.memory.gpu_plan import FLARE_BUDGET_MIB
 from inference.model.folder import DEFAULT_MODEL_DIR
 from inference.loading import LoadedModel, ModelSpec, load_model
 from inference.roi import RoiSettings, decide_box
+from inference.rules.region import Region, network_region
+from inference.rules.tiling import tiles_meeting
 from inference.timings import StageTimer
 
 if TYPE_CHECKING:  # inference.files needs SimpleITK; segment_array does not (the GPU check reads with nibabel)
@@ -50,38 +52,49 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
                   direction: tuple[float, ...] | None = None, roi_settings: RoiSettings = RoiSettings()) -> np.ndarray:
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
-    `source` names the image in messages (e.g. its file). A model with a localiser runs it first and
-    itself only inside the organs' box (inference.roi); `direction` (the image's SimpleITK direction
-    cosines; None: axial, the first array axis is cranio-caudal) tells it which axis it keeps whole.
+    `source` names the image in messages (e.g. its file). A model with a localiser runs it first, then
+    itself only on the tiles that meet the organs' box, with background outside it (inference.roi);
+    `direction` (the image's SimpleITK direction cosines; None: axial, the first array axis is
+    cranio-caudal) tells it which axis it keeps whole.
     `roi_settings`: the localiser's margin and fall-back thresholds. `budget`: the torch engine's CUDA
     memory budget (segment_folder makes one).
     """
     timer = timer or StageTimer(sync=model.engine.synchronize)
     window = Window(step_size, model.mirror_axes if tta else None, progress)
     if model.localizer is None:
-        return _segment_whole(image, spacing, model, window, timer, source, budget)
+        return _segment(image, spacing, model, window, timer, source, budget)
     with timer.stage("localize"):
         decision = decide_box(image, spacing, model, roi_settings, direction, source)
     plain = replace(model, localizer=None)
-    if decision.box is None:
-        return _segment_whole(image, spacing, plain, window, timer, source, budget)
-    labels = _segment_whole(image[(slice(None), *decision.box)], spacing, plain, window, timer, source, budget)
-    full = np.zeros(tuple(image.shape[1:]), dtype=labels.dtype)
-    full[decision.box] = labels
-    return full
+    return _segment(image, spacing, plain, window, timer, source, budget, decision.box)
 
 
-def _segment_whole(image: np.ndarray, spacing, model: LoadedModel, window: Window, timer: StageTimer,
-                   source: str, budget) -> np.ndarray:
-    """The three array stages on the model's engine, each timed."""
+def _segment(image: np.ndarray, spacing, model: LoadedModel, window: Window, timer: StageTimer,
+             source: str, budget, box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """The three array stages on the model's engine, each timed. With a `box` (slices (Z, Y, X) of the
+    image) the whole image is preprocessed as without one, but the network runs only the tiles that
+    meet the box and only the box is exported (inference.rules.region); outside it all is background."""
     engine = model.engine
     with timer.stage("preprocess"):
         prep = engine.preprocess(image, spacing, model, source, budget)
+    region = None
+    if box is not None:
+        region = network_region(box, model.transpose_forward, prep.bbox, tuple(prep.data.shape[1:]))
+        if region is None:   # the box misses the nonzero crop, which the whole image labels 0
+            return np.zeros(tuple(image.shape[1:]), dtype=np.uint8 if model.num_classes <= 256 else np.int16)
+        if not _saves_tiles(region, model, window):
+            region = None    # the whole image costs the same and cuts nothing off
     with timer.stage("network"):
-        logits = engine.predict_logits(prep, model, window, source, budget)
+        logits = engine.predict_logits(prep, model, window, source, budget, region=region)
         prep = replace(prep, data=None)  # the network input is no longer needed
     with timer.stage("export"):
-        return engine.export(logits, prep, model, source, budget)
+        return engine.export(logits, prep, model, source, budget, region=region)
+
+
+def _saves_tiles(region: Region, model: LoadedModel, window: Window) -> bool:
+    """Whether the tiles that meet the region are fewer than the whole image's."""
+    shape, patch, step = region.network_shape, model.config.patch_size, window.step_size
+    return tiles_meeting(shape, patch, step, region.network) < tiles_meeting(shape, patch, step)
 
 
 def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool = False,

@@ -1,4 +1,5 @@
-"""ROI-first prediction: a coarse localiser finds the organs' box, the full model runs only inside it.
+"""ROI-first prediction: a coarse localiser finds the organs' box, the full model runs only the tiles
+that meet it.
 
 A model folder may carry `localizer/`, itself a standard nnU-Net v2 model folder at a coarse spacing
 (imported with `python -m inference.weights import ... --localizer DIR`, covered by the folder's
@@ -7,24 +8,30 @@ manifest). For each case the predictor
   2. takes the box of all its foreground labels in the localiser's network grid and maps it back to
      the input's voxel grid (through the localiser's resampling and nonzero crop);
   3. widens it by `margin_mm` on every side, and to at least one full-model patch where the image
-     allows (a smaller region would need the same single tile, with padding instead of real context);
+     allows (a smaller box rarely meets fewer tiles of the image's grid);
   4. clips it to the image, and gives it the image's full extent along the patient's cranio-caudal
      (superior-inferior) axis (`si_axis`): in abdominal MRI the aorta, the IVC and the oesophagus run
      through the whole cranio-caudal field of view, and organs near its ends (kidneys, duodenum) are
      where a coarse localiser is least sure, so a crop along that axis cuts them by design; the saving
      lies in-plane (air and arms around the body);
-  5. runs the full model on that sub-image and places the labels back into a zero label map of the
-     whole grid (the crop is an array slice, so spacing, origin and direction of the output are the
-     input's, whatever the orientation).
+  5. preprocesses the whole image exactly as without a box (same crop to nonzero, same normalisation
+     statistics, same resampled grid), lays out the whole image's tile grid, runs the full model only
+     on the tiles that meet the box (mapped to the network grid, with the few voxels the export's
+     interpolation reads past it: inference.rules.region), and exports only the box; everything
+     outside it is background (the output is the input's grid, so spacing, origin and direction are
+     the input's, whatever the orientation).
 It falls back to the whole image when the localiser finds nothing, finds less than
 `min_foreground_ml` of organ volume (implausible for an abdominal MRI with any of the 13 organs), or
 when the box covers more than `max_box_fraction` of the image (little to save; with the full
-cranio-caudal extent this is the in-plane fraction). nnU-Net's predictor has
+cranio-caudal extent this is the in-plane fraction); and, after preprocessing, when the box meets
+every tile of the whole image (inference.api: the same cost, and nothing cut). nnU-Net's predictor has
 no such stage, so it is written here, on top of this package's own preprocessing and sliding window.
 
-What changes inside the box compared with the whole image: the model's intensity normalisation is
-computed over the box (as if the scanner had acquired only the box), and the tiles are placed over
-the box. For a MIND model the descriptors are computed once, over the box only.
+What changes inside the box compared with the whole image: nothing. Every tile that covers a voxel of
+the box is run on the same input, so there the logits, and the labels, are the whole image's run's
+term for term (only which tiles share a network batch may differ); the saving is the tiles that lie
+wholly outside it. A MIND model computes its descriptors once, over the
+whole image, as without a box.
 """
 from __future__ import annotations
 

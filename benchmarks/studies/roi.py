@@ -146,21 +146,25 @@ def paper_tiles(image: Path, localizer) -> dict:
     from inference.files.reading import read_case
     from inference.roi import decide_box
     from inference.rules.preprocessing import nonzero_bbox
+    from inference.rules.region import network_region
     from inference.rules.spacing import new_shape_for_spacing
-    from inference.rules.tiling import tile_starts
+    from inference.rules.tiling import tiles_meeting
 
     paper = SimpleNamespace(config=SimpleNamespace(patch_size=PAPER.patch_size, spacing=PAPER.spacing),
                             transpose_forward=(0, 1, 2), localizer=localizer)
     volume = read_case(Case(image.name[: -len("_0000.nii.gz")], [image]))
+    bbox = nonzero_bbox((np.asarray(volume.data) != 0).any(0))
+    shape = new_shape_for_spacing([b - a for a, b in bbox], volume.spacing, PAPER.spacing)
 
-    def tiles(data) -> int:
-        bbox = nonzero_bbox((np.asarray(data) != 0).any(0))
-        shape = new_shape_for_spacing([b - a for a, b in bbox], volume.spacing, PAPER.spacing)
-        shape = [max(s, p) for s, p in zip(shape, PAPER.patch_size)]
-        return int(np.prod([len(s) for s in tile_starts(shape, PAPER.patch_size, 0.5)]))
+    def tiles(box=None) -> int:
+        """The whole image's tiles (ROI: those that meet the box, as the predictor runs them)."""
+        region = None if box is None else network_region(box, (0, 1, 2), bbox, shape)
+        if box is not None and region is None:
+            return 0
+        return tiles_meeting(shape, PAPER.patch_size, 0.5, region and region.network)
     decision = decide_box(volume.data, volume.spacing, paper, direction=volume.reference.GetDirection())
-    whole = tiles(volume.data)
-    boxed = tiles(volume.data[(slice(None), *decision.box)]) if decision.box else whole
+    whole = tiles()
+    boxed = tiles(decision.box) if decision.box else whole
     return {"whole": whole, "roi": boxed, "reason": decision.reason, "fraction": round(decision.fraction, 4)}
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 import numpy as np
 
 from inference.rules.preprocessing import Preprocessed
+from inference.rules.region import Region
 
 if TYPE_CHECKING:
     from inference.model.loaded import LoadedModel
@@ -40,12 +41,15 @@ class Engine(Protocol):
         """Image (C, Z, Y, X) as read -> the network input in the plans' axis order."""
 
     def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
-                       budget: Any = None) -> Any:
-        """Sliding-window logits (K, X, Y, Z) of the preprocessed image, in the engine's array type."""
+                       budget: Any = None, region: Region | None = None) -> Any:
+        """Sliding-window logits (K, X, Y, Z) of the preprocessed image, in the engine's array type.
+        With a `region`: only the whole image's tiles that meet `region.network` run, and the result is
+        RegionLogits of the box they cover (inference.rules.region)."""
 
     def export(self, logits: Any, prep: Preprocessed, model: LoadedModel, source: str,
-               budget: Any = None) -> np.ndarray:
-        """Logits -> label map (Z, Y, X) uint8 on the input's grid."""
+               budget: Any = None, region: Region | None = None) -> np.ndarray:
+        """Logits -> label map (Z, Y, X) uint8 on the input's grid; with a `region` (and its
+        RegionLogits), labels inside `region.box` as the whole image's export gives them, 0 outside."""
 
     def foreground(self, logits: Any) -> np.ndarray:
         """Where the argmax of the logits is not background, as a numpy mask (the ROI localiser's)."""

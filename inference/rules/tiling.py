@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +34,61 @@ def tile_windows(image_size: Sequence[int], tile_size: Sequence[int], step_size:
     per_axis = [[slice(s, s + t) for s in starts]
                 for starts, t in zip(tile_starts(image_size, tile_size, step_size), tile_size)]
     return list(itertools.product(*per_axis))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles to run on a padded image and where their logits go. windows: slices of the padded grid;
+    covered: the box of the padded grid they cover (the accumulators' extent); cut: the slices of the
+    covered box that hold the unpadded image; start: where that cut begins in the unpadded grid."""
+    windows: list
+    covered: tuple[tuple[int, int], ...]
+    cut: tuple[slice, ...]
+    start: tuple[int, ...]
+
+    @property
+    def covered_shape(self) -> tuple[int, ...]:
+        return tuple(hi - lo for lo, hi in self.covered)
+
+    def local(self, window: Sequence[slice]) -> tuple[slice, ...]:
+        """`window` in the covered box's coordinates."""
+        return tuple(slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(window, self.covered))
+
+
+def tile_plan(padded_shape: Sequence[int], keep: Sequence[slice], tile_size: Sequence[int], step_size: float,
+              region: Sequence[tuple[int, int]] | None = None) -> TilePlan:
+    """The whole padded image's tile grid, kept where it meets `region` ([start, stop) per axis of the
+    unpadded grid; None: the whole image). The kept windows are a product of per-axis runs of
+    overlapping tiles, so every voxel of the box they cover lies in one (no weight is zero there)."""
+    windows = tile_windows(padded_shape, tile_size, step_size)
+    if region is not None:
+        region = [(lo + k.start, hi + k.start) for (lo, hi), k in zip(region, keep)]
+        windows = [w for w in windows if all(s.start < hi and s.stop > lo for s, (lo, hi) in zip(w, region))]
+        if not windows:
+            raise ValueError(f"region {tuple(region)} meets no tile of a {tuple(padded_shape)} grid")
+    covered = tuple((min(w[a].start for w in windows), max(w[a].stop for w in windows))
+                    for a in range(len(padded_shape)))
+    cut, start = [], []
+    for k, (lo, hi) in zip(keep, covered):
+        a, b = max(k.start, lo), min(k.stop, hi)
+        cut.append(slice(a - lo, b - lo))
+        start.append(a - k.start)
+    return TilePlan(windows, covered, tuple(cut), tuple(start))
+
+
+def padded_grid(shape: Sequence[int], tile_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[slice, ...]]:
+    """The grid the sliding window tiles (an image smaller than a tile is zero-padded to it, centred, the
+    odd voxel after, as both engines' pad_to_tile do) and the slices of it that hold the image."""
+    padded = tuple(max(int(s), int(t)) for s, t in zip(shape, tile_size))
+    keep = tuple(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(shape, padded))
+    return padded, keep
+
+
+def tiles_meeting(shape: Sequence[int], tile_size: Sequence[int], step_size: float,
+                  region: Sequence[tuple[int, int]] | None = None) -> int:
+    """How many of an image's tiles the sliding window runs for `region` (None: the whole image)."""
+    padded, keep = padded_grid(shape, tile_size)
+    return len(tile_plan(padded, keep, tile_size, step_size, region).windows)
 
 
 def gaussian_importance(tile_size: Sequence[int], sigma_scale: float = 1 / 8, peak: float = 10.0) -> np.ndarray:

@@ -10,6 +10,7 @@ from inference.engines.numpy_engine.export import logits_to_segmentation
 from inference.engines.numpy_engine.preprocess import preprocess
 from inference.engines.numpy_engine.sliding_window import predict_logits
 from inference.rules.preprocessing import Preprocessed
+from inference.rules.region import Region, RegionLogits
 
 if TYPE_CHECKING:
     from inference.model.loaded import LoadedModel
@@ -24,13 +25,14 @@ class NumpyEngine:
         return preprocess(np.asarray(image), spacing, model, source)
 
     def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
-                       budget=None) -> np.ndarray:
+                       budget=None, region: Region | None = None) -> np.ndarray | RegionLogits:
         return predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
-                              window.step_size, window.mirror_axes, window.progress, model.plan.batch_size)
+                              window.step_size, window.mirror_axes, window.progress, model.plan.batch_size,
+                              None if region is None else region.network)
 
-    def export(self, logits: np.ndarray, prep: Preprocessed, model: LoadedModel, source: str,
-               budget=None) -> np.ndarray:
-        return logits_to_segmentation(logits, prep, model)
+    def export(self, logits: np.ndarray | RegionLogits, prep: Preprocessed, model: LoadedModel, source: str,
+               budget=None, region: Region | None = None) -> np.ndarray:
+        return logits_to_segmentation(logits, prep, model, region)
 
     def foreground(self, logits: np.ndarray) -> np.ndarray:
         return logits.argmax(0) > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -53,22 +54,46 @@ class AxisResampler:
         else:
             self.lower, self.upper, self.weight = _linear_source(old, new)
 
-    def __call__(self, data: np.ndarray, axis: int, positions: slice = slice(None)) -> np.ndarray:
-        if self.identity and positions == slice(None):
+    def __call__(self, data: np.ndarray, axis: int, positions: slice = slice(None), offset: int = 0) -> np.ndarray:
+        """The output `positions` along `axis` of `data`, whose first index along it is source position
+        `offset` of the whole axis (a sub-box of the logits: inference.rules.region)."""
+        if self.identity and positions == slice(None) and offset == 0:
             return data
-        lower = self.lower[positions]
-        if self.nearest:
+        lower = self._indices(self.lower, positions, offset, data.shape[axis])
+        if self.nearest or self.identity:     # identity: lower is the position itself, weight 0
             return np.take(data, lower, axis=axis)
         shape = [1] * data.ndim
         shape[axis] = -1
         weight = self.weight[positions].reshape(shape)
         low = np.take(data, lower, axis=axis)
-        high = np.take(data, self.upper[positions], axis=axis)
+        high = np.take(data, self._indices(self.upper, positions, offset, data.shape[axis]), axis=axis)
         # low + w * (high - low) would round differently from torch's (1 - w) * low + w * high
         low *= 1 - weight
         high *= weight
         low += high
         return low
+
+    @staticmethod
+    def _indices(source: np.ndarray, positions: slice, offset: int, size: int) -> np.ndarray:
+        index = source[positions]
+        if offset:
+            index = index - offset
+        # np.take would wrap a negative index round: a sub-box too small must fail, not mislabel
+        if index.size and (index[0] < 0 or index[-1] >= size):
+            raise ValueError(f"source positions {index[0] + offset}..{index[-1] + offset} lie outside the "
+                             f"logits' {offset}..{offset + size}")
+        return index
+
+
+@dataclass(frozen=True)
+class SubBox:
+    """Logits that are a sub-box of a whole grid: the whole grid's shape (`source_shape`), where the
+    sub-box begins in it (`start`), and the box of output positions wanted ([start, stop) per axis of
+    the resampled grid; None: all). The whole grid's index maps give each output voxel exactly as the
+    whole-grid export would."""
+    source_shape: tuple[int, ...]
+    start: tuple[int, ...]
+    box: tuple[tuple[int, int], ...] | None
 
 
 def resamplers(old_shape: Sequence[int], new_shape: Sequence[int], axis: int | None) -> list[AxisResampler]:
@@ -101,30 +126,36 @@ def _running_argmax(classes: np.ndarray, out: np.ndarray) -> None:
 
 
 def resample_argmax(logits: np.ndarray, new_shape: Sequence[int], axis: int | None,
-                    slab: int | None = None, workers: int | None = None) -> np.ndarray:
+                    slab: int | None = None, workers: int | None = None, part: SubBox | None = None) -> np.ndarray:
     """argmax over classes of the resampled (K, X, Y, Z) logits, (X, Y, Z) uint8 (int16 past 255 classes).
 
     Output planes along X are done `slab` at a time (default: as many as EXPORT_SLAB_BYTES hold; every
     class of a slab, then its argmax), by up to `workers` threads (default: the CPUs this process may
-    use, at most 4): numpy's loops release the GIL.
+    use, at most 4): numpy's loops release the GIL. `part`: only a box of the output, from logits that
+    are a sub-box of the whole grid's (SubBox).
     """
     new_shape = tuple(int(s) for s in new_shape)
-    plane_bytes = logits.shape[0] * new_shape[1] * new_shape[2] * 4
+    if part is None:
+        part = SubBox(tuple(logits.shape[1:]), (0,) * len(new_shape), None)
+    steps = resamplers(part.source_shape, new_shape, axis)
+    positions = [slice(None)] * len(new_shape) if part.box is None else [slice(a, b) for a, b in part.box]
+    out_shape = new_shape if part.box is None else tuple(b - a for a, b in part.box)
+    plane_bytes = logits.shape[0] * out_shape[1] * out_shape[2] * 4
     slab = slab or max(1, EXPORT_SLAB_BYTES // plane_bytes)
-    steps = resamplers(logits.shape[1:], new_shape, axis)
-    out = np.empty(new_shape, dtype=np.uint8 if logits.shape[0] <= 256 else np.int16)
+    out = np.empty(out_shape, dtype=np.uint8 if logits.shape[0] <= 256 else np.int16)
+    first = positions[0].start or 0
 
-    def one_slab(start: int) -> None:
-        planes = slice(start, min(start + slab, new_shape[0]))
-        part = steps[0](logits, 1, planes)
-        part = steps[2](steps[1](part, 2), 3)
-        _running_argmax(part, out[planes])
+    def one_slab(begin: int) -> None:
+        planes = slice(begin, min(begin + slab, out_shape[0]))
+        data = steps[0](logits, 1, slice(first + planes.start, first + planes.stop), part.start[0])
+        data = steps[1](data, 2, positions[1], part.start[1])
+        _running_argmax(steps[2](data, 3, positions[2], part.start[2]), out[planes])
 
-    starts = range(0, new_shape[0], slab)
+    starts = range(0, out_shape[0], slab)
     workers = workers or min(len(os.sched_getaffinity(0)), 4)
     if workers <= 1:
-        for start in starts:
-            one_slab(start)
+        for begin in starts:
+            one_slab(begin)
     else:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one_slab, starts))

@@ -6,7 +6,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from inference.rules.tiling import gaussian_importance, mirror_combinations, tile_windows
+from inference.rules.region import RegionLogits
+from inference.rules.tiling import gaussian_importance, mirror_combinations, tile_plan
 
 
 def pad_to_tile(data: np.ndarray, tile_size: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
@@ -43,27 +44,34 @@ def mean_over_views(networks: Sequence[Callable], tiles: np.ndarray, flips: list
 
 def predict_logits(data: np.ndarray, networks: Sequence[Callable], num_classes: int, patch_size: Sequence[int],
                    step_size: float = 0.5, mirror_axes: Sequence[int] | None = None,
-                   progress: Callable[[int, int], None] | None = None, batch_size: int = 1) -> np.ndarray:
+                   progress: Callable[[int, int], None] | None = None, batch_size: int = 1,
+                   region: Sequence[tuple[int, int]] | None = None) -> np.ndarray | RegionLogits:
     """inference.engines.torch_engine.sliding_window.predict_logits in numpy: (K, X, Y, Z) float32 logits of a (C, X, Y, Z)
-    image, each voxel the Gaussian-weighted mean of its tiles' logits (accumulated in float32)."""
+    image, each voxel the Gaussian-weighted mean of its tiles' logits (accumulated in float32).
+
+    `region` ([start, stop) per axis of the image): run only the tiles of the whole image's grid that
+    meet it and return RegionLogits of the box they cover (inference.rules.region); `progress` then
+    counts those tiles."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     padded, keep = pad_to_tile(data, patch_size)
-    shape = padded.shape[1:]
-    windows = tile_windows(shape, patch_size, step_size)
+    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region)
+    windows = plan.windows
     flips = mirror_combinations(mirror_axes)
     importance = gaussian_importance(patch_size).astype(np.float32)
-    logits = np.zeros((num_classes, *shape), dtype=np.float32)
-    weights = np.zeros(shape, dtype=np.float32)
+    logits = np.zeros((num_classes, *plan.covered_shape), dtype=np.float32)
+    weights = np.zeros(plan.covered_shape, dtype=np.float32)
     for first in range(0, len(windows), batch_size):
         group = windows[first:first + batch_size]
         tiles = np.stack([padded[(slice(None), *w)] for w in group])
         for window, tile_logits in zip(group, mean_over_views(networks, tiles, flips)):
             tile_logits *= importance
-            logits[(slice(None), *window)] += tile_logits
-            weights[window] += importance
+            local = plan.local(window)
+            logits[(slice(None), *local)] += tile_logits
+            weights[local] += importance
         if progress:
             for done in range(first + 1, first + len(group) + 1):
                 progress(done, len(windows))
     logits /= weights
-    return logits[(slice(None), *keep)]
+    logits = logits[(slice(None), *plan.cut)]
+    return logits if region is None else RegionLogits(logits, plan.start)

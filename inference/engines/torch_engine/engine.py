@@ -8,6 +8,7 @@ export chunking: inference.memory), then with less memory on the device, then on
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -21,6 +22,7 @@ from inference.engines.torch_engine.sliding_window import predict_logits
 from inference.memory.gpu_plan import FP16, MemoryPlan
 from inference.networks.torch_network import cpu_copies
 from inference.rules.preprocessing import Preprocessed
+from inference.rules.region import Region, RegionLogits
 
 if TYPE_CHECKING:
     from inference.memory.gpu_budget import GpuBudget
@@ -59,7 +61,7 @@ class TorchEngine:
         ], source)
 
     def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
-                       budget: GpuBudget | None = None) -> torch.Tensor:
+                       budget: GpuBudget | None = None, region: Region | None = None) -> torch.Tensor | RegionLogits:
         autocast = model.plan.autocast_dtype
         planned = {"batch_size": model.plan.batch_size, "autocast_dtype": autocast}
         plan = self._memory_plan(prep, model, budget, tuple(prep.data.shape[1:]))
@@ -69,11 +71,12 @@ class TorchEngine:
         smaller = {"batch_size": 1, "autocast_dtype": autocast}
         if self.cuda:
             smaller["logits_dtype"] = torch.float16
+        where = {} if region is None else {"region": region.network}   # the whole image's tiles that meet it
 
-        def run(device: torch.device, networks, **options) -> torch.Tensor:
+        def run(device: torch.device, networks, **options) -> torch.Tensor | RegionLogits:
             return self.stages.predict_logits(prep.data.to(device), networks, model.num_classes,
                                               model.config.patch_size, window.step_size, window.mirror_axes,
-                                              window.progress, **options)
+                                              window.progress, **options, **where)
 
         how = ", ".join(f"{k} {v}" for k, v in smaller.items() if k != "autocast_dtype")
         return run_with_fallback("network", [
@@ -82,15 +85,16 @@ class TorchEngine:
             ("the CPU", lambda: run(CPU, cpu_copies(model))),
         ], source)
 
-    def export(self, logits: torch.Tensor, prep: Preprocessed, model: LoadedModel, source: str,
-               budget: GpuBudget | None = None) -> np.ndarray:
-        plan = self._memory_plan(prep, model, budget, tuple(logits.shape[1:]))
+    def export(self, logits: torch.Tensor | RegionLogits, prep: Preprocessed, model: LoadedModel, source: str,
+               budget: GpuBudget | None = None, region: Region | None = None) -> np.ndarray:
+        shape = tuple(logits.shape[1:]) if region is None else region.network_shape
+        plan = self._memory_plan(prep, model, budget, shape)
         chunk = None if plan is None else plan.classes_per_chunk
-        run = self.stages.export
+        run = partial(self.stages.export, region=region) if region is not None else self.stages.export
         return run_with_fallback("export", [
             ("the planned settings", lambda: run(logits, prep, model, chunk)),
             ("one class per chunk", lambda: run(logits, prep, model, 1)),
-            ("the CPU", lambda: run(logits.cpu(), prep, model)),
+            ("the CPU", lambda: run(on_cpu(logits), prep, model)),
         ], source)
 
     def foreground(self, logits: torch.Tensor) -> np.ndarray:
@@ -119,3 +123,10 @@ class TorchEngine:
         if not self._planning(budget):
             return None
         return budget.plan(model, prep.shape_before_cropping, prep.shape_after_cropping, network_shape)
+
+
+def on_cpu(logits: torch.Tensor | RegionLogits) -> torch.Tensor | RegionLogits:
+    """The logits (or a region's) moved to the CPU, for the last export attempt."""
+    if isinstance(logits, RegionLogits):
+        return replace(logits, data=logits.data.cpu())
+    return logits.cpu()

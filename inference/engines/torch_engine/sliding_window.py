@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import torch
 
 from inference.rules import tiling
-from inference.rules.tiling import mirror_combinations, tile_windows
+from inference.rules.region import RegionLogits
+from inference.rules.tiling import mirror_combinations, tile_plan
 
 ACCUMULATION_DTYPE = torch.float32
 # A fold's network as the sliding window sees it: (B, C, *tile) -> (B, K, *tile) tensors (a torch module).
@@ -100,21 +101,23 @@ def predict_logits(data: torch.Tensor, networks: Sequence[TileNetwork], num_clas
                    mirror_axes: Sequence[int] | None = None,
                    progress: Callable[[int, int], None] | None = None, *,
                    batch_size: int = 1, autocast_dtype: torch.dtype | None = None,
-                   logits_dtype: torch.dtype = ACCUMULATION_DTYPE) -> torch.Tensor:
+                   logits_dtype: torch.dtype = ACCUMULATION_DTYPE,
+                   region: Sequence[tuple[int, int]] | None = None) -> torch.Tensor | RegionLogits:
     """Logits (K, X, Y, Z), float32 unless `logits_dtype` says otherwise, for a preprocessed (C, X, Y, Z)
     image, on the image's device.
 
     `batch_size` tiles go through the networks per call; `autocast_dtype` (fp16/bf16) runs them under
-    autocast. `progress` gets (tiles done, tiles in all).
+    autocast. `progress` gets (tiles done, tiles in all). `region` ([start, stop) per axis of the image):
+    run only the tiles of the whole image's grid that meet it, and return RegionLogits of the box they cover.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     device = data.device
     padded, keep = pad_to_tile(data, patch_size)
-    shape = padded.shape[1:]
-    windows = tile_windows(shape, patch_size, step_size)
+    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region)
+    windows = plan.windows
     flips = mirror_combinations(mirror_axes)
-    total = WeightedLogitSum(num_classes, shape, patch_size, device, logits_dtype)
+    total = WeightedLogitSum(num_classes, plan.covered_shape, patch_size, device, logits_dtype)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
     done = 0
     for group in _batches(windows, batch_size):
@@ -123,9 +126,10 @@ def predict_logits(data: torch.Tensor, networks: Sequence[TileNetwork], num_clas
         with autocast:
             logits = mean_over_views(networks, tiles, flips)
         for window, tile_logits in zip(group, logits):
-            total.add(window, tile_logits)
+            total.add(plan.local(window), tile_logits)
         done += len(group)
         if progress:
             for i in range(done - len(group) + 1, done + 1):
                 progress(i, len(windows))
-    return total.mean()[(slice(None), *keep)]
+    logits = total.mean()[(slice(None), *plan.cut)]
+    return logits if region is None else RegionLogits(logits, plan.start)
