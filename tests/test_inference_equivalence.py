@@ -68,7 +68,7 @@ def test_agrees_with_nnunet_predictor(name: str, tmp_path: Path) -> None:
 
     reference_file = run_nnunet(model_dir, files, tmp_path / "nnunet", folds=[str(f) for f in folds],
                                 use_mirroring=tta)
-    results = segment_folder(tmp_path / "in", tmp_path / "ours", model_dir, device="cpu", tta=tta)
+    results = segment_folder(tmp_path / "in", tmp_path / "ours", model_dir, device="cpu", precision="fp32", tta=tta)
     assert [r.ok for r in results] == [True], results[0].error
 
     ours_image = sitk.ReadImage(str(tmp_path / "ours" / "case.nii.gz"))

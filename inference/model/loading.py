@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from inference import InferenceError
 from inference.engines.choice import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
-    cpu_has_native_bf16, default_batch_size, fold_has_ir, openvino_installed
+    default_batch_size, fold_has_ir, native_bf16_evidence, openvino_installed, \
+    precision_reason
 from inference.device import HOST_CPU, device_type, resolve_device
 from inference.model.manifest import verify_files
 
@@ -229,8 +230,9 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     # The OpenVINO path runs on the host CPU without torch (inference.engines.numpy_engine.pipeline); everything else is torch's.
     device = HOST_CPU if engine == "openvino" else resolve_device(device)
     cuda_bf16 = kind == "cuda" and precision == "bf16" and _torch().cuda.is_bf16_supported()
-    native_bf16 = kind == "cpu" and precision == "bf16" and cpu_has_native_bf16()
-    precision = choose_precision(precision, kind, native_bf16, cuda_bf16)
+    bf16_evidence = native_bf16_evidence() if kind == "cpu" and precision in ("auto", "bf16") else None
+    requested_precision = precision
+    precision = choose_precision(precision, kind, bf16_evidence is not None, cuda_bf16, engine)
     checked = [f"fold_{f}/{checkpoint}" for f in folds if (model_dir / f"fold_{f}" / checkpoint).is_file()]
     if engine == "openvino":
         checked += [f"fold_{f}/{name}" for f in folds for name in (IR_XML, IR_BIN)]
@@ -278,7 +280,8 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
 
     if batch_size is not None and batch_size < 1:
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
-    plan = NetworkPlan(engine, precision, batch_size or default_batch_size(engine, device.type, config.patch_size))
+    plan = NetworkPlan(engine, precision, batch_size or default_batch_size(engine, device.type, config.patch_size),
+                       precision_reason(requested_precision, precision, kind, bf16_evidence, engine))
     if engine == "openvino":  # the torch network is not built at all: that saves start-up time
         from inference.networks.openvino_network import OpenVINONetwork
         networks = [OpenVINONetwork(model_dir / f"fold_{f}" / IR_XML, plan.batch_size, precision, threads, ir)
@@ -295,7 +298,7 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
         from inference.roi import load_localizer
         # the localiser follows an explicit torch choice (an exact reference run stays all torch)
         localizer = load_localizer(model_dir, device, backend="torch" if engine == "torch" else "auto",
-                                   threads=threads)
+                                   precision=precision, threads=threads)   # and the resolved precision
     return LoadedModel(
         model_dir=model_dir, networks=networks, config=config,
         transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))),
