@@ -213,11 +213,9 @@ def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel
         warnings.warn(f"{source}: {int((~finite).sum())} NaN/Inf voxels set to 0", stacklevel=2)
         data = np.where(finite, data, np.float32(0))
     del finite
-    if model.mind_params is not None:   # MIND descriptors are torch code (inference.mind); on the CPU
-        import torch
-
-        from inference.mind import mind_channels
-        data = mind_channels(torch.from_numpy(data), model.mind_params, torch.device("cpu")).float().numpy()
+    if model.mind_params is not None:   # the 12 MIND-SSC channels, in numpy (no torch on this path)
+        from inference.engines.numpy_engine.mind import mind_channels
+        data = mind_channels(data, model.mind_params)
     data = data.transpose(0, *[a + 1 for a in tf])
     spacing_t = tuple(float(spacing[a]) for a in tf)
     shape_before = tuple(data.shape[1:])
