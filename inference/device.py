@@ -42,14 +42,24 @@ def device_type(name: str | torch.device | HostDevice) -> str:
     """'cpu' or 'cuda' for a --device value or a device; imports torch only where a GPU may be there."""
     if not isinstance(name, str):
         return name.type
-    if name == "cpu" or (name == "auto" and not nvidia_driver_present()):
+    # auto without torch (the CPU image, even when run with --gpus): the CPU, which needs no torch
+    if name == "cpu" or (name == "auto" and (not nvidia_driver_present() or not _torch_installed())):
         return "cpu"
     return resolve_device(name).type
 
 
+def _torch_installed() -> bool:
+    from inference.engines.choice import torch_installed
+    return torch_installed()
+
+
 def resolve_device(name: str | torch.device | HostDevice) -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' (or 'cuda:N') without a GPU is an error."""
-    import torch  # here, so that tools needing only DEVICE_CHOICES (the harness) do not load torch
+    try:
+        import torch  # here, so that tools needing only DEVICE_CHOICES (the harness) do not load torch
+    except ImportError:
+        raise InferenceError(f"--device {name} needs torch, which is not installed here (the CPU image runs "
+                             f"the model's OpenVINO IR on the CPU without it); use --device cpu or auto") from None
 
     if isinstance(name, HostDevice):
         return torch.device("cpu")

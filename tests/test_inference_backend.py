@@ -102,13 +102,10 @@ def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
 
 def test_bf16_without_cpu_flags_or_libraries_is_no(monkeypatch):
     """No /proc/cpuinfo flags, no openvino, no torch (a torch-free image elsewhere): fp32, no ImportError."""
-    import importlib.util
-
     import inference.engines.choice as backend
     monkeypatch.setattr(backend, "cpu_flags", lambda: set())
     monkeypatch.setattr(backend, "openvino_installed", lambda: False)
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    monkeypatch.setattr(backend, "torch_installed", lambda: False)
     backend.native_bf16_evidence.cache_clear()
     try:
         assert native_bf16_evidence() is None
@@ -264,3 +261,21 @@ def test_accumulation_stays_float32_under_autocast(tmp_path):
     exact = predict_logits(data, model.networks, model.num_classes, model.config.patch_size)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert (low.argmax(0) == exact.argmax(0)).float().mean() > 0.9
+
+
+def test_folder_without_ir_is_refused_where_torch_is_missing(tmp_path, monkeypatch):
+    """The torch-free CPU image: a model folder without IR cannot run there; the error says how to convert
+    it, and an explicit --backend torch or --device cuda says that torch is missing."""
+    import inference.engines.choice as choice
+    model_dir = write_preset(tmp_path / "model", "tiny")             # nnU-Net's layout: no IR
+    monkeypatch.setattr(choice, "torch_installed", lambda: False)
+    with pytest.raises(InferenceError, match=r"no OpenVINO IR .* no torch installed .*"
+                                             r"python -m inference.weights ir .*model"):
+        load_model(model_dir)
+    with pytest.raises(InferenceError, match="--backend torch asked for, but torch is not installed"):
+        load_model(model_dir, backend="torch")
+    from inference.device import device_type
+    assert device_type("auto") == "cpu"                               # even where a GPU driver is present
+    import inference.device as device
+    monkeypatch.setattr(device, "nvidia_driver_present", lambda: True)
+    assert device_type("auto") == "cpu"

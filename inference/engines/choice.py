@@ -22,6 +22,7 @@ buffer nnU-Net uses.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -92,7 +93,7 @@ def native_bf16_evidence() -> str | None:
         except RuntimeError:
             pass
         return None
-    if importlib.util.find_spec("torch") is not None:
+    if torch_installed():
         import torch
         try:
             if torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -134,6 +135,25 @@ def choose_backend(requested: str, device_type: str, ir_present: bool, openvino_
         raise InferenceError("--backend openvino asked for, but the model folder has no OpenVINO IR "
                              f"(fold_<f>/{IR_XML}); add it with `python -m inference.weights ir MODEL_DIR`")
     return "openvino"
+
+
+def torch_installed() -> bool:
+    """torch is importable (looked up without importing it). The CPU image has none."""
+    if "torch" in sys.modules:   # imported already, or blocked (None) as the torch-free tests do
+        return sys.modules["torch"] is not None
+    return importlib.util.find_spec("torch") is not None
+
+
+def require_torch_if_chosen(engine: str, requested: str, model_dir: Path) -> None:
+    """Refuse, saying how to fix it, a torch engine where torch is not installed (the CPU image runs IR)."""
+    if engine != "torch" or torch_installed():
+        return
+    if requested == "torch":
+        raise InferenceError("--backend torch asked for, but torch is not installed here (the CPU image runs "
+                             "the model's OpenVINO IR without torch); use --backend auto")
+    raise InferenceError(f"{model_dir}: no OpenVINO IR (fold_<f>/{IR_XML}) and no torch installed to run the "
+                         f"checkpoints (the CPU image runs IR only). Convert the folder where torch and "
+                         f"openvino are installed: python -m inference.weights ir {model_dir}")
 
 
 def choose_precision(requested: str, device_type: str, native_bf16: bool, cuda_bf16: bool = False,

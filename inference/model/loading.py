@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from inference import InferenceError
 from inference.engines.choice import IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, \
     default_batch_size, fold_has_ir, native_bf16_evidence, openvino_installed, \
-    precision_reason
+    precision_reason, require_torch_if_chosen
 from inference.device import HOST_CPU, device_type, resolve_device
 from inference.model.manifest import verify_files
 
@@ -227,6 +227,7 @@ def load_model(model_dir: str | os.PathLike, folds: list[str] | None = None,
     kind = device_type(device)   # without importing torch where no GPU can be there
     engine = choose_backend(backend, kind, all(fold_has_ir(model_dir / f"fold_{f}") for f in folds),
                             openvino_installed())
+    require_torch_if_chosen(engine, backend, model_dir)   # the torch-free CPU image: say how to convert
     # The OpenVINO path runs on the host CPU without torch (inference.engines.numpy_engine.pipeline); everything else is torch's.
     device = HOST_CPU if engine == "openvino" else resolve_device(device)
     cuda_bf16 = kind == "cuda" and precision == "bf16" and _torch().cuda.is_bf16_supported()
