@@ -103,6 +103,9 @@ COPY predict.sh ./
 COPY inference/ inference/
 COPY weights/ weights/
 COPY docker/selfcheck.py /tmp/selfcheck.py
+# The OpenVINO compile cache of the build machine's CPU (inference.networks.openvino_network): a run on the
+# same CPU reads it instead of compiling; on another CPU it is not used at all. The self-check fills it.
+ENV FLARE_OPENVINO_CACHE=/workspace/.openvino_cache
 RUN /opt/venv/bin/python -B /tmp/selfcheck.py /workspace; \
     /opt/venv/bin/python -m compileall -q /workspace; \
     chmod -R a+rX /workspace
@@ -114,6 +117,7 @@ LABEL org.flare.torch="${TORCH_SPEC}"
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /workspace /workspace
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    FLARE_OPENVINO_CACHE=/workspace/.openvino_cache
 WORKDIR /workspace
 CMD ["sh", "predict.sh"]

@@ -77,8 +77,11 @@ def check_torch_free(model_dir: Path) -> None:
     if missing:
         fail(f"{', '.join(map(str, missing))}: no OpenVINO IR, and this image has no torch to run the checkpoint. "
              f"Convert the model before the build: python -m inference.weights ir weights")
+    from inference.networks.openvino_network import compile_cache_dir
+    cache = compile_cache_dir(create=True)   # where FLARE_OPENVINO_CACHE is set: filled by this load
     try:
         model = load_model(model_dir, device="cpu")
+        compiled = [n.compiled for m in (model, model.localizer) if m is not None for n in m.networks]
     except InferenceError as e:
         fail(f"loading {model_dir}: {e}")
     check_mask_for_norm(model)
@@ -92,7 +95,8 @@ def check_torch_free(model_dir: Path) -> None:
     mind = ", MIND input" if model.mind_params is not None else ""
     print(f"selfcheck: ok: no torch, OpenVINO {ov.get_version().split('-')[0]} ({model.plan.describe()} here), "
           f"model {model.config.name} (folds {' '.join(model.folds)}, {model.num_classes} classes{mind}), "
-          f"forward on one {list(model.config.patch_size)} tile")
+          f"forward on one {list(model.config.patch_size)} tile"
+          + (f"; compile cache of {len(compiled)} networks for this CPU in {cache}" if cache else ""))
 
 
 def check_with_torch(model_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,41 @@ def test_folder_without_ir_is_refused_where_torch_is_missing(tmp_path, monkeypat
     import inference.device as device
     monkeypatch.setattr(device, "nvidia_driver_present", lambda: True)
     assert device_type("auto") == "cpu"
+
+
+@needs_openvino
+def test_compile_cache_is_used_only_for_this_cpu(model_with_ir, tmp_path, monkeypatch):
+    """FLARE_OPENVINO_CACHE: a cache folder per CPU, made only when asked (image build), read when it is
+    there, and another CPU (other flags) gets none; the networks compute the same either way."""
+    import inference.engines.choice as choice
+    from inference.networks import openvino_network as ovn
+    monkeypatch.delenv(ovn.CACHE_ENV, raising=False)
+    assert ovn.compile_cache_dir(create=True) is None                 # not asked for: no cache
+    tile = np.random.default_rng(1).normal(size=(1, 1, *load_model(model_with_ir).config.patch_size)).astype(np.float32)
+    plain = load_model(model_with_ir, precision="fp32").networks[0](tile)
+
+    monkeypatch.setenv(ovn.CACHE_ENV, str(tmp_path / "cache"))
+    assert ovn.compile_cache_dir() is None                            # run time never creates it
+    folder = ovn.compile_cache_dir(create=True)
+    assert folder == str(tmp_path / "cache" / ovn.cpu_cache_key())
+    cold = load_model(model_with_ir, precision="fp32").networks[0](tile)
+    blobs = sorted(p.name for p in Path(folder).iterdir())
+    assert blobs and all(p.endswith(".blob") for p in blobs)
+    warm = load_model(model_with_ir, precision="fp32").networks[0](tile)
+    assert sorted(p.name for p in Path(folder).iterdir()) == blobs  # read, nothing new written
+    np.testing.assert_array_equal(cold, plain)
+    np.testing.assert_array_equal(warm, plain)
+
+    monkeypatch.setattr(choice, "cpu_flags", lambda: {"sse2"})         # another CPU: its folder is absent
+    assert ovn.cpu_cache_key() != Path(folder).name and ovn.compile_cache_dir() is None
+
+
+@needs_openvino
+def test_compile_failure_is_reported_at_first_use(model_with_ir, monkeypatch):
+    from inference.networks import openvino_network as ovn
+    network = load_model(model_with_ir, precision="fp32").networks[0]
+    failed = ovn.Future()
+    failed.set_exception(RuntimeError("Exception from src/plugin.cpp: unsupported layer"))
+    monkeypatch.setattr(network, "_ready", failed)
+    with pytest.raises(InferenceError, match=r"network.xml: OpenVINO could not compile it .*unsupported layer"):
+        network(np.zeros((1, 1, *network.input_shape[2:]), np.float32))
