@@ -89,9 +89,10 @@ RUN if [ "$PIP_OFFLINE" = 1 ]; then export PIP_NO_INDEX=1; fi; \
     if [ "$PRUNE" = 1 ]; then \
         sp=/opt/venv/lib/python3.11/site-packages; \
         find "$sp" -depth -type d -name tests \( -path '*/numpy/*' -o -path '*/SimpleITK/*' \) -exec rm -rf {} +; \
-        rm -rf "$sp/numpy/f2py" "$sp/numpy/distutils" "$sp/numpy/typing" "$sp/numpy/_core/include" \
+        rm -rf "$sp/numpy/f2py" "$sp/numpy/distutils" "$sp/numpy/_core/include" \
             "$sp/numpy/_core/lib" "$sp/numpy/random/_examples" "$sp/numpy/_pyinstaller" "$sp/numpy/_core/"*_tests.*.so; \
-        find "$sp/numpy" "$sp/openvino" -name '*.pyi' -delete; \
+        find "$sp/numpy" -name '*.pyi' -delete; \
+        if [ -d "$sp/openvino" ]; then find "$sp/openvino" -name '*.pyi' -delete; fi; \
     fi; \
     /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools; \
     find /opt/venv/bin -type f ! -name 'python*' ! -name 'activate*' -delete
