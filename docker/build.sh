@@ -84,7 +84,14 @@ echo "build.sh: docker build ${args[*]} $* -t $tag ."
 start=$(date +%s)
 # The builder stage is built and tagged first, so that it is a named image the next build reuses as its
 # layer cache, not an untagged one left behind (the full build below takes it from that cache).
-quiet_build "${args[@]}" "$@" --target builder -t "$builder_tag" . >/dev/null
+builder_log=$(mktemp)
+if ! quiet_build "${args[@]}" "$@" --target builder -t "$builder_tag" . >"$builder_log"; then
+    echo "build.sh: the builder stage failed; its last lines:" >&2   # else the failure would be silent
+    tail -n 30 "$builder_log" >&2
+    rm -f "$builder_log"
+    exit 1
+fi
+rm -f "$builder_log"
 quiet_build "${args[@]}" "$@" -t "$tag" .
 
 # Images of ours that this build replaced (now untagged) go; anything else's dangling images stay.
