@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI smoke test of the real container: start a Docker engine if none answers, build the local base
-# stand-in and the CPU image (torch from docker/wheelhouse/, Docker's layer cache reused), then run the
+# stand-in and the CPU image (numpy + OpenVINO, no torch; Docker's layer cache reused), then run the
 # organisers' command (without --gpus) once per committed sample case and check every output
 # (docker/smoke.py: present, input geometry, Dice >= 0.8 against samples/labels).
 # Run from the repository root with the project's venv active (.ci/run does both).

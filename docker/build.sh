@@ -4,8 +4,9 @@
 # (docker/wheelhouse.sh); then `docker build`, reusing Docker's layer cache.
 #
 # Usage: docker/build.sh [--variant cpu|cuda] [--plain] [--tag NAME:TAG] [-- extra docker build args]
-#   --variant cpu    torch ${TORCH_CPU_SPEC:-torch==2.13.0+cpu} from docker/wheelhouse/ (what CI builds)
-#                    and OpenVINO ${OPENVINO_SPEC:-openvino==2026.4.1} (the CPU backend)
+#   --variant cpu    no torch: numpy, SimpleITK and OpenVINO ${OPENVINO_SPEC:-openvino==2026.4.1} run the
+#                    model's IR (what CI builds); TORCH_CPU_SPEC=torch==2.13.0+cpu (from docker/wheelhouse/)
+#                    puts the CPU torch back in
 #   --variant cuda   the Dockerfile's default torch (PyPI's CUDA 12.1 build; several GB of downloads)
 #   --plain          docker/Dockerfile.plain instead: `pip install torch nnunetv2` with all their
 #                    dependencies, same base and predictor (the size comparison's reference)
@@ -46,8 +47,14 @@ fi
 
 args=(--network host --build-arg "BASE_IMAGE=$base")
 if [ "$variant" = cpu ]; then
-    docker/wheelhouse.sh >/dev/null
-    args+=(--build-arg "TORCH_SPEC=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}")
+    torch_spec=${TORCH_CPU_SPEC:-}
+    if [ "$plain" = 1 ]; then   # the plain reference is `pip install torch nnunetv2`
+        torch_spec=${TORCH_CPU_SPEC:-torch==2.13.0+cpu}
+    fi
+    if [ -n "$torch_spec" ]; then
+        TORCH_CPU_SPEC=$torch_spec docker/wheelhouse.sh >/dev/null
+    fi
+    args+=(--build-arg "TORCH_SPEC=$torch_spec")
     args+=(--build-arg "OPENVINO_SPEC=${OPENVINO_SPEC:-openvino==2026.4.1}")
 elif [ -n "${TORCH_CUDA_SPEC:-}" ]; then
     args+=(--build-arg "TORCH_SPEC=$TORCH_CUDA_SPEC")
@@ -77,7 +84,14 @@ echo "build.sh: docker build ${args[*]} $* -t $tag ."
 start=$(date +%s)
 # The builder stage is built and tagged first, so that it is a named image the next build reuses as its
 # layer cache, not an untagged one left behind (the full build below takes it from that cache).
-quiet_build "${args[@]}" "$@" --target builder -t "$builder_tag" . >/dev/null
+builder_log=$(mktemp)
+if ! quiet_build "${args[@]}" "$@" --target builder -t "$builder_tag" . >"$builder_log"; then
+    echo "build.sh: the builder stage failed; its last lines:" >&2   # else the failure would be silent
+    tail -n 30 "$builder_log" >&2
+    rm -f "$builder_log"
+    exit 1
+fi
+rm -f "$builder_log"
 quiet_build "${args[@]}" "$@" -t "$tag" .
 
 # Images of ours that this build replaced (now untagged) go; anything else's dangling images stay.

@@ -35,7 +35,8 @@ for variant in "$@"; do
         echo "image_sizes.sh: docker save $tag | gzip ..." >&2
         gz[$tag]=$(docker save "$tag" | gzip -c | wc -c)
     done
-    torch=$(docker run --rm --network none "$ours" python -c 'import torch; print(torch.__version__)')
+    torch=$(docker run --rm --network none "$ours" python -c \
+        'import importlib.util as u; print(__import__("torch").__version__ if u.find_spec("torch") else "none")')
     ratio_raw=$(awk -v a="${raw[$ours]}" -v b="${raw[$plain]}" 'BEGIN { printf "%.0f %%", 100 * a / b }')
     ratio_gz=$(awk -v a="${gz[$ours]}" -v b="${gz[$plain]}" 'BEGIN { printf "%.0f %%", 100 * a / b }')
     entries+=("{\"variant\": \"$variant\", \"torch\": \"$torch\", \"ours_bytes\": ${raw[$ours]}, \"plain_bytes\": ${raw[$plain]}, \"ours_gzip_bytes\": ${gz[$ours]}, \"plain_gzip_bytes\": ${gz[$plain]}}")

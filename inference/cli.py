@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network engine (auto: OpenVINO on the CPU when the model folder has its IR and "
                              "openvino is installed, else torch; CUDA is always torch)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="network precision (auto: fp32 on the CPU, fp16 autocast on CUDA; bf16 needs a "
-                             "CPU with native bfloat16; fp16 is CUDA only). Logits always sum in fp32")
+                        help="network precision (auto: bf16 on a CPU with native bfloat16 (avx512_bf16 or amx_bf16), "
+                             "fp32 on other CPUs, fp16 autocast on CUDA; fp32 is exact; fp16 is CUDA only). "
+                             "Logits always sum in fp32")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="tiles per network call (default: a rule measured per backend and device)")
     parser.add_argument("--tta", action="store_true",
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None, started_at: float | None = None, model=N
         print(f"error: {e}", file=sys.stderr)
         return 2
     startup["model_load"] = round(time.perf_counter() - imports_done, 4)
-    print(f"model {model.model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on "
+    # The first line says which precision runs and why (auto differs between CPUs: inference.engines.choice).
+    print(f"precision {model.plan.precision} ({model.plan.reason}); "
+          f"model {model.model_dir} (configuration {model.config.name}, folds {' '.join(model.folds)}) on "
           f"{model.device} ({model.plan.describe()}); "
           f"start-up: imports {startup['imports']:.2f}s, model load {startup['model_load']:.2f}s", flush=True)
     try:

@@ -62,14 +62,14 @@ def load_model(model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, folds: list[str
     folder = read_model_folder(Path(model_dir))
     folds = [str(f) for f in folds] if folds else available_folds(folder.path, checkpoint)
     fold_dirs = [folder.path / f"fold_{f}" for f in folds]
-    choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs))
+    choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs), folder.path)
     verify_files(folder.path, ["dataset.json", "plans.json"] + _files_read(fold_dirs, checkpoint, choice, folder.path))
     built = _build_networks(folder, fold_dirs, checkpoint, configuration, choice, batch_size, threads)
     localizer = None
     if roi and (folder.path / LOCALIZER_DIR).is_dir():
         # the localiser follows an explicit torch choice (an exact reference run stays all torch)
-        localizer = load_localizer(folder.path, choice.device,
-                                   backend="torch" if choice.backend == "torch" else "auto", threads=threads)
+        localizer = load_localizer(folder.path, choice.device, backend="torch" if choice.backend == "torch" else "auto",
+                                   precision=choice.precision, threads=threads)   # and the resolved precision
     plans = folder.plans
     return LoadedModel(
         model_dir=folder.path, networks=built.networks, config=built.config,
@@ -156,7 +156,7 @@ def load_localizer(model_dir: Path, device, *, backend: str = "auto", precision:
     loc_dir = Path(model_dir) / LOCALIZER_DIR
     folds = available_folds(loc_dir, DEFAULT_CHECKPOINT)
     fold_dirs = [loc_dir / f"fold_{f}" for f in folds]
-    choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs))
+    choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs), loc_dir)
     read = ["dataset.json", "plans.json"] + _files_read(fold_dirs, DEFAULT_CHECKPOINT, choice, loc_dir)
     verify_files(Path(model_dir), [f"{LOCALIZER_DIR}/{name}" for name in read])
     return load_model(loc_dir, folds, DEFAULT_CHECKPOINT, device, backend=choice.backend, precision=precision,

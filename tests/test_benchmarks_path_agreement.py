@@ -56,7 +56,9 @@ def test_a_run_reports_what_its_predictions_say(tmp_path):
     assert report["metadata"]["machine"]["slug"] == machine_slug()
     case = "heldout_900000_t1"
     assert report["cases"] == [case] and (work / "labelsTs" / f"{case}.nii.gz").is_file()
-    assert report["paths"]["default"]["plan"].startswith("openvino fp32")
+    from inference.engines.choice import cpu_has_native_bf16
+    # the default is --precision auto: bf16 on a CPU with native bf16, fp32 elsewhere (inference.engines.choice)
+    assert report["paths"]["default"]["plan"].startswith(f"openvino {'bf16' if cpu_has_native_bf16() else 'fp32'}")
     assert report["paths"]["reference"]["plan"] == "torch fp32, batch 1"
     # every label in the table, each Dice recomputed from the two predicted files
     a = read_label_map(work / "pred" / "default" / f"{case}.nii.gz").array
@@ -80,7 +82,6 @@ def test_a_run_reports_what_its_predictions_say(tmp_path):
     assert report["truth_difference_points"]["default"] == pytest.approx(
         report["truth_mean_dsc_percent"]["default"] - report["truth_mean_dsc_percent"]["reference"])
     # bf16: measured exactly when the CPU has it, otherwise said so
-    from inference.engines.choice import cpu_has_native_bf16
     assert ("bf16" in report["paths"]) == cpu_has_native_bf16()
     if not cpu_has_native_bf16():
         assert "bf16: not measurable on this CPU (no native bf16: flags" in markdown

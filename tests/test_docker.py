@@ -87,8 +87,10 @@ def test_organisers_command_on_sample(image, not_checked_before, case, tmp_path)
 
 def test_container_labels_equal_the_host_predictor(image, tmp_path):
     """The image segments a sample as this checkout's predictor does in-process with the same weights
-    (inference.api.segment_folder). Torch in the image is the CPU wheel, here it may be another build,
-    so float rounding can flip a few boundary voxels: >= 99.9 % of voxels must agree."""
+    (inference.api.segment_folder), in the precision the container's first line names (the CPU image
+    chooses as this checkout does on this CPU; the CUDA image, torch on a CPU, runs fp32). The libraries
+    in the image may be other builds than here, so float rounding can flip a few boundary voxels:
+    >= 99.9 % of voxels must agree."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -102,7 +104,14 @@ def test_container_labels_equal_the_host_predictor(image, tmp_path):
     code, log, _ = smoke.run_container(image, f"flare-test-host-{os.getpid()}", inputs, outputs,
                                        ["--network", "none"], timeout=600)
     assert code == 0, log[-2000:]
-    results = segment_folder(inputs, tmp_path / "host", ModelSpec(device="cpu"))
+    from inference.loading import load_model
+    first_line = log.splitlines()[0]
+    assert first_line.startswith("precision "), first_line
+    precision = first_line.split()[1]
+    model = load_model(ROOT / "weights", device="cpu", precision=precision)
+    if "(openvino" in first_line:   # the CPU image decides as this checkout does on this CPU
+        assert load_model(ROOT / "weights", device="cpu").plan.precision == precision, first_line
+    results = segment_folder(inputs, tmp_path / "host", model)
     assert [r.ok for r in results] == [True], results[0].error
     container = sitk.ReadImage(str(outputs / f"{case}.nii.gz"))
     host = sitk.ReadImage(str(tmp_path / "host" / f"{case}.nii.gz"))
@@ -135,3 +144,20 @@ def test_image_follows_the_contract(image):
     assert "tests" not in listing and "samples" not in listing
     assert not [w for w in listing if w.startswith("HAS_")], listing
     assert listing[-1] == "0"  # predict.sh never sets CUDA_VISIBLE_DEVICES
+
+
+def test_cpu_image_holds_no_torch(image):
+    """The CPU image (built without TORCH_SPEC) runs the IR with numpy and OpenVINO: no torch, no nnunetv2,
+    and the predictor never tries to import them (a MIND model included: numpy descriptors)."""
+    torch_spec = subprocess.run(["docker", "image", "inspect", "-f", '{{index .Config.Labels "org.flare.torch"}}',
+                                 image], capture_output=True, text=True, check=True).stdout.strip()
+    if torch_spec:
+        pytest.skip(f"{image} is built with {torch_spec}")
+    script = ("import importlib.util as u, sys; sys.path.insert(0, '/workspace'); "
+              "print([m for m in ('torch', 'nnunetv2', 'dynamic_network_architectures') if u.find_spec(m)]); "
+              "import inference.cli, inference.engines.numpy_engine.mind; "
+              "from inference.loading import load_model; load_model('/workspace/weights'); "
+              "print('torch' in sys.modules)")
+    out = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "python", "-c", script],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "False"], out

@@ -151,9 +151,9 @@ def test_sliding_window_equals_torch(tiny_model_dir, tta, batch):
 @needs_openvino
 def test_openvino_model_takes_the_host_path_and_agrees_with_torch(tiny_model_dir):
     from inference.api import segment_array
-    ov_model = load_model(tiny_model_dir)
+    ov_model = load_model(tiny_model_dir, precision="fp32")   # fp32: auto is bf16 on a CPU with native bf16
     assert ov_model.plan.backend == "openvino" and ov_model.device.type == "cpu"
-    torch_model = load_model(tiny_model_dir, backend="torch")
+    torch_model = load_model(tiny_model_dir, backend="torch", precision="fp32")
     image = blob_volume((14, 44, 40))[None]
     ours = segment_array(image, (3.0, 1.5, 1.5), ov_model)
     assert isinstance(ours, np.ndarray) and ours.dtype == np.uint8
@@ -180,21 +180,22 @@ print(json.dumps({"rc": rc, "torch": "torch" in sys.modules}))
 
 @needs_openvino
 def test_the_default_model_runs_without_importing_torch(tmp_path):
-    """The shipped model on a sample, as the container runs it on a CPU: torch is never imported, and the
-    labels equal `--backend torch`'s up to a few float32 near-ties."""
+    """The shipped model on a sample, as the container runs it on a CPU (fp32 pinned: auto is bf16 where the
+    CPU has it): torch is never imported, and the labels equal `--backend torch`'s up to a few float32
+    near-ties."""
     sample = sorted((REPO / "samples" / "inputs").glob("*_0000.nii.gz"))[0]
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / sample.name).symlink_to(sample)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-c", _NO_TORCH_RUN, "-i", str(tmp_path / "in"),
-                          "-o", str(tmp_path / "out"), "--device", "cpu", "-q"],
+                          "-o", str(tmp_path / "out"), "--device", "cpu", "--precision", "fp32", "-q"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {"rc": 0, "torch": False}
     assert "(openvino fp32, batch 1)" in run.stdout
     from inference.cli import main
     assert main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "torch"), "--device", "cpu",
-                 "--backend", "torch", "-q"]) == 0
+                 "--backend", "torch", "--precision", "fp32", "-q"]) == 0
     import SimpleITK as sitk
     case = sample.name.replace("_0000", "")
     ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / case)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from testsupport.model_folder import write_preset
 from inference import InferenceError
 from inference.api import segment_array
 from inference.engines.choice import (IR_BIN, IR_XML, NetworkPlan, choose_backend, choose_precision, cpu_flags,
-                               cpu_has_native_bf16, default_batch_size, openvino_installed)
+                                      cpu_has_native_bf16, default_batch_size, native_bf16_evidence,
+                                      openvino_installed, precision_reason)
 from inference.loading import load_model
 from inference.engines.torch_engine.sliding_window import ACCUMULATION_DTYPE, predict_logits
 from testsupport.nnunet_reference import blob_volume
@@ -45,15 +47,31 @@ def test_explicit_openvino_that_cannot_run_is_an_error(device, ir, ov, message):
         choose_backend("onnx", "cpu", True, True)
 
 
-@pytest.mark.parametrize("requested,device,native,cuda_bf16,expected", [
-    ("auto", "cpu", True, False, "fp32"),        # exact on the CPU even where bf16 is native
-    ("auto", "cuda", False, True, "fp16"),       # nnU-Net's CUDA default
-    ("fp32", "cuda", False, False, "fp32"),
-    ("bf16", "cpu", True, False, "bf16"),
-    ("bf16", "cuda", False, True, "bf16"),
+@pytest.mark.parametrize("requested,device,native,cuda_bf16,engine,expected", [
+    ("auto", "cpu", True, False, "openvino", "bf16"),    # native bf16: OpenVINO runs it (path_agreement's gate)
+    ("auto", "cpu", False, False, "openvino", "fp32"),   # emulated bf16 would be slower than fp32
+    ("auto", "cpu", True, False, "torch", "fp32"),       # torch on the CPU stays the exact reference
+    ("auto", "cuda", False, True, "torch", "fp16"),      # nnU-Net's CUDA default
+    ("fp32", "cpu", True, False, "openvino", "fp32"),    # fp32 stays exact wherever asked for
+    ("fp32", "cuda", False, False, "torch", "fp32"),
+    ("bf16", "cpu", True, False, "torch", "bf16"),
+    ("bf16", "cuda", False, True, "torch", "bf16"),
 ])
-def test_precision_choice(requested, device, native, cuda_bf16, expected):
-    assert choose_precision(requested, device, native, cuda_bf16) == expected
+def test_precision_choice(requested, device, native, cuda_bf16, engine, expected):
+    assert choose_precision(requested, device, native, cuda_bf16, engine) == expected
+
+
+@pytest.mark.parametrize("requested,precision,device,evidence,engine,expected", [
+    ("auto", "bf16", "cpu", "amx_bf16 in /proc/cpuinfo", "openvino",
+     "auto: native bfloat16 on this CPU (amx_bf16 in /proc/cpuinfo); --precision fp32 for exact float32"),
+    ("auto", "fp32", "cpu", None, "openvino", "auto: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16)"),
+    ("auto", "fp32", "cpu", "amx_bf16 in /proc/cpuinfo", "torch",
+     "auto: torch on the CPU runs float32 (bf16 is auto for OpenVINO only)"),
+    ("auto", "fp16", "cuda", None, "torch", "auto: fp16 autocast on CUDA, as nnU-Net"),
+    ("fp32", "fp32", "cpu", "amx_bf16 in /proc/cpuinfo", "openvino", "--precision fp32"),
+])
+def test_precision_reason(requested, precision, device, evidence, engine, expected):
+    assert precision_reason(requested, precision, device, evidence, engine) == expected
 
 
 @pytest.mark.parametrize("requested,device,native,cuda_bf16,message", [
@@ -74,12 +92,27 @@ def test_bf16_detected_from_cpu_flags_not_names(tmp_path, monkeypatch):
     assert cpu_flags(cpuinfo) == {"fpu", "sse", "avx2", "avx512f", "avx512bw"}
     assert cpu_flags(tmp_path / "absent") == set()
     import inference.engines.choice as backend
-    for flags, expected in ((set(), False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)):
+    for flags, expected in (({"avx512f", "avx2"}, None), ({"avx512f", "avx512_bf16"}, "avx512_bf16 in /proc/cpuinfo"),
+                            ({"amx_bf16", "avx512_bf16"}, "amx_bf16, avx512_bf16 in /proc/cpuinfo")):
         monkeypatch.setattr(backend, "cpu_flags", lambda flags=flags: flags)
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
-        backend.cpu_has_native_bf16.cache_clear()
-        assert cpu_has_native_bf16() is expected
-    backend.cpu_has_native_bf16.cache_clear()
+        monkeypatch.setattr(backend, "openvino_installed", lambda: pytest.fail("flags decide: no library asked"))
+        backend.native_bf16_evidence.cache_clear()
+        assert native_bf16_evidence() == expected and cpu_has_native_bf16() is (expected is not None)
+    backend.native_bf16_evidence.cache_clear()
+
+
+def test_bf16_without_cpu_flags_or_libraries_is_no(monkeypatch):
+    """No /proc/cpuinfo flags, no openvino, no torch (a torch-free image elsewhere): fp32, no ImportError."""
+    import inference.engines.choice as backend
+    monkeypatch.setattr(backend, "cpu_flags", lambda: set())
+    monkeypatch.setattr(backend, "openvino_installed", lambda: False)
+    monkeypatch.setattr(backend, "torch_installed", lambda: False)
+    backend.native_bf16_evidence.cache_clear()
+    try:
+        assert native_bf16_evidence() is None
+        assert choose_precision("auto", "cpu", cpu_has_native_bf16(), engine="openvino") == "fp32"
+    finally:
+        backend.native_bf16_evidence.cache_clear()
 
 
 @pytest.mark.parametrize("backend,device,tile,expected", [
@@ -117,14 +150,40 @@ def test_import_writes_ir_under_the_manifest(model_with_ir):
     manifest = json.loads((model_with_ir / "manifest.json").read_text())
     assert {f"fold_all/{IR_XML}", f"fold_all/{IR_BIN}"} <= set(manifest["files"])
     assert manifest["openvino_ir"] is True
-    model = load_model(model_with_ir)
+    model = load_model(model_with_ir, precision="fp32")
     assert model.plan == NetworkPlan("openvino", "fp32", model.plan.batch_size)
 
 
 @needs_openvino
+@pytest.mark.parametrize("flags,precision,reason", [
+    ({"avx2", "avx512f"}, "fp32", "auto: this CPU has no native bfloat16"),
+    ({"avx512f", "avx512_bf16"}, "bf16", "auto: native bfloat16 on this CPU (avx512_bf16 in /proc/cpuinfo)"),
+    ({"amx_bf16", "amx_tile"}, "bf16", "auto: native bfloat16 on this CPU (amx_bf16 in /proc/cpuinfo)"),
+])
+def test_auto_precision_follows_the_cpu_flags(model_with_ir, tmp_path, monkeypatch, capsys, flags, precision, reason):
+    """--precision auto with the CPU's flags injected: the plan and the CLI's first line (precision and why);
+    --precision fp32 and --backend torch stay fp32 whatever the CPU."""
+    import inference.engines.choice as choice
+    from inference.cli import main as cli_main
+    monkeypatch.setattr(choice, "cpu_flags", lambda: flags)
+    choice.native_bf16_evidence.cache_clear()
+    try:
+        plan = load_model(model_with_ir).plan
+        assert (plan.backend, plan.precision) == ("openvino", precision) and plan.reason.startswith(reason)
+        assert load_model(model_with_ir, precision="fp32").plan.precision == "fp32"
+        assert load_model(model_with_ir, backend="torch").plan.precision == "fp32"
+        (tmp_path / "in").mkdir()
+        assert cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_with_ir)]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.startswith(f"precision {precision} ({reason}") and f"(openvino {precision}, batch 1)" in first
+    finally:
+        choice.native_bf16_evidence.cache_clear()
+
+
+@needs_openvino
 def test_openvino_fp32_argmax_equals_torch_fp32(model_with_ir):
-    ov_model = load_model(model_with_ir, backend="openvino", batch_size=2)
-    torch_model = load_model(model_with_ir, backend="torch")
+    ov_model = load_model(model_with_ir, backend="openvino", precision="fp32", batch_size=2)
+    torch_model = load_model(model_with_ir, backend="torch", precision="fp32")
     torch.manual_seed(3)
     tiles = torch.randn(3, 1, *torch_model.config.patch_size)  # 3 tiles: one full batch of 2, one padded
     with torch.inference_mode():
@@ -203,3 +262,60 @@ def test_accumulation_stays_float32_under_autocast(tmp_path):
     exact = predict_logits(data, model.networks, model.num_classes, model.config.patch_size)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert (low.argmax(0) == exact.argmax(0)).float().mean() > 0.9
+
+
+def test_folder_without_ir_is_refused_where_torch_is_missing(tmp_path, monkeypatch):
+    """The torch-free CPU image: a model folder without IR cannot run there; the error says how to convert
+    it, and an explicit --backend torch or --device cuda says that torch is missing."""
+    import inference.engines.choice as choice
+    model_dir = write_preset(tmp_path / "model", "tiny")             # nnU-Net's layout: no IR
+    monkeypatch.setattr(choice, "torch_installed", lambda: False)
+    with pytest.raises(InferenceError, match=r"no OpenVINO IR .* no torch installed .*"
+                                             r"python -m inference.weights ir .*model"):
+        load_model(model_dir)
+    with pytest.raises(InferenceError, match="--backend torch asked for, but torch is not installed"):
+        load_model(model_dir, backend="torch")
+    from inference.device import device_type
+    assert device_type("auto") == "cpu"                               # even where a GPU driver is present
+    import inference.device as device
+    monkeypatch.setattr(device, "nvidia_driver_present", lambda: True)
+    assert device_type("auto") == "cpu"
+
+
+@needs_openvino
+def test_compile_cache_is_used_only_for_this_cpu(model_with_ir, tmp_path, monkeypatch):
+    """FLARE_OPENVINO_CACHE: a cache folder per CPU, made only when asked (image build), read when it is
+    there, and another CPU (other flags) gets none; the networks compute the same either way."""
+    import inference.engines.choice as choice
+    from inference.networks import openvino_network as ovn
+    monkeypatch.delenv(ovn.CACHE_ENV, raising=False)
+    assert ovn.compile_cache_dir(create=True) is None                 # not asked for: no cache
+    tile = np.random.default_rng(1).normal(size=(1, 1, *load_model(model_with_ir).config.patch_size)).astype(np.float32)
+    plain = load_model(model_with_ir, precision="fp32").networks[0](tile)
+
+    monkeypatch.setenv(ovn.CACHE_ENV, str(tmp_path / "cache"))
+    assert ovn.compile_cache_dir() is None                            # run time never creates it
+    folder = ovn.compile_cache_dir(create=True)
+    assert folder == str(tmp_path / "cache" / ovn.cpu_cache_key())
+    cold = load_model(model_with_ir, precision="fp32").networks[0](tile)
+    blobs = sorted(p.name for p in Path(folder).iterdir())
+    assert blobs and all(p.endswith(".blob") for p in blobs)
+    warm = load_model(model_with_ir, precision="fp32").networks[0](tile)
+    assert sorted(p.name for p in Path(folder).iterdir()) == blobs  # read, nothing new written
+    np.testing.assert_array_equal(cold, plain)
+    np.testing.assert_array_equal(warm, plain)
+
+    import inference.device
+    monkeypatch.setattr(inference.device, "cpu_flags", lambda: {"sse2"})   # another CPU: its folder is absent
+    assert ovn.cpu_cache_key() != Path(folder).name and ovn.compile_cache_dir() is None
+
+
+@needs_openvino
+def test_compile_failure_is_reported_at_first_use(model_with_ir, monkeypatch):
+    from inference.networks import openvino_network as ovn
+    network = load_model(model_with_ir, precision="fp32").networks[0]
+    failed = ovn.Future()
+    failed.set_exception(RuntimeError("Exception from src/plugin.cpp: unsupported layer"))
+    monkeypatch.setattr(network, "_ready", failed)
+    with pytest.raises(InferenceError, match=r"network.xml: OpenVINO could not compile it .*unsupported layer"):
+        network(np.zeros((1, 1, *network.input_shape[2:]), np.float32))

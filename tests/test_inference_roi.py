@@ -215,7 +215,7 @@ def test_default_localizer_ir_gives_the_torch_box_on_a_sample():
     weights = REPO / "weights"
     listed = json.loads((weights / "manifest.json").read_text())["files"]
     assert set(LOC_IR) <= set(listed)
-    on_openvino = load_localizer(weights, "cpu")                  # verified against the manifest
+    on_openvino = load_localizer(weights, "cpu", precision="fp32")   # verified against the manifest; fp32 as torch
     on_torch = load_localizer(weights, "cpu", backend="torch")
     assert (on_openvino.plan.backend, on_torch.plan.backend) == ("openvino", "torch")
     case = read_case(Case("phantom_0001", [REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz"]))
@@ -486,7 +486,8 @@ def test_multi_channel_model_and_localizer(tmp_path):
 def test_mind_model_computes_descriptors_once_over_the_whole_image(tmp_path, monkeypatch):
     """The box does not change the network's input: the descriptors are the whole image's, computed
     once (the localiser reads intensities)."""
-    from inference import mind
+    from inference import mind as torch_mind
+    from inference.engines.numpy_engine import mind as numpy_mind
     from inference.mind import mind_channel_names, mind_dataset_json_entry
 
     def as_mind(ds):
@@ -497,6 +498,7 @@ def test_mind_model_computes_descriptors_once_over_the_whole_image(tmp_path, mon
     block = BLOCK
     image = image_with_block(block)
     calls = []
+    mind = numpy_mind if model.plan.backend == "openvino" else torch_mind   # the OpenVINO path's is numpy
     real = mind.mind_channels
 
     def counting(img, *a, **k):
@@ -539,7 +541,7 @@ def test_shipped_localizer_keeps_the_organs_at_the_first_and_last_slices():
     img, _ = generate_case(910000, "t1", spacing=(2.5, 2.5, 3.47), size=(160, 145, 72), direction="axial")
     image = sitk.GetArrayFromImage(img).astype(np.float32)[None]
     spacing, direction = img.GetSpacing()[::-1], img.GetDirection()
-    model = load_model(REPO / "weights")
+    model = load_model(REPO / "weights", precision="fp32")         # the figures below were measured in fp32
     shape = image.shape[1:]
     found, _ = foreground_box(image, spacing, model.localizer)
     widened = widen_box(found, shape, spacing, 20.0, patch_extent_mm(model))

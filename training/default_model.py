@@ -235,7 +235,8 @@ def predict_and_score(images: Path, labels: Path, pred: Path, model_dir: Path, w
         shutil.rmtree(pred)
     _log(f"predicting {images} with {model_dir}")
     t0 = time.time()
-    results = segment_folder(images, pred, ModelSpec(model_dir, device="cpu"),
+    # fp32 pinned: the scores must not depend on whether this CPU has bf16 (auto's choice there)
+    results = segment_folder(images, pred, ModelSpec(model_dir, device="cpu", precision="fp32"),
                              on_result=lambda r: _log(f"  {r.case}: {'ok' if r.ok else r.error}"))
     seconds = time.time() - t0
     failed = [r.case for r in results if not r.ok]
@@ -326,7 +327,7 @@ def write_provenance(args, paths, argv, summary, n_cases, predict_seconds, sampl
         },
         "heldout_scores": {
             "cases": n_cases,
-            "predictor": "python -m inference (no TTA), CPU",
+            "predictor": "python -m inference --precision fp32 (no TTA), CPU",
             "predict_seconds": round(predict_seconds, 1),
             "per_organ": {name: {"dsc_mean": round(dm, 4), "dsc_std": round(ds, 4), "nsd_mean": round(nm, 4),
                                  "nsd_std": round(ns, 4)} for name, dm, ds, nm, ns in summary},
@@ -388,7 +389,7 @@ subject seeds {d['train']['subject_seeds'][0]}-{d['train']['subject_seeds'][1]},
 {n_cases} MRI phantoms ({d['heldout']['modalities']}; subject seeds {d['heldout']['subject_seeds'][0]}-{d['heldout']['subject_seeds'][1]},
 never used in training; grid family {d['heldout']['grid_families']}, with drawn spacing, orientation
 (axial, flipped or oblique), field of view and motion), predicted with our predictor
-(`python -m inference`, no TTA, CPU) and scored with `python -m evaluation` (official FLARE 2024 Task 3
+(`python -m inference --precision fp32`, no TTA, CPU) and scored with `python -m evaluation` (official FLARE 2024 Task 3
 DSC / NSD rules). Mean ± std over cases, %:
 
 | organ | DSC | NSD |

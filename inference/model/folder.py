@@ -91,8 +91,8 @@ def _mind_params(dataset_json: dict, path: Path) -> dict | None:
     if "mind" not in dataset_json and not any(str(n).startswith("MIND_")
                                               for n in dataset_json.get("channel_names", {}).values()):
         return None
-    # imported only for MIND models: keeps start-up light for plain models
-    from inference.mind import descriptor_channels_from_dataset_json
+    # imported only for MIND models: keeps start-up light for plain models (and torch-free)
+    from inference.mind_definition import descriptor_channels_from_dataset_json
     try:
         return descriptor_channels_from_dataset_json(dataset_json)
     except ValueError as e:

@@ -2,7 +2,7 @@
 that they can all depend on it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ class NetworkPlan:
     backend: str     # "torch" or "openvino"
     precision: str   # "fp32", "bf16" or "fp16"
     batch_size: int  # tiles per network call
+    reason: str = field(default="", compare=False)   # why this precision (engines.choice.precision_reason)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

@@ -9,11 +9,21 @@ The IR also carries the two facts inference needs from the fold's checkpoint (it
 the mirror axes test-time augmentation may use), in its runtime info under "nnunet", so the numpy engine
 loads a fold without torch. IR written before that still loads: the checkpoint is then read with torch.
 
+Start-up (every FLARE case is a fresh container): compiling starts in a background thread at load and the
+first call waits for it, so the main model compiles while the image is read and the localiser runs. Where
+FLARE_OPENVINO_CACHE names a folder holding a compile cache for this very CPU and OpenVINO version
+(compile_cache_dir; the image prepares one at build time), compiling reads it instead; on any other CPU
+that folder does not exist and the model compiles as without a cache (nothing is written at run time).
+
 This module imports neither torch nor OpenVINO at import time; torch only where a torch tensor comes in.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -26,6 +36,30 @@ if TYPE_CHECKING:
 
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 METADATA_KEY = "nnunet"   # runtime-info section of the IR holding checkpoint facts (see the docstring)
+CACHE_ENV = "FLARE_OPENVINO_CACHE"   # root of compile caches, one subfolder per CPU (compile_cache_dir)
+
+
+def cpu_cache_key() -> str:
+    """Names the compile cache of this CPU and OpenVINO version: a blob compiled for another instruction
+    set is never offered to this one."""
+    import openvino as ov
+
+    from inference.device import cpu_flags
+    text = " ".join([ov.get_version(), *sorted(cpu_flags())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compile_cache_dir(create: bool = False) -> str | None:
+    """This CPU's compile cache under $FLARE_OPENVINO_CACHE if it exists (None: compile without one).
+    `create` makes it (at image build time; never at run time, where a fresh container would pay for
+    writing a cache it throws away)."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        return None
+    folder = Path(root) / cpu_cache_key()
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return str(folder) if folder.is_dir() else None
 
 
 def convert_to_ir(network: torch.nn.Module, num_channels: int, patch_size: Sequence[int], xml_path: Path,
@@ -93,10 +127,38 @@ class OpenVINONetwork:
         config = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        cache = compile_cache_dir()
+        if cache:
+            config["CACHE_DIR"] = cache
+        self.xml_path = xml_path
         self.batch_size = batch_size
-        self.input_shape = tuple(int(d) for d in self.compiled.input(0).get_shape())
+        self.input_shape = tuple(int(d) for d in model.input(0).get_shape())
+        self._ready: Future = Future()
+        threading.Thread(target=self._compile, args=(ov.Core(), model, config), daemon=True,
+                         name=f"compile {xml_path.parent.name}").start()
+
+    def _compile(self, core, model, config: dict) -> None:
+        try:
+            compiled = core.compile_model(model, "CPU", config)
+            self._ready.set_result((compiled, compiled.create_infer_request()))
+        except Exception as e:  # noqa: BLE001 - handed to the first call, which raises it as InferenceError
+            self._ready.set_exception(e)
+
+    def _compiled(self):
+        """(compiled model, infer request), waiting for the background compile."""
+        try:
+            return self._ready.result()
+        except (RuntimeError, ValueError) as e:
+            raise InferenceError(f"{self.xml_path}: OpenVINO could not compile it for this CPU "
+                                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    @property
+    def compiled(self):
+        return self._compiled()[0]
+
+    @property
+    def request(self):
+        return self._compiled()[1]
 
     def __call__(self, tiles):
         if isinstance(tiles, np.ndarray):

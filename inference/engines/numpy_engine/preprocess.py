@@ -58,11 +58,9 @@ def finite_float32(image: np.ndarray, source: str) -> np.ndarray:
 
 
 def mind_descriptors(data: np.ndarray, model: LoadedModel) -> np.ndarray:
-    """The 12 MIND-SSC channels of a MIND model's single image (inference.mind, on the CPU)."""
-    import torch
-
-    from inference.mind import mind_channels
-    return mind_channels(torch.from_numpy(data), model.mind_params, torch.device("cpu")).float().numpy()
+    """The 12 MIND-SSC channels of a MIND model's single image, in numpy (no torch on this engine)."""
+    from inference.engines.numpy_engine.mind import mind_channels
+    return mind_channels(data, model.mind_params)
 
 
 def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
