@@ -124,7 +124,9 @@ from hypothesis import strategies as st  # noqa: E402
 _FIELDS = {"sizeof_hdr": (0, "i"), "dim": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"),
            "pixdim": (76, "8f"), "vox_offset": (108, "f"), "scl": (112, "2f"), "qform_code": (252, "h"),
            "sform_code": (254, "h"), "quatern": (256, "6f"), "srow": (280, "12f")}
-_FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
+# no subnormals: OpenVINO's CPU plugin, run in this process by earlier tests, sets flush-to-zero on its
+# calling thread, and Hypothesis refuses to draw subnormal floats where they cannot be represented
+_FLOATS = st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False, width=32)
 _SHORTS = st.one_of(st.integers(-3, 12), st.sampled_from([256, 512, 768, 1024, 1280, 1536, 2304, 32767, -32768]))
 
 

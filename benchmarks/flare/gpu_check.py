@@ -237,8 +237,8 @@ def compare_labels(labels: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def agreement(cases: list[tuple[str, Path, np.ndarray, tuple]], device: str) -> dict:
-    """Per model: the reference, the CPU's default path (OpenVINO where the model has IR and openvino is
-    installed, else torch), against the torch engine on `device` without a budget and with the 4096 MiB
+    """Per model: the reference, the CPU's default path in float32 (OpenVINO where the model has IR and
+    openvino is installed, else torch), against the torch engine on `device` without a budget and with the 4096 MiB
     budget. On a CPU rehearsal the torch engine runs on the CPU: a different engine from the reference
     wherever the model carries IR, so the comparison can fail."""
     import torch
@@ -247,12 +247,15 @@ def agreement(cases: list[tuple[str, Path, np.ndarray, tuple]], device: str) -> 
     from inference.memory.gpu_budget import GpuBudget
     from inference.loading import load_model
     rows, failed = [], False
-    runs = (("reference: CPU, default path", "cpu", None, "auto"), (f"{device}, torch engine", device, None, "torch"),
-            (f"{device}, torch engine, budget {GPU_BUDGET_MIB} MiB", device, GPU_BUDGET_MIB, "torch"))
+    # the reference in float32 (precision auto is bf16 on CPUs with native bfloat16); the torch engine
+    # with its own auto precision (fp16 autocast on CUDA, float32 on the CPU)
+    runs = (("reference: CPU, default path, fp32", "cpu", None, "auto", "fp32"),
+            (f"{device}, torch engine", device, None, "torch", "auto"),
+            (f"{device}, torch engine, budget {GPU_BUDGET_MIB} MiB", device, GPU_BUDGET_MIB, "torch", "auto"))
     for label, model_dir, data, spacing in cases:
         ref = None
-        for run, dev, budget_mib, backend in runs:
-            model = load_model(model_dir, device=dev, backend=backend)
+        for run, dev, budget_mib, backend, precision in runs:
+            model = load_model(model_dir, device=dev, backend=backend, precision=precision)
             budget = GpuBudget(budget_mib, dev) if budget_mib else None
             if dev == "cuda":
                 torch.cuda.synchronize()

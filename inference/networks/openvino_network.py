@@ -134,7 +134,10 @@ class OpenVINONetwork:
         self.batch_size = batch_size
         self.input_shape = tuple(int(d) for d in model.input(0).get_shape())
         self._ready: Future = Future()
-        threading.Thread(target=self._compile, args=(ov.Core(), model, config), daemon=True,
+        # Not a daemon: the interpreter waits for it at exit. A daemon thread still inside OpenVINO's
+        # compile when a short script ends (load a model, exit) crashed the process at teardown
+        # ("terminate called without an active exception", or a segmentation fault).
+        threading.Thread(target=self._compile, args=(ov.Core(), model, config), daemon=False,
                          name=f"compile {xml_path.parent.name}").start()
 
     def _compile(self, core, model, config: dict) -> None:
