@@ -83,12 +83,23 @@ def _segment(image: np.ndarray, spacing, model: LoadedModel, window: Window, tim
         if region is None:   # the box misses the nonzero crop, which the whole image labels 0
             return np.zeros(tuple(image.shape[1:]), dtype=np.uint8 if model.num_classes <= 256 else np.int16)
         if not _saves_tiles(region, model, window):
-            region = None    # the whole image costs the same and cuts nothing off
+            region = None    # the whole image costs the same: run it, then keep the box (below)
     with timer.stage("network"):
         logits = engine.predict_logits(prep, model, window, source, budget, region=region)
         prep = replace(prep, data=None)  # the network input is no longer needed
     with timer.stage("export"):
-        return engine.export(logits, prep, model, source, budget, region=region)
+        labels = engine.export(logits, prep, model, source, budget, region=region)
+        if box is not None and region is None:
+            labels = _inside(labels, box)
+        return labels
+
+
+def _inside(labels: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """The labels inside `box`, background elsewhere: what the localiser found is all the ROI keeps,
+    whether or not it saved tiles (labels outside the organs' box are false positives)."""
+    kept = np.zeros_like(labels)
+    kept[box] = labels[box]
+    return kept
 
 
 def _saves_tiles(region: Region, model: LoadedModel, window: Window) -> bool:

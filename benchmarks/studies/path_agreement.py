@@ -9,9 +9,11 @@
    the first --cases of them, written as NIfTI images with their truth labels (training.data).
 2. Each path is loaded once, in this process, with inference.loading.load_model, and predicts every case
    through inference.api.segment_folder (as `python -m inference` does):
-     (a) default:   backend auto, precision auto (OpenVINO fp32 where the IR and openvino are there);
+     (a) default:   backend auto, precision auto (OpenVINO where the IR and openvino are there; bf16 on
+                    a CPU with native bfloat16, fp32 elsewhere: inference.engines.choice);
      (b) reference: --backend torch --precision fp32 --batch-size 1 (the exact path);
-     (c) bf16:      --precision bf16, only on a CPU with native bfloat16 (inference.engines.choice).
+     (c) fp32:      --precision fp32 where the default runs bf16 (its network in float32: the time bf16
+                    saves); on CUDA, bf16: --precision bf16 where the GPU has it.
    The model's localiser (ROI) is used as shipped; --no-roi compares whole-image paths.
 3. Per label, the Dice between (a) and (b) and between (c) and (b): the minimum over cases and the
    pooled Dice (all cases' voxels together), against the targets every label >= 0.97 and mean >= 0.99.
@@ -49,7 +51,7 @@ PACKAGES = ("numpy", "torch", "openvino", "nnunetv2", "SimpleITK", "nibabel")
 
 @dataclass(frozen=True)
 class PathSpec:
-    key: str        # "default", "reference", "bf16"
+    key: str        # "default", "reference", "fp32" or "bf16"
     title: str      # how the report names it
     options: dict   # load_model keyword arguments
 
@@ -58,6 +60,7 @@ REFERENCE = PathSpec("reference", "(b) --backend torch --precision fp32 --batch-
                      {"backend": "torch", "precision": "fp32", "batch_size": 1})
 DEFAULT = PathSpec("default", "(a) default (backend auto, precision auto)", {})
 BF16 = PathSpec("bf16", "(c) --precision bf16", {"precision": "bf16"})
+FP32 = PathSpec("fp32", "(c) --precision fp32 (the default's network in float32)", {"precision": "fp32"})
 
 
 # --- the machine ------------------------------------------------------------------------------------
@@ -358,7 +361,8 @@ def _run(args, kind: str, work: Path) -> int:
     case_ids = [c.case_id for c in cases]
     bf16_ok, bf16_note = bf16_status(kind)
     print(bf16_note, flush=True)
-    specs = [DEFAULT, REFERENCE] + ([BF16] if bf16_ok else [])
+    # on a CPU with native bf16 the default is bf16 already: its float32 twin shows what bf16 saves
+    specs = [DEFAULT, REFERENCE] + ([] if not bf16_ok else [FP32] if kind == "cpu" else [BF16])
     paths, preds = {}, {}
     for spec in specs:
         preds[spec.key] = work / ("pred_noroi" if args.no_roi else "pred") / spec.key
