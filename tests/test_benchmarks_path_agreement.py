@@ -81,8 +81,11 @@ def test_a_run_reports_what_its_predictions_say(tmp_path):
         assert report["truth_mean_dsc_percent"][key] == pytest.approx(100 * expected)
     assert report["truth_difference_points"]["default"] == pytest.approx(
         report["truth_mean_dsc_percent"]["default"] - report["truth_mean_dsc_percent"]["reference"])
-    # bf16: measured exactly when the CPU has it, otherwise said so
-    assert ("bf16" in report["paths"]) == cpu_has_native_bf16()
+    # on a CPU with native bf16 the default is bf16, and its float32 twin is the third path; elsewhere
+    # the default is float32 already and the note says bf16 cannot be measured
+    assert ("fp32" in report["paths"]) == cpu_has_native_bf16() and "bf16" not in report["paths"]
+    if cpu_has_native_bf16():
+        assert report["paths"]["fp32"]["plan"].startswith("openvino fp32")
     if not cpu_has_native_bf16():
         assert "bf16: not measurable on this CPU (no native bf16: flags" in markdown
 
