@@ -1,6 +1,6 @@
 """Two checkouts of the predictor (say, before and after a change) on the same cases, interleaved.
 
-    python -m benchmarks.studies.ab_checkouts --before DIR [--after DIR] [--rounds 3] [--after-args ...]
+    python -m benchmarks.studies.ab_checkouts --before DIR [--after DIR] [--rounds 3] [--after-args='...']
 
 Each round runs `python -m inference` once per configuration, in turn, on the same input folder (the
 comparison case of benchmarks.studies.compare_nnunet and the sample cases), each in a fresh process
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -48,17 +48,18 @@ def run_once(name: str, checkout: Path, args: list[str], inputs: Path, work: Pat
     out, timings = work / name / "out", work / name / "timings.json"
     argv = [sys.executable, "-m", "inference", "-i", str(inputs), "-o", str(out), "-m",
             str(REPO / "weights"), "-q", "--timings", str(timings), *args]
-    log = work / name / "log.txt"
+    log, rss = work / name / "log.txt", work / name / "maxrss.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
+    # GNU time reports the child's peak RSS: a child forked from this (large) process would carry this
+    # process's high-water mark into its own (Linux keeps it across exec)
+    argv = ["/usr/bin/time", "-f", "%M", "-o", str(rss), *argv]
     start = time.perf_counter()
     with open(log, "w") as sink:
-        child = subprocess.Popen(argv, cwd=checkout, stdout=sink, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)   # this child's own rusage: its peak RSS
-        child.returncode = os.waitstatus_to_exitcode(status)
+        done = subprocess.run(argv, cwd=checkout, stdout=sink, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
-    if child.returncode != 0:
-        raise SystemExit(f"{name}: exit {child.returncode}\n{log.read_text()[-2000:]}")
-    peak_kib = usage.ru_maxrss
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: exit {done.returncode}\n{log.read_text()[-2000:]}")
+    peak_kib = int(rss.read_text().split()[-1])
     t = json.loads(timings.read_text())
     stages: dict[str, float] = {}
     for case in t["cases"]:
@@ -90,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--before", type=Path, required=True, help="checkout of the predictor before the change")
     p.add_argument("--after", type=Path, default=REPO, help="checkout after the change (default: this one)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--before-args", nargs="*", default=[], help="extra arguments of the before runs")
-    p.add_argument("--after-args", nargs="*", default=[], help="extra arguments of the after runs")
+    p.add_argument("--before-args", default="", help="extra arguments of the before runs, one string "
+                                                      "(--before-args='--precision fp32')")
+    p.add_argument("--after-args", default="", help="extra arguments of the after runs, one string")
     p.add_argument("--also-after-default", action="store_true",
                    help="a third configuration: the after checkout with its default arguments")
     p.add_argument("--name", default="ab", help="results file name")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     work = SCRATCH / TOOL
     inputs = prepare_inputs(work)
-    configs = [("before", a.before, a.before_args), ("after", a.after, a.after_args)]
+    configs = [("before", a.before, shlex.split(a.before_args)), ("after", a.after, shlex.split(a.after_args))]
     if a.also_after_default:
         configs.append(("after_default", a.after, []))
     meta = run_metadata(command_line("benchmarks.studies.ab_checkouts", argv), load_before=load_average())
