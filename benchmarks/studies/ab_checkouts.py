@@ -70,6 +70,14 @@ def run_once(name: str, checkout: Path, args: list[str], inputs: Path, work: Pat
             "network": t["network"], "load": load_average()}
 
 
+def checkout_commit(checkout: Path) -> str:
+    """The commit a checkout is at (short hash, +dirty when it has changes), for the results file."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD") or "not a git checkout"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def median(runs: list[dict], key) -> float | None:
     values = [key(r) for r in runs if key(r) is not None]
     return statistics.median(values) if values else None
@@ -124,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{median(mine, lambda r: r['startup_s']):.2f} s | " +
                     " | ".join(f"{median(mine, lambda r, s=s: r['stages_s'].get(s)):.2f} s"
                                for s in sorted(runs[0]["stages_s"])) + f" | {min(loads):.2f}-{max(loads):.2f} |")
-    text = (f"# {a.before} vs {a.after}\n\n{metadata_markdown(meta)}\n\nMedians of {a.rounds} interleaved rounds; "
+    commits = {"before": checkout_commit(a.before), "after": checkout_commit(a.after)}
+    text = (f"# commit {commits['before']} vs commit {commits['after']}\n\n{metadata_markdown(meta)}\n\nMedians of {a.rounds} interleaved rounds; "
             f"cases: {CASE} (320x290x72) and samples/inputs. Stage seconds are summed over the cases.\n\n"
             + "\n".join(rows) + f"\n\nVoxels differing, before vs after: {differing}\n")
     folder = results_dir(TOOL)
-    write_json(folder / f"{a.name}.json", {**meta, "configs": [c[0] for c in configs], "runs": runs,
+    write_json(folder / f"{a.name}.json", {**meta, "checkouts": commits, "configs": [c[0] for c in configs], "runs": runs,
                                             "differing_voxels_before_after": differing})
     write_text(folder / f"{a.name}.md", text)
     print(text)
