@@ -220,7 +220,8 @@ def run_block(key: str, title: str) -> str:
     if not found:
         return f"{title} in a fresh clone: {missing(key)}.\n"
     path, d = found
-    where = "in a fresh clone" if "fresh-" in str(d.get("command", "")) else \
+    command = (d.get("metadata") or {}).get("command") or d.get("command") or ""
+    where = "in a fresh clone" if "fresh-" in str(command) else \
         "in a checkout whose `.venv` and Docker base image already existed"
     state = "exit 0" if d["returncode"] == 0 else f"**exit {d['returncode']}**"
     tail = "\n".join(d["output_tail"])
