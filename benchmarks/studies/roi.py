@@ -139,7 +139,6 @@ def paper_tiles(image: Path, localizer) -> dict:
     from types import SimpleNamespace
 
     import numpy as np
-    import torch
 
     from testsupport.model_folder import PAPER
     from inference.files.cases import Case

@@ -18,7 +18,6 @@ command, date, git commit, CPU model and load averages.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
