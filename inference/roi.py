@@ -23,8 +23,9 @@ manifest). For each case the predictor
 It falls back to the whole image when the localiser finds nothing, finds less than
 `min_foreground_ml` of organ volume (implausible for an abdominal MRI with any of the 13 organs), or
 when the box covers more than `max_box_fraction` of the image (little to save; with the full
-cranio-caudal extent this is the in-plane fraction); and, after preprocessing, when the box meets
-every tile of the whole image (inference.api: the same cost, and nothing cut). nnU-Net's predictor has
+cranio-caudal extent this is the in-plane fraction). When, after preprocessing, the box meets every
+tile of the whole image, the whole image runs (the same cost) and the box is kept all the same
+(inference.api: background outside it). nnU-Net's predictor has
 no such stage, so it is written here, on top of this package's own preprocessing and sliding window.
 
 What changes inside the box compared with the whole image: nothing. Every tile that covers a voxel of
