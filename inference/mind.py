@@ -48,26 +48,14 @@ from inference.mind_definition import (  # noqa: F401 - re-exported: callers imp
     descriptor_channels_from_dataset_json,
     mind_channel_names,
     mind_dataset_json_entry,
+    patch_weights,
 )
 
 
 def patch_weights_1d(radius: int, patch: str = "box", sigma: float = 0.8,
                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """1-D patch weights of length 2*radius+1, summing to 1; the 3-D patch is their outer product.
-
-    "box": uniform. "gaussian": exp(-t^2 / (2 sigma^2)) for t in [-radius, radius] voxels, normalised,
-    so choose radius >= 2*sigma to avoid truncating the Gaussian noticeably.
-    """
-    if patch == "box":
-        w = torch.ones(2 * radius + 1, dtype=torch.float64)
-    elif patch == "gaussian":
-        if not sigma > 0:
-            raise ValueError(f"gaussian patch needs sigma > 0, got {sigma}")
-        t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        w = torch.exp(-t * t / (2.0 * sigma * sigma))
-    else:
-        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
-    return (w / w.sum()).to(dtype)
+    """inference.mind_definition.patch_weights as a tensor of `dtype`."""
+    return torch.from_numpy(patch_weights(radius, patch, sigma)).to(dtype)
 
 
 def _check_args(image: Any, radius: int, dilation: int, patch: str, slab: int | None) -> torch.Tensor:

@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 NUM_CHANNELS = 12
 
 # The six face-neighbour unit offsets (z, y, x), in this order.
@@ -99,3 +101,20 @@ def descriptor_channels_from_dataset_json(dataset_json: dict | str | os.PathLike
         return mind_dataset_json_entry(**params)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: invalid '{MIND_KEY}' entry {entry!r}: {e}") from None
+
+
+def patch_weights(radius: int, patch: str = "box", sigma: float = 0.8):
+    """1-D patch weights of length 2*radius+1 in float64, summing to 1; the 3-D patch is their outer
+    product. "box": uniform. "gaussian": exp(-t^2 / (2 sigma^2)) for t in [-radius, radius] voxels,
+    normalised, so choose radius >= 2*sigma to avoid truncating the Gaussian noticeably. Both engines'
+    MIND-SSC take their weights from here (cast to their compute dtype)."""
+    if patch == "box":
+        w = np.ones(2 * radius + 1)
+    elif patch == "gaussian":
+        if not sigma > 0:
+            raise ValueError(f"gaussian patch needs sigma > 0, got {sigma}")
+        t = np.arange(-radius, radius + 1, dtype=np.float64)
+        w = np.exp(-t * t / (2.0 * sigma * sigma))
+    else:
+        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
+    return w / w.sum()

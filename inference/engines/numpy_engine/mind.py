@@ -15,26 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from inference.mind_definition import CLAMP_HIGH, CLAMP_LOW, NUM_CHANNELS, OFFSETS, PAIRS, PATCHES
+from inference.mind_definition import CLAMP_HIGH, CLAMP_LOW, NUM_CHANNELS, OFFSETS, PAIRS, PATCHES, patch_weights
 
 # Work memory of one slab: its edge-extended block (and as much again in squared differences and filter
 # temporaries) stays within about this many float32 elements, ~32 MB.
 SLAB_BLOCK_ELEMENTS = 8 * 1024 ** 2
-
-
-def patch_weights(radius: int, patch: str, sigma: float) -> np.ndarray:
-    """1-D patch weights (2r+1), summing to 1, computed in float64 and rounded to float32 (as the
-    torch version's): uniform for "box", exp(-t^2 / 2 sigma^2) for "gaussian"."""
-    if patch == "box":
-        w = np.ones(2 * radius + 1)
-    elif patch == "gaussian":
-        if not sigma > 0:
-            raise ValueError(f"gaussian patch needs sigma > 0, got {sigma}")
-        t = np.arange(-radius, radius + 1, dtype=np.float64)
-        w = np.exp(-t * t / (2.0 * sigma * sigma))
-    else:
-        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
-    return (w / w.sum()).astype(np.float32)
 
 
 def _filter_valid(x: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
@@ -124,7 +109,7 @@ def mind_ssc(image: np.ndarray, radius: int = 1, dilation: int = 2, patch: str =
         out.fill(1.0)   # constant image: all distances 0, exp(0) = 1
         return out
     img = (image.astype(np.float32) - np.float32(mean)) / np.float32(std)
-    w = patch_weights(radius, patch, sigma)
+    w = patch_weights(radius, patch, sigma).astype(np.float32)   # float64, rounded as torch's float32
 
     # Pass 1: min-subtracted distances into `out`, per-voxel channel mean into `var`.
     step = int(slab) if slab else _slab_size((Z, Y, X), dilation + radius)
