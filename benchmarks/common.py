@@ -127,6 +127,14 @@ def metadata_markdown(meta: dict) -> str:
             f"Machine: {machine}; load {load(meta['load_before'])} before, {load(meta['load_after'])} after\n")
 
 
+def write_text_table(tool: str, title: str, lines: Sequence[str], argv: Sequence[str] | None,
+                     load_before: Iterable[float], output: Path | None = None) -> Path:
+    """A plain-text table as <output or results_dir(tool)>/<tool>.md, under the common header."""
+    meta = run_metadata(command_line(f"benchmarks.studies.{tool}", argv), load_before=load_before)
+    return write_text((output or results_dir(tool)) / f"{tool}.md",
+                      f"# {title}\n\n" + metadata_markdown(meta) + "\n```text\n" + "\n".join(lines) + "\n```\n")
+
+
 def results_dir(tool: str, *variant: str, gpu: str | None = None, root: Path = RESULTS) -> Path:
     """benchmarks/results/<tool>/<machine slug>[/<variant>...]: where a tool's results for this machine go."""
     return root.joinpath(tool, machine_slug(gpu), *variant)
@@ -158,4 +166,4 @@ def dice_per_label(a: np.ndarray, b: np.ndarray, labels: Iterable[int]) -> dict[
 __all__ = ["REPO", "RESULTS", "SCRATCH", "cpu_name", "cpu_cores", "cpu_description", "slugify", "machine_slug",
            "load_average", "load_text", "git_commit", "command_line", "run_metadata", "metadata_markdown",
            "results_dir", "dice", "dice_from_counts", "dice_per_label", "atomic_output", "write_bytes", "write_json",
-           "write_text", "find_cases", "list_image_cases", "list_label_cases"]
+           "write_text", "write_text_table", "find_cases", "list_image_cases", "list_label_cases"]

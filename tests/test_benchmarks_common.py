@@ -46,3 +46,12 @@ def test_dice_by_hand_and_the_empty_rule():
     assert common.dice_from_counts(1, 3) == pytest.approx(2 / 3) and common.dice_from_counts(0, 0) == 1.0
     with pytest.raises(ValueError, match="differ in shape"):
         common.dice_per_label(a, b[:1], [1])
+
+
+def test_write_text_table_writes_the_header_and_the_lines(tmp_path):
+    out = common.write_text_table("phantoms_speed", "Phantom generation speed", ["a  1.00", "b  2.00"],
+                                  ["--repeats", "1"], (0.5, 0.25, 0.125), tmp_path)
+    text = out.read_text()
+    assert out == tmp_path / "phantoms_speed.md"
+    assert text.startswith("# Phantom generation speed\n\nCommand: `python -m benchmarks.studies.phantoms_speed --repeats 1`")
+    assert "load 0.50/0.25/0.12 before" in text and text.endswith("```text\na  1.00\nb  2.00\n```\n")

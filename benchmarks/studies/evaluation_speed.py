@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks.common import command_line, load_average, metadata_markdown, results_dir, run_metadata, write_text
+from benchmarks.common import load_average, write_text_table
 from evaluation import score_case
 from phantoms import generate_case
 
@@ -55,9 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nsd = np.mean([v for k, v in scores.items() if k.endswith("_NSD")])
             lines.append(f"{'x'.join(map(str, size)):<18}{'x'.join(map(str, spacing)):<20}{dt:>14.2f}{dsc:>10.4f}{nsd:>10.4f}")
             print(lines[-1], flush=True)
-    meta = run_metadata(command_line("benchmarks.studies.evaluation_speed", argv), load_before=load_before)
-    out = write_text((args.output or results_dir("evaluation_speed")) / "evaluation_speed.md",
-                     "# FLARE scorer speed\n\n" + metadata_markdown(meta) + "\n```text\n" + "\n".join(lines) + "\n```\n")
+    out = write_text_table("evaluation_speed", "FLARE scorer speed", lines, argv, load_before, args.output)
     print(f"wrote {out}")
     return 0
 

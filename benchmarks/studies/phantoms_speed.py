@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import command_line, load_average, metadata_markdown, results_dir, run_metadata, write_text
+from benchmarks.common import load_average, write_text_table
 from phantoms import MODALITIES, generate_case
 
 
@@ -46,9 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mvox = size[0] * size[1] * size[2] / 1e6
             lines.append(f"{mod:<9}{name:<18}{'x'.join(map(str, size)):<18}{mvox:>8.2f}{best:>9.2f}")
             print(lines[-1], flush=True)
-    meta = run_metadata(command_line("benchmarks.studies.phantoms_speed", argv), load_before=load_before)
-    out = write_text((args.output or results_dir("phantoms_speed")) / "phantoms_speed.md",
-                     "# Phantom generation speed\n\n" + metadata_markdown(meta) + "\n```text\n" + "\n".join(lines) + "\n```\n")
+    out = write_text_table("phantoms_speed", "Phantom generation speed", lines, argv, load_before, args.output)
     print(f"wrote {out}")
     return 0
 
