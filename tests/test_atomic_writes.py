@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from inference.files import atomic
 from inference.files.atomic import DiskFullError, WriteError, atomic_output, write_bytes, write_json, write_text
 from inference.files.writing import write_segmentation
-from testsupport.small_disk import SmallDiskUnavailable, small_disk
+from testsupport.small_disk import small_disk_or_skip
 
 
 def _names(folder: Path) -> list[str]:
@@ -147,13 +147,8 @@ def test_writer_that_writes_nothing(tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    cm = small_disk(tmp_path / "disk", 64 * 1024)
-    try:
-        folder = cm.__enter__()
-    except SmallDiskUnavailable as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    yield folder
-    cm.__exit__(None, None, None)
+    with small_disk_or_skip(tmp_path / "disk", 64 * 1024) as folder:
+        yield folder
 
 
 def test_full_tmpfs_label_maps_are_complete_or_refused(tiny_disk):
@@ -183,19 +178,12 @@ def test_full_tmpfs_text_and_json(tiny_disk):
 
 
 def test_read_only_file_system(tmp_path):
-    cm = small_disk(tmp_path / "ro", 64 * 1024, read_only=True)
-    try:
-        folder = cm.__enter__()
-    except SmallDiskUnavailable as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    try:
+    with small_disk_or_skip(tmp_path / "ro", 64 * 1024, read_only=True) as folder:
         with pytest.raises(WriteError, match="a.json: not written: Read-only file system"):
             write_json(folder / "a.json", {})
         with pytest.raises(WriteError, match="case.nii.gz: not written: "):
             write_segmentation(_labels(3), _reference(), folder / "case.nii.gz")
         assert _names(folder) == []
-    finally:
-        cm.__exit__(None, None, None)
 
 
 # --- a killed writer ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from labeltransfer.__main__ import main as labeltransfer_main
 from testsupport.model_folder import write_preset
 from testsupport.nnunet_reference import blob_volume, write_image
 from testsupport.predictor_cli import run
-from testsupport.small_disk import SmallDiskUnavailable, small_disk
+from testsupport.small_disk import small_disk_or_skip
 
 CASES = [f"c{i:02d}" for i in range(12)]
 # 12x40x40 label maps of the tiny model take one 4 kB page each on tmpfs (plus the temporary file
@@ -49,13 +49,8 @@ def clean(tmp_path_factory, model_dir, inputs) -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def disk(tmp_path):
-    cm = small_disk(tmp_path / "disk", DISK_BYTES)
-    try:
-        folder = cm.__enter__()
-    except SmallDiskUnavailable as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    yield folder
-    cm.__exit__(None, None, None)
+    with small_disk_or_skip(tmp_path / "disk", DISK_BYTES) as folder:
+        yield folder
 
 
 def _grow(folder: Path, size: int) -> None:

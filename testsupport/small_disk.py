@@ -29,3 +29,18 @@ def small_disk(where: Path, size_bytes: int, read_only: bool = False) -> Iterato
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@contextmanager
+def small_disk_or_skip(where: Path, size_bytes: int, read_only: bool = False) -> Iterator[Path]:
+    """small_disk, or the calling test skipped (with the reason) where no tmpfs can be mounted."""
+    import pytest
+    disk = small_disk(where, size_bytes, read_only)
+    try:
+        folder = disk.__enter__()
+    except SmallDiskUnavailable as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    try:
+        yield folder
+    finally:
+        disk.__exit__(None, None, None)
