@@ -319,3 +319,17 @@ def test_compile_failure_is_reported_at_first_use(model_with_ir, monkeypatch):
     monkeypatch.setattr(network, "_ready", failed)
     with pytest.raises(InferenceError, match=r"network.xml: OpenVINO could not compile it .*unsupported layer"):
         network(np.zeros((1, 1, *network.input_shape[2:]), np.float32))
+
+
+@needs_openvino
+def test_a_script_that_loads_a_model_and_exits_at_once_exits_cleanly():
+    """The OpenVINO networks compile in a background thread; a script ending while it still compiles
+    must wait for it. A daemon thread there aborted the process at exit in 3 of 5 runs ("terminate
+    called without an active exception")."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    script = f"from inference.loading import load_model; load_model({str(root / 'weights')!r}, device='cpu')"
+    codes = [subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True).returncode
+             for _ in range(5)]
+    assert codes == [0] * 5, codes
