@@ -274,34 +274,46 @@ def cpu_path_block() -> str:
     return text
 
 
+def _roi_rows(d) -> list[dict]:
+    return d["rows"] if isinstance(d, dict) else d   # files written before the common header: a bare list
+
+
 def roi_block() -> str:
-    """Per set of cases: time, tiles, peak RSS and mean DSC/NSD without and with the ROI (benchmarks.studies.roi)."""
+    """Per set of cases: time, tiles, peak RSS, mean DSC and agreement with no ROI, for each ROI mode
+    (benchmarks.studies.roi: no ROI, ROI on the whole image's grid, ROI on a box grid)."""
     found = find("roi")
     if not found:
         return missing("roi") + "\n"
     path, d = found
-    rows_in = d["rows"] if isinstance(d, dict) else d   # files written before the common header: a bare list
-    rows = []
-    for name in ("large", "samples", "compare"):
+    rows_in, rows = _roi_rows(d), []
+    for name in ("large", "heldout", "samples", "compare"):
         sub = [r for r in rows_in if r["set"] == name]
         if not sub:
             continue
         n = len(sub)
-        plain, roi = sum(r["plain_s"] for r in sub), sum(r["roi_s"] for r in sub)
-        boxes = [100 * r["decision"]["fraction"] for r in sub if (r["decision"] or {}).get("box")]
-        rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {len(boxes)} of {n})",
-                     f"{plain:.2f} s -> {roi:.2f} s (localize {sum(r['localize_s'] for r in sub):.2f} s)",
-                     f"**{roi / plain:.2f}**", f"{sum(r['plain_tiles'] for r in sub)} -> {sum(r['roi_tiles'] for r in sub)}",
-                     f"{max(r['plain_gb'] for r in sub):.2f} -> {max(r['roi_gb'] for r in sub):.2f} GB",
-                     f"**{100 * sum(r['plain_dsc'] for r in sub) / n:.2f} -> {100 * sum(r['roi_dsc'] for r in sub) / n:.2f}**",
-                     f"{100 * sum(r['plain_nsd'] for r in sub) / n:.2f} -> {100 * sum(r['roi_nsd'] for r in sub) / n:.2f}"])
+        boxes = sum(1 for r in sub if (r["decision"] or {}).get("box"))
+        plain = sum(r["plain_s"] for r in sub)
+        for mode, label in (("plain", "no ROI"), ("roi", "ROI (default)"), ("box", "ROI, `--roi-grid box`")):
+            if f"{mode}_s" not in sub[0]:
+                continue
+            seconds = sum(r[f"{mode}_s"] for r in sub)
+            agree = min((r[f"{mode}_agreement"]["worst_dice"] for r in sub), default=None) \
+                if f"{mode}_agreement" in sub[0] else None
+            rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {boxes} of {n})" if mode == "plain" else "",
+                         label, f"{seconds:.2f} s" + (f" (localize {sum(r['localize_s'] for r in sub):.2f} s)"
+                                                      if mode == "roi" else ""),
+                         "" if mode == "plain" else f"**{seconds / plain:.2f}**",
+                         str(sum(r[f"{mode}_tiles"] for r in sub)),
+                         f"**{100 * sum(r[f'{mode}_dsc'] for r in sub) / n:.2f}**",
+                         "-" if agree is None else f"{agree:.3f}",
+                         f"{max(r[f'{mode}_gb'] for r in sub):.2f} GB"])
     paper = [r["paper_tiles"] for r in rows_in if "paper_tiles" in r]
-    if paper:
-        whole, roi = sum(p["whole"] for p in paper), sum(p["roi"] for p in paper)
-        rows.append([f"paper's architecture, the same {len(paper)} large fields (tiles only)", "", "",
-                     f"**{whole} -> {roi} ({roi / whole:.2f})**", "", "", ""])
-    text = table(["", "time no ROI -> ROI", "ratio", "full-model tiles", "peak RSS (max)", "mean DSC no ROI -> ROI",
-                  "mean NSD"], rows)
+    if paper and "box" in paper[0]:
+        whole, roi, box = (sum(p[k] for p in paper) for k in ("whole", "roi", "box"))
+        rows.append([f"paper's architecture, the same {len(paper)} large fields (tiles only)", "no ROI / ROI / box grid",
+                     "", "", f"**{whole} / {roi} / {box}**", "", "", ""])
+    text = table(["", "mode", "time", "ratio to no ROI", "full-model tiles", "mean DSC",
+                  "lowest label Dice vs no ROI", "peak RSS (max)"], rows)
     return text + f"\n{provenance(d, path)}.\n"
 
 
@@ -311,17 +323,21 @@ ROI_ORGANS = (("Esophagus", "oesophagus"), ("Duodenum", "duodenum"), ("IVC", "IV
 def roi_compare_block() -> str:
     """The compare case with and without the ROI: box, mean and per-organ DSC, time (benchmarks.studies.roi)."""
     found = find("roi")
-    rows_in = (found[1]["rows"] if isinstance(found[1], dict) else found[1]) if found else []
+    rows_in = _roi_rows(found[1]) if found else []
     case = next((r for r in rows_in if r["set"] == "compare" and "plain_organ_dsc" in r), None)
     if case is None:
         return missing("roi") + "\n"
     box = (case["decision"] or {}).get("box")
-    timings = case["roi_timings"]
-    rows = [["whole image (`--no-roi`)", "-", f"**{100 * case['plain_dsc']:.1f}**",
-             *[f"{100 * case['plain_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS], f"{case['plain_s']:.2f} s"],
-            ["ROI, full cranio-caudal extent", ", ".join(f"{a}..{b}" for a, b in box) if box else "whole (fall-back)",
-             f"**{100 * case['roi_dsc']:.1f}**", *[f"{100 * case['roi_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS],
-             f"{case['roi_s']:.2f} s (localize {timings.get('localize', 0.0):.2f} s)"]]
+    box_text = ", ".join(f"{a}..{b}" for a, b in box) if box else "whole (fall-back)"
+    rows = []
+    for mode, label in (("plain", "whole image (`--no-roi`)"), ("roi", "ROI, full cranio-caudal extent (default)"),
+                        ("box", "ROI, `--roi-grid box`")):
+        if f"{mode}_dsc" not in case:
+            continue
+        localize = case[f"{mode}_timings"].get("localize")
+        rows.append([label, "-" if mode == "plain" else box_text, f"**{100 * case[f'{mode}_dsc']:.1f}**",
+                     *[f"{100 * case[f'{mode}_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS],
+                     f"{case[f'{mode}_s']:.2f} s" + (f" (localize {localize:.2f} s)" if localize is not None else "")])
     text = table(["", "box (Z, Y, X)", "mean DSC", *[name for _, name in ROI_ORGANS], "time"], rows)
     return text + f"\n{case['case']}; {provenance(found[1], found[0])}.\n"
 

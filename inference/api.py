@@ -66,20 +66,21 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     with timer.stage("localize"):
         decision = decide_box(image, spacing, model, roi_settings, direction, source)
     plain = replace(model, localizer=None)
-    return _segment(image, spacing, plain, window, timer, source, budget, decision.box)
+    return _segment(image, spacing, plain, window, timer, source, budget, decision.box, roi_settings.grid)
 
 
 def _segment(image: np.ndarray, spacing, model: LoadedModel, window: Window, timer: StageTimer,
-             source: str, budget, box: tuple[slice, ...] | None = None) -> np.ndarray:
+             source: str, budget, box: tuple[slice, ...] | None = None, grid: str = "whole") -> np.ndarray:
     """The three array stages on the model's engine, each timed. With a `box` (slices (Z, Y, X) of the
-    image) the whole image is preprocessed as without one, but the network runs only the tiles that
-    meet the box and only the box is exported (inference.rules.region); outside it all is background."""
+    image) the whole image is preprocessed as without one, but the network runs only the tiles of `grid`
+    for the box (inference.rules.tiling.tile_plan) and only the box is exported (inference.rules.region);
+    outside it all is background."""
     engine = model.engine
     with timer.stage("preprocess"):
         prep = engine.preprocess(image, spacing, model, source, budget)
     region = None
     if box is not None:
-        region = network_region(box, model.transpose_forward, prep.bbox, tuple(prep.data.shape[1:]))
+        region = network_region(box, model.transpose_forward, prep.bbox, tuple(prep.data.shape[1:]), grid)
         if region is None:   # the box misses the nonzero crop, which the whole image labels 0
             return np.zeros(tuple(image.shape[1:]), dtype=np.uint8 if model.num_classes <= 256 else np.int16)
         if not _saves_tiles(region, model, window):
@@ -103,13 +104,14 @@ def _inside(labels: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
 
 
 def _saves_tiles(region: Region, model: LoadedModel, window: Window) -> bool:
-    """Whether the tiles that meet the region are fewer than the whole image's."""
+    """Whether the tiles run for the region are fewer than the whole image's."""
     shape, patch, step = region.network_shape, model.config.patch_size, window.step_size
-    return tiles_meeting(shape, patch, step, region.network) < tiles_meeting(shape, patch, step)
+    return tiles_meeting(shape, patch, step, region.network, region.grid) < tiles_meeting(shape, patch, step)
 
 
 def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool = False,
-                 step_size: float = 0.5, progress: Progress | None = None, budget=None) -> CaseResult:
+                 step_size: float = 0.5, progress: Progress | None = None, budget=None,
+                 roi_settings: RoiSettings = RoiSettings()) -> CaseResult:
     """Segment one case into `output_dir/<case>.nii.gz`; failures come back as a result, not raised."""
     from inference.files.atomic import DiskFullError
     from inference.files.reading import describe_failure, read_case
@@ -123,7 +125,8 @@ def segment_case(case: Case, output_dir: Path, model: LoadedModel, *, tta: bool 
                 volume = read_case(case, partial(check_case, model=model))
             labels = segment_array(volume.data, volume.spacing, model, tta=tta, step_size=step_size,
                                    timer=timer, progress=progress, source=str(case.channel_files[0]),
-                                   budget=budget, direction=volume.reference.GetDirection())
+                                   budget=budget, direction=volume.reference.GetDirection(),
+                                   roi_settings=roi_settings)
             with timer.stage("write"):
                 out_file = output_dir / f"{case.case_id}.nii.gz"
                 write_segmentation(labels, volume.reference, out_file)
@@ -166,7 +169,8 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                    cases: list[Case] | None = None, tta: bool = False, step_size: float = 0.5,
                    on_result: Callable[[CaseResult], None] | None = None,
                    on_skipped: Callable[[str], None] | None = None, progress: Progress | None = None,
-                   gpu_memory_budget_mib: float | None = FLARE_BUDGET_MIB) -> list[CaseResult]:
+                   gpu_memory_budget_mib: float | None = FLARE_BUDGET_MIB,
+                   roi_settings: RoiSettings = RoiSettings()) -> list[CaseResult]:
     """Segment every `<case>_0000` image of `input_dir` (or only `cases`) into `output_dir/<case>.nii.gz`.
 
     model: a loaded model, or what to load (a ModelSpec, or a model folder loaded with ModelSpec's
@@ -174,6 +178,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     found in `input_dir`. on_result is called after each case; on_skipped with the message for each
     file in `input_dir` that is not an input (default: a warning).
 
+    roi_settings: the localiser's box rules and the tile grid it runs (inference.roi.RoiSettings).
     On CUDA the whole device's memory is kept within `gpu_memory_budget_mib` where the case allows
     (None: no budget); see inference.memory.gpu_plan.
 
@@ -198,7 +203,7 @@ def segment_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     results = []
     for index, case in enumerate(cases):
         result = segment_case(case, output_dir, model, tta=tta, step_size=step_size, progress=progress,
-                              budget=budget)
+                              budget=budget, roi_settings=roi_settings)
         results.append(result)
         if on_result:
             on_result(result)

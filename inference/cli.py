@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-roi", action="store_true",
                         help="ignore the model's localizer/ (if any) and run the model on the whole image "
                              "(see docs/roi.md)")
+    parser.add_argument("--roi-grid", choices=("whole", "box"), default="whole",
+                        help="the tiles the model runs for the localizer's box: whole = the whole image's tiles "
+                             "that meet it (labels inside the box equal --no-roi's); box = a tile grid laid over "
+                             "the box only (fewer tiles on large fields, labels may differ; see docs/roi.md)")
     parser.add_argument("--timings", type=Path, default=None, help="write per-stage seconds as JSON here")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no per-case progress lines (failures and warnings are still printed)")
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None, model=N
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from inference.api import segment_folder
+    from inference.roi import RoiSettings
     imports_done = time.perf_counter()
     startup = {"imports": round(imports_done - started_at, 4)}
     try:
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None, started_at: float | None = None, model=N
         results = segment_folder(args.input, args.output, model, tta=args.tta, step_size=args.step_size,
                                  on_result=_reporter(args.quiet), progress=None if args.quiet else _progress_bar(),
                                  on_skipped=lambda message: print(f"warning: {message}", file=sys.stderr),
-                                 gpu_memory_budget_mib=args.gpu_memory_budget or None)
+                                 gpu_memory_budget_mib=args.gpu_memory_budget or None,
+                                 roi_settings=RoiSettings(grid=args.roi_grid))
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

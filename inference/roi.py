@@ -44,6 +44,7 @@ import numpy as np
 
 from inference.engines.base import Window
 from inference.rules.preprocessing import mask_bbox
+from inference.rules.tiling import GRIDS
 
 if TYPE_CHECKING:
     from inference.model.loaded import LoadedModel
@@ -57,9 +58,18 @@ MAX_BOX_FRACTION = 0.5           # above: at most 2x fewer voxels, often no fewe
 
 @dataclass(frozen=True)
 class RoiSettings:
+    """The box's rules, and which tiles the full model runs for it: grid "whole" (default) runs every tile
+    of the whole image's grid that meets the box, so the labels inside it are the whole image's; grid
+    "box" lays a tile grid of its own over the box (fewer tiles on large fields, but other tile
+    positions, so labels may differ: docs/roi.md measures both)."""
     margin_mm: float = DEFAULT_MARGIN_MM
     min_foreground_ml: float = MIN_FOREGROUND_ML
     max_box_fraction: float = MAX_BOX_FRACTION
+    grid: str = "whole"
+
+    def __post_init__(self):
+        if self.grid not in GRIDS:
+            raise ValueError(f"ROI grid must be one of {GRIDS}, got {self.grid!r}")
 
 
 @dataclass

@@ -295,6 +295,75 @@ def test_roi_labels_are_the_whole_image_labels_inside_the_box_from_fewer_tiles(
     assert len(roi_tiles) < len(whole_tiles)
 
 
+# --- the box grid (RoiSettings(grid="box"), --roi-grid box) -----------------------------------------
+
+def _conv_network(seed: int = 0) -> torch.nn.Module:
+    """A fixed random 3-class convolution: its logits depend on where a tile starts (zero padding)."""
+    torch.manual_seed(seed)
+    return torch.nn.Conv3d(1, 3, 3, padding=1).eval()
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+@pytest.mark.parametrize("region,grown", [
+    (((3, 17), (10, 40), (12, 30)), ((3, 17), (10, 40), (12, 30))),
+    (((3, 9), (10, 40), (12, 30)), ((2, 10), (10, 40), (12, 30))),     # narrower than the tile: grown centred
+    (((0, 4), (44, 50), (12, 30)), ((0, 8), (34, 50), (12, 30))),      # and kept inside the image
+])
+def test_box_grid_is_the_sliding_window_of_the_region_alone(engine, region, grown):
+    """grid "box" runs the tiles a crop to the region would run: its logits equal the sliding window of
+    the cropped data, exactly, on both engines' sliding windows."""
+    from inference.engines.numpy_engine import sliding_window as np_window
+    from inference.engines.torch_engine import sliding_window as torch_window
+    from inference.rules.tiling import tiles_meeting
+    network, patch = _conv_network(), (8, 16, 16)
+    data = np.random.default_rng(1).normal(size=(1, 20, 50, 60)).astype(np.float32)
+    crop = (slice(None), *(slice(lo, hi) for lo, hi in grown))
+
+    def numpy_network(tiles: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(np.ascontiguousarray(tiles))).numpy()
+
+    def run(array, **where):
+        with torch.inference_mode():
+            if engine == "numpy":
+                return np_window.predict_logits(array, [numpy_network], 3, patch, 0.5, **where)
+            return torch_window.predict_logits(torch.from_numpy(array), [network], 3, patch, 0.5, **where)
+
+    boxed = run(data, region=region, grid="box")
+    expected = run(np.ascontiguousarray(data[crop]))
+    assert boxed.start == tuple(lo for lo, _ in grown)
+    assert np.array_equal(np.asarray(boxed.data), np.asarray(expected))
+    assert tiles_meeting(data.shape[1:], patch, 0.5, region, "box") == tiles_meeting(
+        [hi - lo for lo, hi in grown], patch, 0.5)
+    with pytest.raises(ValueError, match="grid must be one of"):
+        tiles_meeting(data.shape[1:], patch, 0.5, region, "crop")
+
+
+@pytest.mark.parametrize("backend", ENGINES)
+def test_box_grid_runs_fewer_tiles_where_the_whole_grid_saves_none(tmp_path, monkeypatch, backend):
+    """A centred box on a field about two patches wide meets every tile of the whole image's grid (so
+    grid "whole" runs them all); grid "box" runs fewer, and both keep background outside the box."""
+    shape, spacing = (30, 160, 160), (5.0, 2.0, 2.0)
+    model = model_with_localizer(tmp_path, backend=backend)
+    block = (slice(10, 20), slice(55, 105), slice(55, 105))
+    image = body_image(shape, block)
+    monkeypatch.setattr("inference.roi.foreground_box", lambda *a: ([(b.start, b.stop) for b in block], 500.0))
+    counts, labels = {}, {}
+    for grid in ("whole", "box"):
+        seen = []
+        labels[grid] = segment_array(image, spacing, model, roi_settings=RoiSettings(grid=grid),
+                                     progress=lambda *done_total: seen.append(done_total))
+        counts[grid] = len(seen)
+    whole_tiles = []
+    segment_array(image, spacing, without_localizer(model), progress=lambda *dt: whole_tiles.append(dt))
+    assert counts["whole"] == len(whole_tiles) and counts["box"] < counts["whole"]
+    box = decide_box(image, spacing, model).box
+    outside = np.ones(shape, bool)
+    outside[box] = False
+    for grid in ("whole", "box"):
+        assert labels[grid].shape == shape and not labels[grid][outside].any() and labels[grid][box].any()
+
+
 @pytest.mark.parametrize("n_crop,n_net", [(95, 67), (67, 95), (8, 27), (200, 41), (41, 200), (64, 64), (1, 3)])
 def test_network_region_holds_every_source_the_export_reads(n_crop, n_net):
     """For any output box, the export's source positions (linear: lower and upper; nearest-exact) lie
@@ -516,7 +585,7 @@ def test_cli_no_roi_and_localize_stage(tmp_path):
     # the CLI loads the folder itself: give it a localiser whose real (random) network runs
     image = image_with_block(BLOCK)[0]
     write_image(tmp_path / "in" / "case_0000.nii.gz", image, SPACING[::-1])
-    for flag, name in (([], "roi"), (["--no-roi"], "plain")):
+    for flag, name in (([], "roi"), (["--no-roi"], "plain"), (["--roi-grid", "box"], "box")):
         rc = cli_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / name), "-m", str(model.model_dir),
                        "--device", "cpu", "--timings", str(tmp_path / f"{name}.json"), *flag])
         assert rc == 0

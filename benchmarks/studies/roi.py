@@ -1,22 +1,25 @@
-"""ROI-first prediction measured: with and without the localiser, on large-field phantoms and samples/.
+"""ROI-first prediction measured: without the localiser, with it (the default tile grid), and with the box
+grid (`--roi-grid box`), on large-field phantoms, held-out sample-like phantoms, samples/ and the compare case.
 
     flock /tmp/flare-measure.lock python -m benchmarks.studies.roi [-m weights] [--cases 4] [--work /tmp/roi_bench]
 
 1. Held-out large-field phantoms (chest to pelvis, much air: phantoms' field="large", grids drawn from
-   the MRI presets, subject seeds --seed ...; never used in training) are written to --work once
-   (skipped when present; `--prepare` writes them and stops, outside the measurement lock).
-2. Each case runs twice, in a fresh process each (so that peak memory is the case's own): with ROI
-   and with --no-roi. Recorded: the stage timings of `inference.api.segment_case` (their sum is the
-   case's wall time, start-up excluded), the process's peak RSS (os.wait4), the number of full-model
-   tiles (the sliding window's progress callback; the localiser's tiles are not counted), and what
-   the localiser decided.
-3. Predictions are scored with `evaluation` (FLARE DSC/NSD) against the phantoms' truth.
+   the MRI presets, subject seeds --seed ...; never used in training) and the model's first --heldout
+   held-out phantoms (sample-like abdominal slabs) are written to --work once (skipped when present;
+   `--prepare` writes them and stops, outside the measurement lock).
+2. Each case runs three times, in a fresh process each (so that peak memory is the case's own): with
+   --no-roi, with ROI (the whole image's tiles that meet the box) and with ROI on a box grid.
+   Recorded: the stage timings of `inference.api.segment_case` (their sum is the case's wall time,
+   start-up excluded), the process's peak RSS (os.wait4), the number of full-model tiles (the sliding
+   window's progress callback; the localiser's tiles are not counted), and what the localiser decided.
+3. Predictions are scored with `evaluation` (FLARE DSC/NSD) against the phantoms' truth, and each ROI
+   mode's labels against the no-ROI labels (the lowest per-label Dice over labels of >= 1,000 voxels).
 4. The compare case of benchmarks.studies.compare_nnunet (a T1 phantom on Table 6's amos_0507 grid, 320x290x72 at
    1.25x1.25x3.47 mm, abdominal slab with the aorta, IVC and oesophagus through all 72 slices) is
    measured the same way (set "compare"), with per-organ DSC in the JSON.
 5. The paper's architecture (testsupport.model_folder.PAPER: patch 40x192x224 at 2.5x0.78x0.78 mm), with
-   the model folder's localiser: full-model tiles with and without ROI on the same phantoms, counted
-   from the tile grid (the network itself is not run; tile counts carry over to a GPU).
+   the model folder's localiser: full-model tiles without ROI and with each ROI grid on the large
+   fields, counted from the tile grid (the network itself is not run; tile counts carry over to a GPU).
 A markdown table and the raw JSON go to --output (default benchmarks/results/), named after the machine.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ from benchmarks.common import (REPO, command_line, cpu_description, list_image_c
                                run_metadata, write_json, write_text)
 
 HELDOUT_MODALITIES = ("t1", "t2", "t1c", "dwi")
+SETS = ("large", "heldout", "samples", "compare")
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -54,14 +58,20 @@ def prepare_large(work: Path, n: int, seed: int) -> Path:
 
 # --- one measured run (worker process) ----------------------------------------------------------------
 
-def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, result_json: Path) -> None:
-    """Segment one case (as the CLI does), write timings, tiles and the localiser's decision."""
+MODES = ("plain", "roi", "box")    # --no-roi; ROI on the whole image's tile grid (default); ROI on a box grid
+MODE_NAMES = {"plain": "no ROI", "roi": "ROI", "box": "box grid"}
+
+
+def worker(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, result_json: Path) -> None:
+    """Segment one case (as the CLI does) in `mode` (MODES), write timings, tiles and the localiser's decision."""
     from inference.api import segment_case
     from inference.device import resolve_device
     from inference.files.cases import Case
     from inference.files.reading import read_case
     from inference.loading import load_model
+    from inference.roi import RoiSettings
 
+    roi = mode != "plain"
     model = load_model(model_dir, device=resolve_device(device))
     has_localizer = model.localizer is not None
     if not roi:
@@ -73,7 +83,8 @@ def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, 
     case_id = image.name[: -len("_0000.nii.gz")]
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = segment_case(Case(case_id, [image]), out_dir, model, progress=count)
+    result = segment_case(Case(case_id, [image]), out_dir, model, progress=count,
+                          roi_settings=RoiSettings(grid="box" if mode == "box" else "whole"))
     wall = time.perf_counter() - t0
     decision = None
     if roi and has_localizer:   # after the timed run: what the localiser decided (not timed)
@@ -87,23 +98,32 @@ def worker(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, 
                                        "decision": decision}, indent=2))
 
 
-def run_measured(image: Path, out_dir: Path, model_dir: Path, roi: bool, device: str, tmp: Path) -> dict:
+def run_measured(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, tmp: Path) -> dict:
     """The worker in a fresh process; returns its record plus peak RSS (GB) and the load average."""
-    result_json = tmp / f"{image.name}.{'roi' if roi else 'plain'}.json"
+    result_json = tmp / f"{image.name}.{mode}.json"
     cmd = [sys.executable, "-m", "benchmarks.studies.roi", "--worker", str(image), str(out_dir), str(model_dir),
-           "roi" if roi else "plain", device, str(result_json)]
+           mode, device, str(result_json)]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     load_before = load_average()[0]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
-        raise SystemExit(f"error: worker failed for {image} ({'roi' if roi else 'plain'}), status {status}")
+        raise SystemExit(f"error: worker failed for {image} ({mode}), status {status}")
     record = json.loads(result_json.read_text())
     record["peak_rss_gb"] = usage.ru_maxrss / 1024 ** 2          # ru_maxrss is in KiB on Linux
     record["load"] = [load_before, load_average()[0]]
     if not record["ok"]:
         raise SystemExit(f"error: {image}: {record['error']}")
     return record
+
+
+def prepare_heldout(work: Path, model_dir: Path, n: int) -> Path:
+    """work/heldout/imagesTs, labelsTs: the model's first n held-out phantoms (sample-like abdominal slabs,
+    the same as benchmarks.studies.path_agreement's; kept when present)."""
+    from benchmarks.studies.path_agreement import heldout_settings, write_heldout_cases
+    root = work / "heldout"
+    write_heldout_cases(root, n, heldout_settings(model_dir), quiet=True)
+    return root
 
 
 def prepare_compare(work: Path) -> Path:
@@ -155,109 +175,147 @@ def paper_tiles(image: Path, localizer) -> dict:
     bbox = nonzero_bbox((np.asarray(volume.data) != 0).any(0))
     shape = new_shape_for_spacing([b - a for a, b in bbox], volume.spacing, PAPER.spacing)
 
-    def tiles(box=None) -> int:
-        """The whole image's tiles (ROI: those that meet the box, as the predictor runs them)."""
+    def tiles(box=None, grid: str = "whole") -> int:
+        """The tiles the predictor runs: the whole image's, or for the box those of `grid`."""
         region = None if box is None else network_region(box, (0, 1, 2), bbox, shape)
         if box is not None and region is None:
             return 0
-        return tiles_meeting(shape, PAPER.patch_size, 0.5, region and region.network)
+        return tiles_meeting(shape, PAPER.patch_size, 0.5, region and region.network, grid)
     decision = decide_box(volume.data, volume.spacing, paper, direction=volume.reference.GetDirection())
     whole = tiles()
     boxed = tiles(decision.box) if decision.box else whole
-    return {"whole": whole, "roi": boxed, "reason": decision.reason, "fraction": round(decision.fraction, 4)}
+    box_grid = tiles(decision.box, "box") if decision.box else whole
+    return {"whole": whole, "roi": boxed, "box": box_grid, "reason": decision.reason,
+            "fraction": round(decision.fraction, 4)}
 
 
 # --- main -----------------------------------------------------------------------------------------------
 
+def label_agreement(reference: Path, other: Path, min_voxels: int = 1000) -> dict:
+    """The lowest per-label Dice of `other` against `reference` (two label files on one grid), over the
+    labels with at least `min_voxels` voxels in the reference (the issue's gate)."""
+    import numpy as np
+    import SimpleITK as sitk
+    from flare.labels import ORGANS
+    a = sitk.GetArrayViewFromImage(sitk.ReadImage(str(reference))).ravel().astype(np.int64)
+    b = sitk.GetArrayViewFromImage(sitk.ReadImage(str(other))).ravel().astype(np.int64)
+    size = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    both = np.bincount(a[a == b], minlength=size)
+    count_a, count_b = np.bincount(a, minlength=size), np.bincount(b, minlength=size)
+    names = {o.label: o.short for o in ORGANS}
+    dices = {names.get(k, str(k)): 2 * both[k] / (count_a[k] + count_b[k])
+             for k in range(1, size) if count_a[k] >= min_voxels}
+    worst = min(dices, key=dices.get) if dices else None
+    return {"worst_label": worst, "worst_dice": float(dices[worst]) if worst else 1.0, "labels": len(dices)}
+
+
 def measure_set(name: str, images: Path, labels: Path, model_dir: Path, device: str, work: Path,
                 localizer) -> list[dict]:
-    rows = []
+    """Every case of a set in each mode (MODES, interleaved per case), scored against the truth and
+    against the no-ROI labels; one row per case with keys <mode>_s, <mode>_tiles, <mode>_dsc, ..."""
+    import shutil
     cases = [files[0] for files in list_image_cases(images).values()]
-    preds = {}
-    for mode in ("plain", "roi"):
-        pred = work / "pred" / name / mode
-        if pred.exists():
-            import shutil
-            shutil.rmtree(pred)
-        preds[mode] = pred
+    preds = {mode: work / "pred" / name / mode for mode in MODES}
+    for pred in preds.values():
+        shutil.rmtree(pred, ignore_errors=True)
     records = {}
     for image in cases:
-        for mode in ("plain", "roi"):     # plain first: a cold cache, if any, penalises the baseline
-            rec = run_measured(image, preds[mode], model_dir, mode == "roi", device, work)
-            records[(image.name, mode)] = rec
+        for mode in MODES:     # plain first: a cold cache, if any, penalises the baseline
+            rec = records[(image.name, mode)] = run_measured(image, preds[mode], model_dir, mode, device, work)
             print(f"  {name} {rec['case']} {mode}: {sum(rec['timings'].values()):.2f} s, "
                   f"{rec['tiles']} tiles, {rec['peak_rss_gb']:.2f} GB, load {rec['load']}", file=sys.stderr,
                   flush=True)
-    scores = {mode: score(preds[mode], labels) for mode in preds}
+    scores = {mode: score(preds[mode], labels) for mode in MODES}
+    rows = []
     for image in cases:
-        plain, roi = records[(image.name, "plain")], records[(image.name, "roi")]
-        case = plain["case"]
-        row = {"set": name, "case": case,
-               "plain_s": sum(plain["timings"].values()), "roi_s": sum(roi["timings"].values()),
-               "localize_s": roi["timings"].get("localize", 0.0),
-               "plain_gb": plain["peak_rss_gb"], "roi_gb": roi["peak_rss_gb"],
-               "plain_tiles": plain["tiles"], "roi_tiles": roi["tiles"],
-               "plain_dsc": scores["plain"][case][0], "roi_dsc": scores["roi"][case][0],
-               "plain_nsd": scores["plain"][case][1], "roi_nsd": scores["roi"][case][1],
-               "plain_organ_dsc": scores["plain"][case][2], "roi_organ_dsc": scores["roi"][case][2],
-               "decision": roi["decision"], "load": plain["load"] + roi["load"],
-               "plain_timings": plain["timings"], "roi_timings": roi["timings"]}
+        case = records[(image.name, "plain")]["case"]
+        row = {"set": name, "case": case, "decision": records[(image.name, "roi")]["decision"], "load": []}
+        for mode in MODES:
+            rec = records[(image.name, mode)]
+            row.update({f"{mode}_s": sum(rec["timings"].values()), f"{mode}_gb": rec["peak_rss_gb"],
+                        f"{mode}_tiles": rec["tiles"], f"{mode}_dsc": scores[mode][case][0],
+                        f"{mode}_nsd": scores[mode][case][1], f"{mode}_organ_dsc": scores[mode][case][2],
+                        f"{mode}_timings": rec["timings"]})
+            row["load"] += rec["load"]
+            if mode != "plain":
+                row[f"{mode}_agreement"] = label_agreement(preds["plain"] / f"{case}.nii.gz",
+                                                           preds[mode] / f"{case}.nii.gz")
+        row["localize_s"] = row["roi_timings"].get("localize", 0.0)
         if localizer is not None and name == "large":
             row["paper_tiles"] = paper_tiles(image, localizer)
         rows.append(row)
     return rows
 
 
-def _drop_times(line: str) -> str:
-    """A table line without the time columns (5-7) and the load column (12), for untimed runs."""
-    cells = line.split("|")
-    keep = [c for i, c in enumerate(cells) if i not in (4, 5, 6, 7, 12)]
-    return "|".join(keep)
+TIMED = ("time (s)", "ratio", "load avg")     # the column groups an untimed run leaves out
+
+
+def _columns(r: dict, total: bool = False) -> dict[str, str]:
+    """The table's cells for one row (or a set's sum: total) keyed by column group."""
+    modes = [m for m in MODES if f"{m}_s" in r]
+    sep = " / "
+    cells = {"time (s)": sep.join(f"{r[f'{m}_s']:.2f}" for m in modes),
+             "localize (s)": f"{r['localize_s']:.2f}",
+             "ratio": sep.join(f"{r[f'{m}_s'] / r['plain_s']:.2f}" for m in modes[1:]),
+             "tiles": sep.join(str(r[f"{m}_tiles"]) for m in modes),
+             "DSC": sep.join(f"{100 * r[f'{m}_dsc']:.{2 if total else 1}f}" for m in modes),
+             "NSD": sep.join(f"{100 * r[f'{m}_nsd']:.{2 if total else 1}f}" for m in modes),
+             "worst label Dice vs no ROI": sep.join(
+                 f"{r[f'{m}_agreement']['worst_dice']:.3f}" + ("" if total else f" ({r[f'{m}_agreement']['worst_label']})")
+                 for m in modes[1:] if f"{m}_agreement" in r),
+             "peak RSS (GB)": f"{max(r[f'{m}_gb'] for m in modes):.2f}",
+             "load avg": " ".join(f"{x:.1f}" for x in r.get("load", []))}
+    return cells
+
+
+def _set_total(sub: list[dict]) -> dict:
+    """A set's row of sums (times, tiles), means (DSC, NSD), minima (agreement) and maxima (memory)."""
+    n, total = len(sub), {"localize_s": sum(r["localize_s"] for r in sub)}
+    for m in MODES:
+        if f"{m}_s" not in sub[0]:
+            continue
+        total.update({f"{m}_s": sum(r[f"{m}_s"] for r in sub), f"{m}_tiles": sum(r[f"{m}_tiles"] for r in sub),
+                      f"{m}_dsc": sum(r[f"{m}_dsc"] for r in sub) / n, f"{m}_nsd": sum(r[f"{m}_nsd"] for r in sub) / n,
+                      f"{m}_gb": max(r[f"{m}_gb"] for r in sub)})
+        if f"{m}_agreement" in sub[0]:
+            total[f"{m}_agreement"] = min((r[f"{m}_agreement"] for r in sub), key=lambda a: a["worst_dice"])
+    return total
 
 
 def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
-    lines = [header, "",
-             "| set | case | box % | time no ROI (s) | time ROI (s) | of which localize | ratio | peak RSS no ROI / ROI (GB) "
-             "| tiles no ROI / ROI | DSC no ROI / ROI | NSD no ROI / ROI | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = [g for g in ("time (s)", "localize (s)", "ratio", "tiles", "DSC", "NSD", "worst label Dice vs no ROI",
+                          "peak RSS (GB)", "load avg") if timed or g not in TIMED + ("localize (s)",)]
+    order = " / ".join(MODE_NAMES[m] for m in MODES)
+    lines = [header, "", f"Each group of numbers is {order} (ratio and agreement: {' / '.join(MODE_NAMES[m] for m in MODES[1:])}).",
+             "", "| set | case | box % | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 3)]
     for r in rows:
         d = r["decision"] or {}
         box = f"{100 * d['fraction']:.0f}" if d.get("box") else f"whole ({d.get('reason', '-')})"
-        lines.append(f"| {r['set']} | {r['case']} | {box} | {r['plain_s']:.2f} | {r['roi_s']:.2f} | "
-                     f"{r['localize_s']:.2f} | {r['roi_s'] / r['plain_s']:.2f} | {r['plain_gb']:.2f} / {r['roi_gb']:.2f} | "
-                     f"{r['plain_tiles']} / {r['roi_tiles']} | {100 * r['plain_dsc']:.1f} / {100 * r['roi_dsc']:.1f} | "
-                     f"{100 * r['plain_nsd']:.1f} / {100 * r['roi_nsd']:.1f} | "
-                     f"{' '.join(f'{x:.1f}' for x in r['load'])} |")
+        cells = _columns(r)
+        lines.append(f"| {r['set']} | {r['case']} | {box} | " + " | ".join(cells[g] for g in groups) + " |")
     for name in sorted({r["set"] for r in rows}):
         sub = [r for r in rows if r["set"] == name]
-        n = len(sub)
-        plain_t, roi_t = sum(r["plain_s"] for r in sub), sum(r["roi_s"] for r in sub)
-        lines.append(f"| **{name} (all {n})** | | | **{plain_t:.2f}** | **{roi_t:.2f}** | "
-                     f"{sum(r['localize_s'] for r in sub):.2f} | **{roi_t / plain_t:.2f}** | "
-                     f"{max(r['plain_gb'] for r in sub):.2f} / {max(r['roi_gb'] for r in sub):.2f} | "
-                     f"{sum(r['plain_tiles'] for r in sub)} / {sum(r['roi_tiles'] for r in sub)} | "
-                     f"**{100 * sum(r['plain_dsc'] for r in sub) / n:.2f} / {100 * sum(r['roi_dsc'] for r in sub) / n:.2f}** | "
-                     f"{100 * sum(r['plain_nsd'] for r in sub) / n:.2f} / {100 * sum(r['roi_nsd'] for r in sub) / n:.2f} | |")
-    if not timed:
-        lines = [_drop_times(x) if x.startswith("|") else x for x in lines]
+        cells = _columns(_set_total(sub), total=True)
+        lines.append(f"| **{name} (all {len(sub)})** | | | " + " | ".join(
+            f"**{cells[g]}**" if g in ("time (s)", "ratio", "DSC") and cells[g] else cells[g] for g in groups) + " |")
     for r in rows:
         if r["set"] == "compare" and "plain_organ_dsc" in r:
             d = r["decision"] or {}
             lines += ["", f"Per-organ DSC on the compare case {r['case']} (box {d.get('box')}, input axes Z, Y, X):",
-                      "", "| organ | DSC no ROI | DSC ROI |", "|---|---|---|"]
-            lines += [f"| {k} | {100 * v:.1f} | {100 * r['roi_organ_dsc'][k]:.1f} |"
-                      for k, v in r["plain_organ_dsc"].items()]
+                      "", f"| organ | {' | '.join('DSC ' + MODE_NAMES[m] for m in MODES)} |", "|---|---|---|---|"]
+            lines += [f"| {k} | " + " | ".join(f"{100 * r[f'{m}_organ_dsc'][k]:.1f}" for m in MODES) + " |"
+                      for k in r["plain_organ_dsc"]]
     paper = [r for r in rows if "paper_tiles" in r]
     if paper:
         lines += ["", "The paper's architecture (patch 40x192x224 at 2.5x0.78x0.78 mm, random weights; the "
                       "same localiser), full-model tiles on the same large-field phantoms:", "",
-                  "| case | tiles whole image | tiles ROI | ratio | box % |", "|---|---|---|---|---|"]
+                  "| case | tiles whole image | tiles ROI (whole grid) | tiles ROI (box grid) | box % |",
+                  "|---|---|---|---|---|"]
         for r in paper:
             p = r["paper_tiles"]
-            lines.append(f"| {r['case']} | {p['whole']} | {p['roi']} | {p['roi'] / p['whole']:.2f} | "
-                         f"{100 * p['fraction']:.0f} ({p['reason']}) |")
-        tw, tr = sum(r["paper_tiles"]["whole"] for r in paper), sum(r["paper_tiles"]["roi"] for r in paper)
-        lines.append(f"| **all** | **{tw}** | **{tr}** | **{tr / tw:.2f}** | |")
+            lines.append(f"| {r['case']} | {p['whole']} | {p['roi']} | {p['box']} | {100 * p['fraction']:.0f} ({p['reason']}) |")
+        tw, tr, tb = (sum(r["paper_tiles"][k] for r in paper) for k in ("whole", "roi", "box"))
+        lines.append(f"| **all** | **{tw}** | **{tr} ({tr / tw:.2f})** | **{tb} ({tb / tw:.2f})** | |")
     return "\n".join(lines) + "\n"
 
 
@@ -272,9 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cases", type=int, default=4, help="held-out large-field phantoms (default 4)")
     ap.add_argument("--seed", type=int, default=910000, help="their first subject seed (default 910000)")
     ap.add_argument("--no-samples", action="store_true", help="skip samples/")
-    ap.add_argument("--sets", nargs="+", choices=("large", "samples", "compare"),
-                    default=["large", "samples", "compare"],
-                    help="which sets to measure (default all: large-field phantoms, samples/, the compare case)")
+    ap.add_argument("--heldout", type=int, default=8,
+                    help="held-out sample-like phantoms (the model's held-out evaluation cases; default 8)")
+    ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
+                    help="which sets to measure (default all: large-field phantoms, held-out sample-like "
+                         "phantoms, samples/, the compare case)")
     ap.add_argument("--prepare", action="store_true", help="only write the phantoms (no measurement)")
     ap.add_argument("--untimed", action="store_true",
                     help="outside the measurement lock: write only boxes, tiles, peak memory and DSC/NSD "
@@ -288,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--worker"]:
         image, out_dir, model_dir, mode, device, result_json = argv[1:7]
-        worker(Path(image), Path(out_dir), Path(model_dir), mode == "roi", device, Path(result_json))
+        worker(Path(image), Path(out_dir), Path(model_dir), mode, device, Path(result_json))
         return 0
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -302,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     del check_disjoint
     args.work.mkdir(parents=True, exist_ok=True)
     large = prepare_large(args.work, args.cases, args.seed) if "large" in args.sets else None
+    heldout = prepare_heldout(args.work, args.model, args.heldout) if "heldout" in args.sets else None
     compare = prepare_compare(args.work) if "compare" in args.sets else None
     if args.prepare:
         return 0
@@ -312,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     if large is not None:
         rows += measure_set("large", large / "imagesTs", large / "labelsTs", args.model, args.device, args.work,
                             model.localizer)
+    if heldout is not None:
+        rows += measure_set("heldout", heldout / "imagesTs", heldout / "labelsTs", args.model, args.device,
+                            args.work, None)
     if "samples" in args.sets and not args.no_samples:
         rows += measure_set("samples", REPO / "samples" / "inputs", REPO / "samples" / "labels", args.model,
                             args.device, args.work, None)
@@ -323,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{cpu_description()}, device {args.device}; model {args.model.name}/ (localiser "
               f"{list(model.localizer.config.spacing)} mm). Time: sum of the case's stages (read, localize, "
               f"preprocess, network, export, write; start-up excluded), each mode in a fresh process; peak RSS "
-              f"of that process. Load average (1 min) before/after the no-ROI and the ROI run in the last column "
-              f"(the machine is shared).")
-    subset = [] if set(args.sets) == {"large", "samples", "compare"} and not args.no_samples \
-        else ["_".join(s for s in ("large", "samples", "compare") if s in args.sets
-                       and not (s == "samples" and args.no_samples))]
+              f"of that process. Load average (1 min) before/after each mode's run in the last column "
+              f"(the machine is shared). Modes: no ROI (`--no-roi`), ROI (the default: the whole image's tiles "
+              f"that meet the box), box grid (`--roi-grid box`: a tile grid over the box). Worst label Dice vs "
+              f"no ROI: the lowest Dice of a label with >= 1,000 voxels in the no-ROI labels.")
+    subset = [] if set(args.sets) == set(SETS) and not args.no_samples \
+        else ["_".join(s for s in SETS if s in args.sets and not (s == "samples" and args.no_samples))]
     variant = (["untimed"] if args.untimed else []) + subset
     stem = (args.output or results_dir("roi", *variant)) / "roi"
     if args.untimed:
@@ -336,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows, header, timed=not args.untimed)
     if args.untimed:
         for r in rows:
-            for k in ("plain_s", "roi_s", "localize_s", "plain_timings", "roi_timings", "load"):
+            for k in ("localize_s", "load", *(f"{m}_{t}" for m in MODES for t in ("s", "timings"))):
                 r.pop(k, None)
     write_text(stem.with_suffix(".md"), text)
     write_json(stem.with_suffix(".json"), {"metadata": meta, "rows": rows})

@@ -28,6 +28,7 @@ class Region:
     cropped: tuple[tuple[int, int], ...]
     network: tuple[tuple[int, int], ...]
     network_shape: tuple[int, ...]
+    grid: str = "whole"     # the tiles run for it: the whole image's that meet it, or a box grid's (tiling.tile_plan)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class RegionLogits:
 
 
 def network_region(box: Sequence[slice], transpose_forward: Sequence[int], bbox: Sequence[tuple[int, int]],
-                   network_shape: Sequence[int]) -> Region | None:
+                   network_shape: Sequence[int], grid: str = "whole") -> Region | None:
     """The Region of an input box (slices (Z, Y, X)) for an image preprocessed with crop `bbox` (plans
     order) to `network_shape`; None when the box misses the nonzero crop (all background there)."""
     box_t = transposed([(s.start, s.stop) for s in box], transpose_forward)
@@ -54,4 +55,4 @@ def network_region(box: Sequence[slice], transpose_forward: Sequence[int], bbox:
                         min(int(math.ceil(hi_c * scale)) + EXPORT_HALO, int(n_net))))
         cropped.append((lo_c, hi_c))
     return Region(tuple((s.start, s.stop) for s in box), tuple(cropped), tuple(network),
-                  tuple(int(n) for n in network_shape))
+                  tuple(int(n) for n in network_shape), grid)

@@ -55,15 +55,27 @@ class TilePlan:
         return tuple(slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(window, self.covered))
 
 
+GRIDS = ("whole", "box")   # where a region's tiles come from (tile_plan)
+
+
 def tile_plan(padded_shape: Sequence[int], keep: Sequence[slice], tile_size: Sequence[int], step_size: float,
-              region: Sequence[tuple[int, int]] | None = None) -> TilePlan:
-    """The whole padded image's tile grid, kept where it meets `region` ([start, stop) per axis of the
-    unpadded grid; None: the whole image). The kept windows are a product of per-axis runs of
-    overlapping tiles, so every voxel of the box they cover lies in one (no weight is zero there)."""
-    windows = tile_windows(padded_shape, tile_size, step_size)
-    if region is not None:
+              region: Sequence[tuple[int, int]] | None = None, grid: str = "whole") -> TilePlan:
+    """The tiles to run for `region` ([start, stop) per axis of the unpadded grid; None: the whole image).
+
+    grid "whole": the whole padded image's tile grid, kept where it meets the region. The kept windows
+    are a product of per-axis runs of overlapping tiles, so every voxel of the box they cover lies in
+    one (no weight is zero there), and every tile that covers a voxel of the region is run.
+    grid "box": a grid of its own laid over the region (grown to one tile where it is smaller), as if
+    the image were cropped to it: fewer tiles, but other tile positions than the whole image's."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    if region is None:
+        windows = tile_windows(padded_shape, tile_size, step_size)
+    else:
         region = [(lo + k.start, hi + k.start) for (lo, hi), k in zip(region, keep)]
-        windows = [w for w in windows if all(s.start < hi and s.stop > lo for s, (lo, hi) in zip(w, region))]
+        windows = (_grid_over(region, padded_shape, tile_size, step_size) if grid == "box" else
+                   [w for w in tile_windows(padded_shape, tile_size, step_size)
+                    if all(s.start < hi and s.stop > lo for s, (lo, hi) in zip(w, region))])
         if not windows:
             raise ValueError(f"region {tuple(region)} meets no tile of a {tuple(padded_shape)} grid")
     covered = tuple((min(w[a].start for w in windows), max(w[a].stop for w in windows))
@@ -76,6 +88,20 @@ def tile_plan(padded_shape: Sequence[int], keep: Sequence[slice], tile_size: Seq
     return TilePlan(windows, covered, tuple(cut), tuple(start))
 
 
+def _grid_over(region: Sequence[tuple[int, int]], padded_shape: Sequence[int], tile_size: Sequence[int],
+               step_size: float) -> list[tuple[slice, ...]]:
+    """The windows of a tile grid of its own over `region` (padded coordinates), each axis grown to one
+    tile where the region is narrower (centred, kept inside the padded image)."""
+    grown = []
+    for (lo, hi), tile, size in zip(region, tile_size, padded_shape):
+        if hi - lo < tile:
+            lo = max(0, min(lo - (tile - (hi - lo)) // 2, size - tile))
+            hi = lo + tile
+        grown.append((lo, hi))
+    return [tuple(slice(s.start + lo, s.stop + lo) for s, (lo, _) in zip(w, grown))
+            for w in tile_windows([hi - lo for lo, hi in grown], tile_size, step_size)]
+
+
 def padded_grid(shape: Sequence[int], tile_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[slice, ...]]:
     """The grid the sliding window tiles (an image smaller than a tile is zero-padded to it, centred, the
     odd voxel after, as both engines' pad_to_tile do) and the slices of it that hold the image."""
@@ -85,10 +111,10 @@ def padded_grid(shape: Sequence[int], tile_size: Sequence[int]) -> tuple[tuple[i
 
 
 def tiles_meeting(shape: Sequence[int], tile_size: Sequence[int], step_size: float,
-                  region: Sequence[tuple[int, int]] | None = None) -> int:
-    """How many of an image's tiles the sliding window runs for `region` (None: the whole image)."""
+                  region: Sequence[tuple[int, int]] | None = None, grid: str = "whole") -> int:
+    """How many tiles the sliding window runs on an image for `region` (None: the whole image)."""
     padded, keep = padded_grid(shape, tile_size)
-    return len(tile_plan(padded, keep, tile_size, step_size, region).windows)
+    return len(tile_plan(padded, keep, tile_size, step_size, region, grid).windows)
 
 
 def gaussian_importance(tile_size: Sequence[int], sigma_scale: float = 1 / 8, peak: float = 10.0) -> np.ndarray:

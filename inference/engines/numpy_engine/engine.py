@@ -28,7 +28,8 @@ class NumpyEngine:
                        budget=None, region: Region | None = None) -> np.ndarray | RegionLogits:
         return predict_logits(prep.data, model.networks, model.num_classes, model.config.patch_size,
                               window.step_size, window.mirror_axes, window.progress, model.plan.batch_size,
-                              None if region is None else region.network)
+                              None if region is None else region.network,
+                              "whole" if region is None else region.grid)
 
     def export(self, logits: np.ndarray | RegionLogits, prep: Preprocessed, model: LoadedModel, source: str,
                budget=None, region: Region | None = None) -> np.ndarray:

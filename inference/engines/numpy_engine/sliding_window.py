@@ -45,17 +45,17 @@ def mean_over_views(networks: Sequence[Callable], tiles: np.ndarray, flips: list
 def predict_logits(data: np.ndarray, networks: Sequence[Callable], num_classes: int, patch_size: Sequence[int],
                    step_size: float = 0.5, mirror_axes: Sequence[int] | None = None,
                    progress: Callable[[int, int], None] | None = None, batch_size: int = 1,
-                   region: Sequence[tuple[int, int]] | None = None) -> np.ndarray | RegionLogits:
+                   region: Sequence[tuple[int, int]] | None = None, grid: str = "whole") -> np.ndarray | RegionLogits:
     """inference.engines.torch_engine.sliding_window.predict_logits in numpy: (K, X, Y, Z) float32 logits of a (C, X, Y, Z)
     image, each voxel the Gaussian-weighted mean of its tiles' logits (accumulated in float32).
 
     `region` ([start, stop) per axis of the image): run only the tiles of the whole image's grid that
-    meet it and return RegionLogits of the box they cover (inference.rules.region); `progress` then
-    counts those tiles."""
+    meet it (grid "whole") or a grid over it (grid "box": inference.rules.tiling.tile_plan) and return
+    RegionLogits of the box they cover (inference.rules.region); `progress` then counts those tiles."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     padded, keep = pad_to_tile(data, patch_size)
-    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region)
+    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region, grid)
     windows = plan.windows
     flips = mirror_combinations(mirror_axes)
     importance = gaussian_importance(patch_size).astype(np.float32)

@@ -71,7 +71,7 @@ class TorchEngine:
         smaller = {"batch_size": 1, "autocast_dtype": autocast}
         if self.cuda:
             smaller["logits_dtype"] = torch.float16
-        where = {} if region is None else {"region": region.network}   # the whole image's tiles that meet it
+        where = {} if region is None else {"region": region.network, "grid": region.grid}
 
         def run(device: torch.device, networks, **options) -> torch.Tensor | RegionLogits:
             return self.stages.predict_logits(prep.data.to(device), networks, model.num_classes,

@@ -102,19 +102,20 @@ def predict_logits(data: torch.Tensor, networks: Sequence[TileNetwork], num_clas
                    progress: Callable[[int, int], None] | None = None, *,
                    batch_size: int = 1, autocast_dtype: torch.dtype | None = None,
                    logits_dtype: torch.dtype = ACCUMULATION_DTYPE,
-                   region: Sequence[tuple[int, int]] | None = None) -> torch.Tensor | RegionLogits:
+                   region: Sequence[tuple[int, int]] | None = None, grid: str = "whole") -> torch.Tensor | RegionLogits:
     """Logits (K, X, Y, Z), float32 unless `logits_dtype` says otherwise, for a preprocessed (C, X, Y, Z)
     image, on the image's device.
 
     `batch_size` tiles go through the networks per call; `autocast_dtype` (fp16/bf16) runs them under
     autocast. `progress` gets (tiles done, tiles in all). `region` ([start, stop) per axis of the image):
-    run only the tiles of the whole image's grid that meet it, and return RegionLogits of the box they cover.
+    run only the tiles of the whole image's grid that meet it (grid "whole") or a grid over it (grid "box":
+    inference.rules.tiling.tile_plan), and return RegionLogits of the box they cover.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     device = data.device
     padded, keep = pad_to_tile(data, patch_size)
-    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region)
+    plan = tile_plan(padded.shape[1:], keep, patch_size, step_size, region, grid)
     windows = plan.windows
     flips = mirror_combinations(mirror_axes)
     total = WeightedLogitSum(num_classes, plan.covered_shape, patch_size, device, logits_dtype)
