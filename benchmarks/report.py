@@ -64,6 +64,9 @@ SOURCES = [
            "the same without ROI", LOCK + "python -m benchmarks.studies.path_agreement --no-roi -q"),
     Source("roi", "benchmarks/results/roi/*/roi.json", "ROI-first prediction with and without the localiser",
            LOCK + "python -m benchmarks.studies.roi --cases 4 --device cpu"),
+    Source("container_startup", "benchmarks/results/container_startup/*/container_startup.json",
+           "the organisers' command per sample case against a warm process, with the gap's parts",
+           "bash docker/build.sh && " + LOCK + "python -m benchmarks.studies.container_startup --rounds 5"),
     Source("default_model", "weights/provenance.json", "the default model's held-out and sample scores",
            "python -m training.default_model --work /tmp/flare_train --out weights/   # retrains the shipped model",
            regenerate=False),
@@ -342,13 +345,38 @@ def roi_compare_block() -> str:
     return text + f"\n{case['case']}; {provenance(found[1], found[0])}.\n"
 
 
+def container_startup_block() -> str:
+    """Medians of the organisers' command and a warm process on the samples, and the gap's parts
+    (benchmarks.studies.container_startup)."""
+    found = find("container_startup")
+    if not found:
+        return missing("container_startup") + "\n"
+    path, d = found
+    s = d["summary"]
+    cold = ", ".join(f"{k} {v:+.2f}" for k, v in s["stages_cold_minus_warm"].items() if abs(v) >= 0.005)
+    rows = [["organisers' command (`docker container run` to exit)", f"{s['docker_wall']:.2f} s"],
+            ["the same case in a warm process", f"{s['in_process_wall']:.2f} s"],
+            ["**gap**", f"**{s['gap']:.2f} s**"],
+            ["of which: Docker (a bare container: `/bin/bash -c true`)", f"{s['bare_container']:.2f} s"],
+            ["of which: interpreter start and exit (shells included)", f"{s['interpreter_start_and_exit']:.2f} s"],
+            ["of which: imports", f"{s['imports']:.2f} s"],
+            ["of which: model load (IR read, manifest check; compiling runs in the background)",
+             f"{s['model_load']:.2f} s"],
+            ["of which: the case's stages run cold, minus warm", cold or "0"],
+            ["labels: voxels differing from the warm process's (max over cases and rounds)",
+             str(s["voxels_differing_max"])]]
+    text = table(["median over rounds and sample cases", "seconds"], rows)
+    return text + f"\nLoad average {s['load'][0]:.1f}-{s['load'][1]:.1f}; {provenance(d, path)}.\n"
+
+
 def image_sizes_block() -> str:
     return table(["What", "Measured", "Machine, date, source"], [image_row(), cuda_image_row()])
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"summary": summary_block, "demo": demo_block, "ci": ci_block,
                                         "venv": venv_block, "image_sizes": image_sizes_block, "cpu_path": cpu_path_block,
-                                        "roi": roi_block, "roi_compare": roi_compare_block}
+                                        "roi": roi_block, "roi_compare": roi_compare_block,
+                                        "container_startup": container_startup_block}
 
 
 # --- the pages ------------------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""benchmarks.studies.container_startup: the gap and its parts from the measured rows (hand-computed),
+and the bare container's command (the organisers' flags, no mounts, `true` in place of predict.sh)."""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.studies import container_startup
+from benchmarks.studies.container_startup import breakdown, markdown
+
+
+def _row(case, docker, warm, bare, total, read_cold, read_warm, voxels=0, load=1.0):
+    return {"round": 0, "case": case, "docker_wall": docker, "bare_container": bare, "cli_total": total,
+            "startup": {"imports": 0.1, "model_load": 0.08},
+            "container_stages": {"read": read_cold, "network": 0.5}, "in_process_wall": warm,
+            "in_process_stages": {"read": read_warm, "network": 0.5}, "network": "openvino bf16, batch 1",
+            "voxels_differing": voxels, "load": [load, load + 0.2]}
+
+
+def test_breakdown_medians_of_the_gap_and_its_parts():
+    rows = [_row("a", 1.0, 0.6, 0.10, 0.85, 0.08, 0.02),
+            _row("a", 1.2, 0.7, 0.12, 1.00, 0.07, 0.02, voxels=3),
+            _row("a", 1.1, 0.5, 0.20, 0.86, 0.10, 0.02, load=2.0)]
+    b = breakdown(rows)
+    assert b["docker_wall"] == pytest.approx(1.1) and b["in_process_wall"] == pytest.approx(0.6)
+    assert b["gap"] == pytest.approx(0.5)                            # gaps 0.4, 0.5, 0.6
+    assert b["bare_container"] == pytest.approx(0.12)
+    assert b["interpreter_start_and_exit"] == pytest.approx(0.05)   # 0.05, 0.08, 0.04
+    assert b["stages_cold_minus_warm"] == pytest.approx({"network": 0.0, "read": 0.06})
+    assert b["voxels_differing_max"] == 3 and b["load"] == pytest.approx([1.0, 2.2])
+    text = markdown(rows, "# title")
+    assert "| a | 1.10 | 0.60 | **0.50** | 0.12 | 0.05 | 0.10 | 0.08 | read +0.06 | 3 | 1.0-2.2 |" in text
+    assert "| **all cases** |" in text and "openvino bf16, batch 1" in text
+
+
+def test_bare_container_runs_true_with_the_organisers_flags(monkeypatch):
+    ran = []
+    monkeypatch.setattr(container_startup.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    container_startup.bare_container("img:tag")
+    cmd = ran[0]
+    assert cmd[:2] == ["docker", "container"] and "-v" not in cmd and "--rm" in cmd
+    assert cmd[-4:] == ["img:tag", "/bin/bash", "-c", "true"]
