@@ -68,7 +68,7 @@ def bare_container(image: str) -> float:
 def voxels_differing(a: Path, b: Path) -> int:
     import numpy as np
     import SimpleITK as sitk
-    x, y = (sitk.GetArrayViewFromImage(sitk.ReadImage(str(p))) for p in (a, b))
+    x, y = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in (a, b))   # copies: a view dies with its image
     return int(np.count_nonzero(x != y)) if x.shape == y.shape else -1
 
 

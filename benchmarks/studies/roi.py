@@ -197,8 +197,9 @@ def label_agreement(reference: Path, other: Path, min_voxels: int = 1000) -> dic
     import numpy as np
     import SimpleITK as sitk
     from flare.labels import ORGANS
-    a = sitk.GetArrayViewFromImage(sitk.ReadImage(str(reference))).ravel().astype(np.int64)
-    b = sitk.GetArrayViewFromImage(sitk.ReadImage(str(other))).ravel().astype(np.int64)
+    # copies (GetArrayFromImage): a view would outlive its temporary image
+    a = sitk.GetArrayFromImage(sitk.ReadImage(str(reference))).ravel().astype(np.int64)
+    b = sitk.GetArrayFromImage(sitk.ReadImage(str(other))).ravel().astype(np.int64)
     size = int(max(a.max(initial=0), b.max(initial=0))) + 1
     both = np.bincount(a[a == b], minlength=size)
     count_a, count_b = np.bincount(a, minlength=size), np.bincount(b, minlength=size)
