@@ -39,3 +39,16 @@ def test_bare_container_runs_true_with_the_organisers_flags(monkeypatch):
     cmd = ran[0]
     assert cmd[:2] == ["docker", "container"] and "-v" not in cmd and "--rm" in cmd
     assert cmd[-4:] == ["img:tag", "/bin/bash", "-c", "true"]
+
+
+def test_voxels_differing_counts_on_label_files(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+    a = np.zeros((20, 30, 40), np.uint8)
+    a[5:10, 5:10, 5:10] = 3
+    b = a.copy()
+    b[5, 5, 5:9] = 0
+    for name, array in (("a", a), ("b", b)):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nii.gz"))
+    assert container_startup.voxels_differing(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == 4
+    assert container_startup.voxels_differing(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == 0
