@@ -105,12 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--also-after-default", action="store_true",
                    help="a third configuration: the after checkout with its default arguments")
     p.add_argument("--name", default="ab", help="results file name")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="folder for NAME.md and NAME.json (default benchmarks/results/ab_checkouts/<machine>)")
+    p.add_argument("--work", type=Path, default=SCRATCH / TOOL,
+                   help="inputs and the runs' outputs (default benchmarks/results/tmp/ab_checkouts)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    work = SCRATCH / TOOL
+    work = a.work
     inputs = prepare_inputs(work)
     configs = [("before", a.before, shlex.split(a.before_args)), ("after", a.after, shlex.split(a.after_args))]
     if a.also_after_default:
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# commit {commits['before']} vs commit {commits['after']}\n\n{metadata_markdown(meta)}\n\nMedians of {a.rounds} interleaved rounds; "
             f"cases: {CASE} (320x290x72) and samples/inputs. Stage seconds are summed over the cases.\n\n"
             + "\n".join(rows) + f"\n\nVoxels differing, before vs after: {differing}\n")
-    folder = results_dir(TOOL)
+    folder = a.output or results_dir(TOOL)
     write_json(folder / f"{a.name}.json", {**meta, "checkouts": commits, "configs": [c[0] for c in configs], "runs": runs,
                                             "differing_voxels_before_after": differing})
     write_text(folder / f"{a.name}.md", text)
