@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import sys
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +60,8 @@ def _open_channel(path: Path, links: ExitStack) -> _Channel:
                              f"NIfTI-1 only: save it as NIfTI-1")
     name = str(path)
     if not name.endswith((".nii.gz", ".nii")) or (header.compressed and not name.endswith(".gz")):
+        import shutil   # here: rare, and tempfile's import is a cost every container start would pay
+        import tempfile
         folder = Path(tempfile.mkdtemp(prefix="flare-read-"))
         links.callback(shutil.rmtree, folder, ignore_errors=True)
         link = folder / ("image.nii.gz" if header.compressed else "image.nii")
