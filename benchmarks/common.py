@@ -140,6 +140,21 @@ def results_dir(tool: str, *variant: str, gpu: str | None = None, root: Path = R
     return root.joinpath(tool, machine_slug(gpu), *variant)
 
 
+# --- memory --------------------------------------------------------------------------------------------
+
+def own_memory_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MB: VmRSS and VmHWM of /proc/self/status.
+
+    VmHWM is the peak of this process's own address space. ru_maxrss (getrusage, os.wait4) is not: a
+    child started from a large process inherits that process's peak through fork and exec."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
 # --- accuracy ------------------------------------------------------------------------------------------
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -166,4 +181,4 @@ def dice_per_label(a: np.ndarray, b: np.ndarray, labels: Iterable[int]) -> dict[
 __all__ = ["REPO", "RESULTS", "SCRATCH", "cpu_name", "cpu_cores", "cpu_description", "slugify", "machine_slug",
            "load_average", "load_text", "git_commit", "command_line", "run_metadata", "metadata_markdown",
            "results_dir", "dice", "dice_from_counts", "dice_per_label", "atomic_output", "write_bytes", "write_json",
-           "write_text", "write_text_table", "find_cases", "list_image_cases", "list_label_cases"]
+           "write_text", "write_text_table", "find_cases", "list_image_cases", "list_label_cases", "own_memory_mb"]

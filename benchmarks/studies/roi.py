@@ -10,7 +10,7 @@ grid (`--roi-grid box`), on large-field phantoms, held-out sample-like phantoms,
 2. Each case runs three times, in a fresh process each (so that peak memory is the case's own): with
    --no-roi, with ROI (the whole image's tiles that meet the box) and with ROI on a box grid.
    Recorded: the stage timings of `inference.api.segment_case` (their sum is the case's wall time,
-   start-up excluded), the process's peak RSS (os.wait4), the number of full-model tiles (the sliding
+   start-up excluded), the process's own peak RSS (VmHWM), the number of full-model tiles (the sliding
    window's progress callback; the localiser's tiles are not counted), and what the localiser decided.
 3. Predictions are scored with `evaluation` (FLARE DSC/NSD) against the phantoms' truth, and each ROI
    mode's labels against the no-ROI labels (the lowest per-label Dice over labels of >= 1,000 voxels).
@@ -32,8 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import (REPO, command_line, cpu_description, list_image_cases, load_average, metadata_markdown, results_dir,
-                               run_metadata, write_json, write_text)
+from benchmarks.common import (REPO, command_line, cpu_description, list_image_cases, load_average, metadata_markdown,
+                               own_memory_mb, results_dir, run_metadata, write_json, write_text)
 
 HELDOUT_MODALITIES = ("t1", "t2", "t1c", "dwi")
 SETS = ("large", "heldout", "samples", "compare")
@@ -86,6 +86,7 @@ def worker(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, 
     result = segment_case(Case(case_id, [image]), out_dir, model, progress=count,
                           roi_settings=RoiSettings(grid="box" if mode == "box" else "whole"))
     wall = time.perf_counter() - t0
+    peak_mb = own_memory_mb()[1]      # before the decision below reads the case again
     decision = None
     if roi and has_localizer:   # after the timed run: what the localiser decided (not timed)
         from inference.roi import decide_box
@@ -95,7 +96,7 @@ def worker(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, 
                     "box": [[s.start, s.stop] for s in d.box] if d.box else None}
     result_json.write_text(json.dumps({"case": case_id, "ok": result.ok, "error": result.error,
                                        "timings": result.timings, "seconds": wall, "tiles": tiles["n"],
-                                       "decision": decision}, indent=2))
+                                       "peak_rss_gb": peak_mb / 1024, "decision": decision}, indent=2))
 
 
 def run_measured(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, tmp: Path) -> dict:
@@ -106,11 +107,10 @@ def run_measured(image: Path, out_dir: Path, model_dir: Path, mode: str, device:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     load_before = load_average()[0]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
+    status = proc.wait()
     if status != 0:
         raise SystemExit(f"error: worker failed for {image} ({mode}), status {status}")
     record = json.loads(result_json.read_text())
-    record["peak_rss_gb"] = usage.ru_maxrss / 1024 ** 2          # ru_maxrss is in KiB on Linux
     record["load"] = [load_before, load_average()[0]]
     if not record["ok"]:
         raise SystemExit(f"error: {image}: {record['error']}")

@@ -29,21 +29,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.common import own_memory_mb
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLE = REPO / "samples" / "inputs" / "phantom_0001_0000.nii.gz"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "soak"
 REFERENCE_CASES = 12          # the done-when compares the peak after all cases with the peak after these
 ALLOWED_GROWTH_MB = 40.0
-
-
-def memory_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB, from /proc/self/status."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def cpu_seconds() -> float:
@@ -86,7 +78,7 @@ def run_soak(cases: int, sample: Path, model_dir: Path, on_case=None) -> list[di
         cpu_before = [cpu_seconds()]
 
         def record(result) -> None:
-            rss, peak = memory_mb()
+            rss, peak = own_memory_mb()
             cpu_now = cpu_seconds()
             entry = {"index": len(records) + 1, "case": result.case, "ok": result.ok, "error": result.error,
                      "seconds": round(sum(result.timings.values()), 3),
