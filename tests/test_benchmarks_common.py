@@ -55,3 +55,16 @@ def test_write_text_table_writes_the_header_and_the_lines(tmp_path):
     assert out == tmp_path / "phantoms_speed.md"
     assert text.startswith("# Phantom generation speed\n\nCommand: `python -m benchmarks.studies.phantoms_speed --repeats 1`")
     assert "load 0.50/0.25/0.12 before" in text and text.endswith("```text\na  1.00\nb  2.00\n```\n")
+
+
+def test_own_memory_mb_sees_this_process_grow_and_keeps_the_peak():
+    import numpy as np
+
+    from benchmarks.common import own_memory_mb
+    rss_before, peak_before = own_memory_mb()
+    block = np.ones(256 * 2 ** 20, dtype=np.uint8)        # 256 MiB, touched
+    rss_during, peak_during = own_memory_mb()
+    del block
+    _, peak_after = own_memory_mb()
+    assert rss_during - rss_before > 200 and peak_during >= rss_during
+    assert peak_after >= peak_during >= peak_before
