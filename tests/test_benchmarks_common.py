@@ -65,6 +65,7 @@ def test_own_memory_mb_sees_this_process_grow_and_keeps_the_peak():
     block = np.ones(256 * 2 ** 20, dtype=np.uint8)        # 256 MiB, touched
     rss_during, peak_during = own_memory_mb()
     del block
-    _, peak_after = own_memory_mb()
+    rss_after, peak_after = own_memory_mb()
     assert rss_during - rss_before > 200 and peak_during >= rss_during
-    assert peak_after >= peak_during >= peak_before
+    # the peak stays after the block is freed (the kernel's RSS counters are batched: within 1 MB)
+    assert peak_after - rss_after > 200 and abs(peak_after - peak_during) < 1 and peak_during >= peak_before
