@@ -144,3 +144,15 @@ def test_wrong_label_count_is_a_clear_error(tmp_path):
     (model_dir / "dataset.json").write_text(json.dumps(dataset))
     with pytest.raises(InferenceError, match="weights do not fit.*2 labels"):
         load_model(model_dir)
+
+
+@pytest.mark.parametrize("size", [1, 7, (1 << 18) - 1, 1 << 18, (1 << 18) * 3 + 5])
+def test_mean_and_std_equal_numpys_float64_statistics(size):
+    """The chunked z-score statistics give numpy's float64 mean and std to float32 (what normalisation
+    uses), across chunk boundaries."""
+    from inference.engines.numpy_engine.preprocess import mean_and_std
+    values = np.random.default_rng(size).normal(300.0, 80.0, size).astype(np.float32)
+    mean, std = mean_and_std(values)
+    assert np.float32(mean) == np.float32(values.mean(dtype=np.float64))
+    assert np.float32(std) == np.float32(values.std(dtype=np.float64))
+    assert mean_and_std(np.zeros(0, np.float32)) == (0.0, 0.0)
