@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,14 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "in").mkdir()
         print(f"writing a {args.size} volume at {args.spacing} mm ...", flush=True)
         write_volume(tmp / "in" / "large_0000.nii.gz", tuple(args.size), tuple(args.spacing))
+        # GNU time reports the child's own peak RSS; getrusage(RUSAGE_CHILDREN) would also carry this
+        # process's peak (the written volume) into the child's through fork and exec
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "inference", "-i", str(tmp / "in"), "-o", str(tmp / "out"),
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(tmp / "maxrss.txt"),
+                               sys.executable, "-m", "inference", "-i", str(tmp / "in"), "-o", str(tmp / "out"),
                                "-m", str(model), "--device", args.device, "--timings", str(tmp / "t.json")])
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             print("prediction failed", file=sys.stderr)
             return 1
-        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB
+        peak_gb = int((tmp / "maxrss.txt").read_text().split()[-1]) * 1024 / 1e9   # %M is KiB
         timings = json.loads((tmp / "t.json").read_text())
         out = sitk.ReadImage(str(tmp / "out" / "large.nii.gz"))
         assert out.GetSize() == tuple(args.size), out.GetSize()
