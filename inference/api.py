@@ -63,21 +63,25 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     window = Window(step_size, model.mirror_axes if tta else None, progress)
     if model.localizer is None:
         return _segment(image, spacing, model, window, timer, source, budget)
+    shared: dict = {}     # the localiser and the model crop and normalise the image once when they can
     with timer.stage("localize"):
-        decision = decide_box(image, spacing, model, roi_settings, direction, source)
+        decision = decide_box(image, spacing, model, roi_settings, direction, source, shared)
     plain = replace(model, localizer=None)
-    return _segment(image, spacing, plain, window, timer, source, budget, decision.box, roi_settings.grid)
+    return _segment(image, spacing, plain, window, timer, source, budget, decision.box, roi_settings.grid, shared)
 
 
 def _segment(image: np.ndarray, spacing, model: LoadedModel, window: Window, timer: StageTimer,
-             source: str, budget, box: tuple[slice, ...] | None = None, grid: str = "whole") -> np.ndarray:
+             source: str, budget, box: tuple[slice, ...] | None = None, grid: str = "whole",
+             shared: dict | None = None) -> np.ndarray:
     """The three array stages on the model's engine, each timed. With a `box` (slices (Z, Y, X) of the
     image) the whole image is preprocessed as without one, but the network runs only the tiles of `grid`
     for the box (inference.rules.tiling.tile_plan) and only the box is exported (inference.rules.region);
     outside it all is background."""
     engine = model.engine
     with timer.stage("preprocess"):
-        prep = engine.preprocess(image, spacing, model, source, budget)
+        prep = engine.preprocess(image, spacing, model, source, budget, shared=shared)
+        if shared:
+            shared.clear()    # the shared crop is not needed past preprocessing: free it
     region = None
     if box is not None:
         region = network_region(box, model.transpose_forward, prep.bbox, tuple(prep.data.shape[1:]), grid)

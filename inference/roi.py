@@ -82,13 +82,13 @@ class RoiDecision:
     fraction: float = 1.0
 
 
-def foreground_box(image: np.ndarray, spacing, localizer: LoadedModel,
-                   source: str = "image") -> tuple[list[tuple[int, int]] | None, float]:
+def foreground_box(image: np.ndarray, spacing, localizer: LoadedModel, source: str = "image",
+                   shared: dict | None = None) -> tuple[list[tuple[int, int]] | None, float]:
     """Box [start, stop) per input axis (Z, Y, X) of the localiser's foreground, and its volume in mL;
     (None, 0.0) when it finds none. The box is the set of input voxels whose centres fall inside the
     foreground cells of the localiser's network grid."""
     engine, where = localizer.engine, f"{source} (localizer input)"
-    prep = engine.preprocess(image, spacing, localizer, where)
+    prep = engine.preprocess(image, spacing, localizer, where, shared=shared)
     mask = engine.foreground(engine.predict_logits(prep, localizer, Window(), where))
     found = mask_bbox(mask)
     if found is None:
@@ -151,13 +151,13 @@ def si_axis(direction=None, ndim: int = 3) -> int:
 
 
 def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), direction=None,
-               source: str = "image") -> RoiDecision:
+               source: str = "image", shared: dict | None = None) -> RoiDecision:
     """Run the model's localiser on the whole image and decide the box (or the whole image). The box
     keeps the whole cranio-caudal extent (`si_axis(direction)`, module docstring) and crops only the
     other two axes; `direction`: the image's SimpleITK direction cosines, None for an axial array.
-    `source` names the image (its file) in messages."""
+    `source` names the image (its file) in messages; `shared`: the case's preprocessing memo (Engine.preprocess)."""
     shape = tuple(image.shape[1:])
-    box, ml = foreground_box(image, spacing, model.localizer, source)
+    box, ml = foreground_box(image, spacing, model.localizer, source, shared)
     if box is None:
         return RoiDecision(None, "localizer found no foreground")
     if ml < settings.min_foreground_ml:

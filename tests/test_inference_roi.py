@@ -624,3 +624,40 @@ def test_shipped_localizer_keeps_the_organs_at_the_first_and_last_slices():
         organs = set(np.unique(whole[z])) - {0}
         assert organs                                             # the end slices do hold organs
         assert set(np.unique(roi[z])) - {0} == organs
+
+
+# --- one normalised crop for the localiser and the model (numpy engine) ----------------------------
+
+def test_localizer_and_model_share_one_normalised_crop(tmp_path, monkeypatch):
+    """Both models z-score the same image the same way: the numpy engine crops and normalises it once
+    per case (the memo segment_array makes), and each model's input equals its unshared preprocessing."""
+    from inference.engines.numpy_engine import preprocess as numpy_pre
+    model = model_with_localizer(tmp_path, backend="torch")   # the numpy stage needs only the folder
+    image, spacing = body_image((30, 160, 160), (slice(10, 20), slice(70, 90), slice(60, 80))), (5.0, 2.0, 2.0)
+    made = []
+    real = numpy_pre.normalised_crop
+    monkeypatch.setattr(numpy_pre, "normalised_crop", lambda *a: made.append(a[2]) or real(*a))
+    shared: dict = {}
+    ours = [numpy_pre.preprocess(image, spacing, m, "image", shared) for m in (model.localizer, model)]
+    assert len(made) == 1 and len(shared) == 1
+    for prep, m in zip(ours, (model.localizer, model)):
+        alone = numpy_pre.preprocess(image, spacing, m, "image")
+        assert np.array_equal(prep.data, alone.data) and prep.bbox == alone.bbox
+        assert (prep.shape_before_cropping, prep.shape_after_cropping, prep.spacing) == \
+            (alone.shape_before_cropping, alone.shape_after_cropping, alone.spacing)
+    assert not np.shares_memory(ours[0].data, image)          # the caller's array is never changed
+
+
+def test_sharing_key_follows_the_effective_normalisation():
+    from types import SimpleNamespace
+
+    from inference.engines.numpy_engine.preprocess import sharing_key
+    from inference.rules.preprocessing import ChannelNormalization as Step
+    model = SimpleNamespace(transpose_forward=(0, 1, 2), mind_params=None)
+    z = [Step("ZScoreNormalization", {"mean": 1.0}, False)]
+    ct = {"mean": 1.0, "std": 2.0, "percentile_00_5": -5.0, "percentile_99_5": 9.0}
+    assert sharing_key(model, z) == sharing_key(model, [Step("ZScoreNormalization", {"mean": 7.0}, False)])
+    assert sharing_key(model, z) != sharing_key(model, [Step("ZScoreNormalization", {"mean": 1.0}, True)])
+    assert sharing_key(model, [Step("CTNormalization", ct, False)]) != \
+        sharing_key(model, [Step("CTNormalization", {**ct, "std": 3.0}, False)])
+    assert sharing_key(model, z) != sharing_key(SimpleNamespace(transpose_forward=(2, 0, 1), mind_params=None), z)

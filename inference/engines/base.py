@@ -37,8 +37,10 @@ class Engine(Protocol):
     exports_in_slabs: bool   # export works in slabs of planes (True) or in chunks of classes (False)
 
     def preprocess(self, image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, source: str,
-                   budget: Any = None) -> Preprocessed:
-        """Image (C, Z, Y, X) as read -> the network input in the plans' axis order."""
+                   budget: Any = None, shared: dict | None = None) -> Preprocessed:
+        """Image (C, Z, Y, X) as read -> the network input in the plans' axis order. `shared`: a memo for
+        this image (one per case) in which an engine may keep work that a second model (the localiser's
+        and the model's) can reuse; an engine may ignore it."""
 
     def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
                        budget: Any = None, region: Region | None = None) -> Any:

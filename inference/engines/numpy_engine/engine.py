@@ -21,8 +21,9 @@ class NumpyEngine:
     name = "numpy"
     exports_in_slabs = True   # the memory model's export term (inference.memory.cost)
 
-    def preprocess(self, image, spacing, model: LoadedModel, source: str, budget=None) -> Preprocessed:
-        return preprocess(np.asarray(image), spacing, model, source)
+    def preprocess(self, image, spacing, model: LoadedModel, source: str, budget=None,
+                   shared: dict | None = None) -> Preprocessed:
+        return preprocess(np.asarray(image), spacing, model, source, shared)
 
     def predict_logits(self, prep: Preprocessed, model: LoadedModel, window: Window, source: str,
                        budget=None, region: Region | None = None) -> np.ndarray | RegionLogits:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,11 +86,26 @@ def mind_descriptors(data: np.ndarray, model: LoadedModel) -> np.ndarray:
     return mind_channels(data, model.mind_params)
 
 
-def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
-               source: str = "image") -> Preprocessed:
-    """Image (C, Z, Y, X) as read, spacing in that order -> the network input (plans axis order)."""
-    check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
-    steps = normalization_steps(model)
+@dataclass(frozen=True)
+class NormalisedCrop:
+    """An image after the steps before resampling: transposed, cropped to the nonzero box, normalised
+    (float32, C-contiguous; never changed after it is made, so two models may share it)."""
+    data: np.ndarray
+    bbox: list
+    shape_before: tuple[int, ...]
+    spacing: tuple[float, ...]
+
+
+def sharing_key(model: LoadedModel, steps) -> tuple:
+    """What the normalised crop depends on besides the image: the axis order, the MIND descriptors and
+    each channel's effective normalisation (z-score ignores the intensity statistics; CT uses them)."""
+    norm = tuple((s.scheme, s.use_mask, tuple(sorted(s.properties.items()))
+                  if s.scheme == "CTNormalization" else None) for s in steps)
+    return tuple(model.transpose_forward), repr(model.mind_params), norm
+
+
+def normalised_crop(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, steps,
+                    source: str) -> NormalisedCrop:
     tf = model.transpose_forward
     data = finite_float32(image, source)
     if model.mind_params is not None:
@@ -97,18 +113,33 @@ def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel
     data = data.transpose(0, *[a + 1 for a in tf])
     spacing_t = tuple(float(s) for s in transposed(spacing, tf))
     shape_before = tuple(data.shape[1:])
-
     bbox = nonzero_bbox((data != 0).any(0))
     # always a copy, normalised in place below: the caller's array is never changed
     data = np.array(data[(slice(None), *[slice(a, b) for a, b in bbox])], dtype=np.float32, order="C")
-    shape_cropped = tuple(data.shape[1:])
-    new_shape = target_shape(shape_cropped, spacing_t, model, source)
-
     mask = filled_nonzero_mask((data != 0).any(0)) if any(s.use_mask for s in steps) else None
     for c, step in enumerate(steps):
         normalize_channel(data[c], step, mask if step.use_mask else None, str(model.model_dir / "plans.json"))
+    data.flags.writeable = False
+    return NormalisedCrop(data, bbox, shape_before, spacing_t)
 
+
+def preprocess(image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel,
+               source: str = "image", shared: dict | None = None) -> Preprocessed:
+    """Image (C, Z, Y, X) as read, spacing in that order -> the network input (plans axis order).
+
+    `shared`: a memo for one image (inference.api makes one per case): a localiser and the model whose
+    crops are the same (same axis order and effective normalisation) crop and normalise it once."""
+    check_grid(tuple(image.shape[1:]), spacing, ModelShape.of(model), source)
+    steps = normalization_steps(model)
+    key = sharing_key(model, steps)
+    crop = shared.get(key) if shared is not None else None
+    if crop is None:
+        crop = normalised_crop(image, spacing, model, steps, source)
+        if shared is not None:
+            shared[key] = crop
+    shape_cropped = tuple(crop.data.shape[1:])
+    new_shape = target_shape(shape_cropped, crop.spacing, model, source)
     cfg = model.config
-    data = resample(data, new_shape, separate_axis(spacing_t, cfg.spacing, cfg.data_force_separate_z))
-    return Preprocessed(data=data, shape_before_cropping=shape_before, bbox=bbox,
-                        shape_after_cropping=shape_cropped, spacing=spacing_t)
+    data = resample(crop.data, new_shape, separate_axis(crop.spacing, cfg.spacing, cfg.data_force_separate_z))
+    return Preprocessed(data=data, shape_before_cropping=crop.shape_before, bbox=crop.bbox,
+                        shape_after_cropping=shape_cropped, spacing=crop.spacing)

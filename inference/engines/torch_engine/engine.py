@@ -50,7 +50,9 @@ class TorchEngine:
         self.stages = stages
 
     def preprocess(self, image, spacing, model: LoadedModel, source: str,
-                   budget: GpuBudget | None = None) -> Preprocessed:
+                   budget: GpuBudget | None = None, shared: dict | None = None) -> Preprocessed:
+        """`shared` is not used: the torch engine preprocesses on the device, where holding the crop
+        between the localiser and the model would cost device memory."""
         if self._planning(budget):
             budget.prepare(model)   # once per model: measures the context, caps the allocator
         run = self.stages.preprocess
