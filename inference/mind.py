@@ -45,6 +45,7 @@ from inference.mind_definition import (  # noqa: F401 - re-exported: callers imp
     OFFSETS,
     PAIRS,
     PATCHES,
+    check_parameters,
     descriptor_channels_from_dataset_json,
     mind_channel_names,
     mind_dataset_json_entry,
@@ -69,12 +70,7 @@ def _check_args(image: Any, radius: int, dilation: int, patch: str, slab: int | 
         raise ValueError(f"image is empty: shape {tuple(image.shape)}")
     if image.is_complex() or image.dtype == torch.bool:
         raise TypeError(f"image dtype {image.dtype} is not a real intensity type")
-    if int(radius) != radius or radius < 0:
-        raise ValueError(f"radius must be an integer >= 0, got {radius}")
-    if int(dilation) != dilation or dilation < 1:
-        raise ValueError(f"dilation must be an integer >= 1, got {dilation}")
-    if patch not in PATCHES:
-        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
+    check_parameters(radius, dilation, patch)
     if slab is not None and (int(slab) != slab or slab < 1):
         raise ValueError(f"slab must be None or an integer >= 1, got {slab}")
     return image

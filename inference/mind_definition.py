@@ -50,11 +50,20 @@ def mind_channel_names() -> dict[str, str]:
     return {str(k): f"{CHANNEL_PREFIX}{k}" for k in range(NUM_CHANNELS)}
 
 
+def check_parameters(radius, dilation, patch: str) -> None:
+    """Refuse MIND-SSC parameters no engine can compute (both engines and dataset.json use this)."""
+    if int(radius) != radius or radius < 0:
+        raise ValueError(f"radius must be an integer >= 0, got {radius}")
+    if int(dilation) != dilation or dilation < 1:
+        raise ValueError(f"dilation must be an integer >= 1, got {dilation}")
+    if patch not in PATCHES:
+        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
+
+
 def mind_dataset_json_entry(radius: int = 1, dilation: int = 2, patch: str = "box",
                             sigma: float = 0.8) -> dict[str, Any]:
     """The "mind" entry that declares MIND input in a dataset.json (parameters of mind_ssc)."""
-    if patch not in PATCHES:
-        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
+    check_parameters(radius, dilation, patch)
     return {"radius": int(radius), "dilation": int(dilation), "patch": patch, "sigma": float(sigma)}
 
 

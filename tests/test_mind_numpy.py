@@ -123,3 +123,18 @@ def test_mind_model_runs_on_the_torch_free_path(tmp_path):
                        for d in ("numpy", "torch"))
     assert len(np.unique(reference)) >= 2
     assert (ours != reference).mean() < 1e-3   # random weights: float32 near-ties may flip a voxel or two
+
+
+@pytest.mark.parametrize("bad,message", [({"radius": -1}, "radius"), ({"radius": 1.5}, "radius"),
+                                         ({"dilation": 0}, "dilation"), ({"patch": "disc"}, "patch")])
+def test_both_engines_and_dataset_json_refuse_the_same_parameters(bad, message):
+    """One rule (inference.mind_definition.check_parameters) for the torch and numpy MIND-SSC and the
+    dataset.json entry that declares MIND input."""
+    from inference.engines.numpy_engine.mind import mind_ssc as numpy_mind_ssc
+    from inference.mind_definition import mind_dataset_json_entry
+    image = np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32)
+    params = {"radius": 1, "dilation": 2, "patch": "box", **bad}
+    for compute in (lambda: numpy_mind_ssc(image, **params), lambda: torch_mind.mind_ssc(torch.from_numpy(image), **params),
+                    lambda: mind_dataset_json_entry(**params)):
+        with pytest.raises(ValueError, match=message):
+            compute()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.mind_definition import CLAMP_HIGH, CLAMP_LOW, NUM_CHANNELS, OFFSETS, PAIRS, PATCHES, patch_weights
+from inference.mind_definition import CLAMP_HIGH, CLAMP_LOW, NUM_CHANNELS, OFFSETS, PAIRS, check_parameters, patch_weights
 
 # Work memory of one slab: its edge-extended block (and as much again in squared differences and filter
 # temporaries) stays within about this many float32 elements, ~32 MB.
@@ -81,12 +81,7 @@ def _check(image: np.ndarray, radius: int, dilation: int, patch: str) -> None:
         raise ValueError(f"image is empty: shape {image.shape}")
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise TypeError(f"image dtype {image.dtype} is not a real intensity type")
-    if int(radius) != radius or radius < 0:
-        raise ValueError(f"radius must be an integer >= 0, got {radius}")
-    if int(dilation) != dilation or dilation < 1:
-        raise ValueError(f"dilation must be an integer >= 1, got {dilation}")
-    if patch not in PATCHES:
-        raise ValueError(f"patch must be one of {PATCHES}, got {patch!r}")
+    check_parameters(radius, dilation, patch)
 
 
 def mind_ssc(image: np.ndarray, radius: int = 1, dilation: int = 2, patch: str = "box", sigma: float = 0.8,
