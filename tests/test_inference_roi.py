@@ -337,6 +337,8 @@ def test_box_grid_is_the_sliding_window_of_the_region_alone(engine, region, grow
         [hi - lo for lo, hi in grown], patch, 0.5)
     with pytest.raises(ValueError, match="grid must be one of"):
         tiles_meeting(data.shape[1:], patch, 0.5, region, "crop")
+    with pytest.raises(ValueError, match="ROI grid must be one of"):
+        RoiSettings(grid="crop")
 
 
 @pytest.mark.parametrize("backend", ENGINES)
