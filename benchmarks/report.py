@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import REPO, RESULTS, write_text
+from benchmarks.studies.roi import set_total
 
 LOCK = "flock /tmp/flare-measure.lock "
 
@@ -293,23 +294,18 @@ def roi_block() -> str:
         sub = [r for r in rows_in if r["set"] == name]
         if not sub:
             continue
-        n = len(sub)
+        n, total = len(sub), set_total(sub)
         boxes = sum(1 for r in sub if (r["decision"] or {}).get("box"))
-        plain = sum(r["plain_s"] for r in sub)
         for mode, label in (("plain", "no ROI"), ("roi", "ROI (default)"), ("box", "ROI, `--roi-grid box`")):
-            if f"{mode}_s" not in sub[0]:
+            if f"{mode}_s" not in total:
                 continue
-            seconds = sum(r[f"{mode}_s"] for r in sub)
-            agree = min((r[f"{mode}_agreement"]["worst_dice"] for r in sub), default=None) \
-                if f"{mode}_agreement" in sub[0] else None
+            agree = total.get(f"{mode}_agreement")
             rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {boxes} of {n})" if mode == "plain" else "",
-                         label, f"{seconds:.2f} s" + (f" (localize {sum(r['localize_s'] for r in sub):.2f} s)"
-                                                      if mode == "roi" else ""),
-                         "" if mode == "plain" else f"**{seconds / plain:.2f}**",
-                         str(sum(r[f"{mode}_tiles"] for r in sub)),
-                         f"**{100 * sum(r[f'{mode}_dsc'] for r in sub) / n:.2f}**",
-                         "-" if agree is None else f"{agree:.3f}",
-                         f"{max(r[f'{mode}_gb'] for r in sub):.2f} GB"])
+                         label, f"{total[f'{mode}_s']:.2f} s" + (f" (localize {total['localize_s']:.2f} s)"
+                                                                 if mode == "roi" else ""),
+                         "" if mode == "plain" else f"**{total[f'{mode}_s'] / total['plain_s']:.2f}**",
+                         str(total[f"{mode}_tiles"]), f"**{100 * total[f'{mode}_dsc']:.2f}**",
+                         "-" if agree is None else f"{agree['worst_dice']:.3f}", f"{total[f'{mode}_gb']:.2f} GB"])
     paper = [r["paper_tiles"] for r in rows_in if "paper_tiles" in r]
     if paper and "box" in paper[0]:
         whole, roi, box = (sum(p[k] for p in paper) for k in ("whole", "roi", "box"))

@@ -269,7 +269,7 @@ def _columns(r: dict, total: bool = False) -> dict[str, str]:
     return cells
 
 
-def _set_total(sub: list[dict]) -> dict:
+def set_total(sub: list[dict]) -> dict:
     """A set's row of sums (times, tiles), means (DSC, NSD), minima (agreement) and maxima (memory)."""
     n, total = len(sub), {"localize_s": sum(r["localize_s"] for r in sub)}
     for m in MODES:
@@ -296,7 +296,7 @@ def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
         lines.append(f"| {r['set']} | {r['case']} | {box} | " + " | ".join(cells[g] for g in groups) + " |")
     for name in sorted({r["set"] for r in rows}):
         sub = [r for r in rows if r["set"] == name]
-        cells = _columns(_set_total(sub), total=True)
+        cells = _columns(set_total(sub), total=True)
         lines.append(f"| **{name} (all {len(sub)})** | | | " + " | ".join(
             f"**{cells[g]}**" if g in ("time (s)", "ratio", "DSC") and cells[g] else cells[g] for g in groups) + " |")
     for r in rows:
