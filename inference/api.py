@@ -22,7 +22,7 @@ from inference.memory.cost import check_case
 from inference.memory.gpu_plan import FLARE_BUDGET_MIB
 from inference.model.folder import DEFAULT_MODEL_DIR
 from inference.loading import LoadedModel, ModelSpec, load_model
-from inference.roi import RoiSettings, decide_box
+from inference.roi import RoiSettings, box_could_spare_tiles, decide_box
 from inference.rules.region import Region, network_region
 from inference.rules.tiling import tiles_meeting
 from inference.timings import StageTimer
@@ -53,7 +53,8 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     """Label map (Z, Y, X) uint8 for an image (C, Z, Y, X) with spacing (z, y, x) in mm.
 
     `source` names the image in messages (e.g. its file). A model with a localiser runs it first, then
-    itself only on the tiles that meet the organs' box, with background outside it (inference.roi);
+    itself only on the tiles that meet the organs' box, with background outside it (inference.roi),
+    unless no box could spare a tile (roi.box_could_spare_tiles): then the whole image runs without it;
     `direction` (the image's SimpleITK direction cosines; None: axial, the first array axis is
     cranio-caudal) tells it which axis it keeps whole.
     `roi_settings`: the localiser's margin and fall-back thresholds. `budget`: the torch engine's CUDA
@@ -63,10 +64,12 @@ def segment_array(image: np.ndarray, spacing: tuple[float, ...], model: LoadedMo
     window = Window(step_size, model.mirror_axes if tta else None, progress)
     if model.localizer is None:
         return _segment(image, spacing, model, window, timer, source, budget)
+    plain = replace(model, localizer=None)
+    if roi_settings.grid == "whole" and not box_could_spare_tiles(image, spacing, model, direction):
+        return _segment(image, spacing, plain, window, timer, source, budget)   # the localiser would save nothing
     shared: dict = {}     # the localiser and the model crop and normalise the image once when they can
     with timer.stage("localize"):
         decision = decide_box(image, spacing, model, roi_settings, direction, source, shared)
-    plain = replace(model, localizer=None)
     return _segment(image, spacing, plain, window, timer, source, budget, decision.box, roi_settings.grid, shared)
 
 

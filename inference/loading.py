@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from inference import InferenceError
 from inference.engines.choice import IR_BIN, IR_XML, EngineChoice, choose_engine, engine_for, fold_has_ir
 from inference.model.folder import (DEFAULT_CHECKPOINT, DEFAULT_MODEL_DIR, LOCALIZER_DIR, Configuration,
                                     ModelFolder, available_folds, read_configuration, read_model_folder)
 from inference.model.loaded import LoadedModel, NetworkPlan
-from inference.model.manifest import verify_files
+from inference.model.manifest import start_verifying, verify_files
 
 if TYPE_CHECKING:
     import torch
@@ -52,19 +52,37 @@ class FoldFacts:
 def load_model(model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, folds: list[str] | None = None,
                checkpoint: str = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu",
                configuration: str | None = None, *, backend: str = "auto", precision: str = "auto",
-               batch_size: int | None = None, threads: int | None = None, roi: bool = True) -> LoadedModel:
+               batch_size: int | None = None, threads: int | None = None, roi: bool = True,
+               manifest_dir: str | os.PathLike | None = None, compile_at_load: bool = True) -> LoadedModel:
     """Load a trained nnU-Net v2 model folder onto `device`; several folds make an ensemble.
 
     `backend`, `precision` (inference.engines.choice) and `batch_size` (tiles per network call; None: the
     measured rule of inference.engines.choice.default_batch_size) choose how the network runs; `threads`
     caps OpenVINO's threads. `roi` False leaves the folder's localizer/ unloaded (whole-image prediction).
+    `manifest_dir`: the folder whose manifest.json lists this one's files (default: this folder; a
+    localiser's is its parent's). `compile_at_load` False: OpenVINO networks compile at their first use
+    or `engine.prepare(model)` (the localiser's: most cases never run it).
+
+    The files the load reads are checked against the manifest (inference.model.manifest): the checkpoint
+    only where it is read (torch, or IR without the checkpoint's facts), the IR only where it runs.
     """
     folder = read_model_folder(Path(model_dir))
+    root = Path(manifest_dir) if manifest_dir is not None else folder.path
     folds = [str(f) for f in folds] if folds else available_folds(folder.path, checkpoint)
     fold_dirs = [folder.path / f"fold_{f}" for f in folds]
     choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs), folder.path)
-    verify_files(folder.path, ["dataset.json", "plans.json"] + _files_read(fold_dirs, checkpoint, choice, folder.path))
-    built = _build_networks(folder, fold_dirs, checkpoint, configuration, choice, batch_size, threads)
+    read = [folder.path / "dataset.json", folder.path / "plans.json", *_files_read(fold_dirs, checkpoint, choice)]
+    checked = start_verifying(root, [_relative(p, root) for p in read])
+    if choice.backend == "torch":
+        checked()          # the checkpoints are unpickled next: refuse a changed one before
+    try:
+        built = _build_networks(folder, fold_dirs, checkpoint, configuration, choice, batch_size, threads,
+                                verify=lambda path: verify_files(root, [_relative(path, root)]),
+                                compile_at_load=compile_at_load)
+    except InferenceError:
+        checked()          # a changed file explains why it could not be read: say that first
+        raise
+    checked()
     localizer = None
     if roi and (folder.path / LOCALIZER_DIR).is_dir():
         # the localiser follows an explicit torch choice (an exact reference run stays all torch)
@@ -80,11 +98,16 @@ def load_model(model_dir: str | os.PathLike = DEFAULT_MODEL_DIR, folds: list[str
         engine=engine_for(built.plan, choice.device), mind_params=folder.mind_params, localizer=localizer)
 
 
-def _files_read(fold_dirs: list[Path], checkpoint: str, choice: EngineChoice, model_dir: Path) -> list[str]:
-    """The fold files this load reads, relative to the model folder (for the manifest check)."""
-    names = [checkpoint] + ([IR_XML, IR_BIN] if choice.backend == "openvino" else [])
-    return [str((d / name).relative_to(model_dir)) for d in fold_dirs for name in names
-            if name != checkpoint or (d / name).is_file()]
+def _files_read(fold_dirs: list[Path], checkpoint: str, choice: EngineChoice) -> list[Path]:
+    """The fold files this load reads for certain (for the manifest check): the IR on OpenVINO, the
+    checkpoint on torch. OpenVINO reads a checkpoint only for IR without its facts (checked then)."""
+    if choice.backend == "openvino":
+        return [d / name for d in fold_dirs for name in (IR_XML, IR_BIN)]
+    return [d / checkpoint for d in fold_dirs if (d / checkpoint).is_file()]
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 @dataclass
@@ -96,16 +119,21 @@ class _Built:
 
 
 def _build_networks(folder: ModelFolder, fold_dirs: list[Path], checkpoint: str, configuration: str | None,
-                    choice: EngineChoice, batch_size: int | None, threads: int | None) -> _Built:
+                    choice: EngineChoice, batch_size: int | None, threads: int | None,
+                    verify: Callable[[Path], None], compile_at_load: bool = True) -> _Built:
     """The folds' networks for the chosen engine, with the first fold's facts, the configuration and
-    the full plan. The torch network is not built at all for OpenVINO: that saves start-up time."""
+    the full plan. The torch network is not built at all for OpenVINO: that saves start-up time.
+    `verify(path)` checks a file the manifest check has not covered before it is read."""
     if choice.backend == "openvino":
         from inference.networks.openvino_network import OpenVINONetwork, read_ir
         irs = [read_ir(d / IR_XML) for d in fold_dirs]
-        facts = _facts_from_ir(irs[0][1]) or _facts_from_checkpoint(fold_dirs[0] / checkpoint)
+        facts = _facts_from_ir(irs[0][1])
+        if facts is None:      # IR written before it carried the checkpoint's facts
+            verify(fold_dirs[0] / checkpoint)
+            facts = _facts_from_checkpoint(fold_dirs[0] / checkpoint)
         config = _configuration(folder, configuration, facts, fold_dirs[0] / checkpoint)
         plan = choice.plan(batch_size, config.patch_size)
-        networks = [OpenVINONetwork(d / IR_XML, plan.batch_size, plan.precision, threads, ir)
+        networks = [OpenVINONetwork(d / IR_XML, plan.batch_size, plan.precision, threads, ir, compile_at_load)
                     for d, (ir, _) in zip(fold_dirs, irs)]
         return _Built(networks, facts, config, plan)
     from inference.model.checkpoint import load_checkpoint
@@ -148,16 +176,9 @@ def _configuration(folder: ModelFolder, requested: str | None, facts: FoldFacts,
 
 def load_localizer(model_dir: Path, device, *, backend: str = "auto", precision: str = "auto",
                    batch_size: int | None = None, threads: int | None = None) -> LoadedModel:
-    """The localiser of `model_dir` (its `localizer/` folder), checked against the folder's manifest.
-
-    The manifest lives in `model_dir`, not in `localizer/` (load_model would find none to check): the
-    files the localiser's load will read are verified here first, for the engine it will get.
-    """
-    loc_dir = Path(model_dir) / LOCALIZER_DIR
-    folds = available_folds(loc_dir, DEFAULT_CHECKPOINT)
-    fold_dirs = [loc_dir / f"fold_{f}" for f in folds]
-    choice = choose_engine(backend, precision, device, all(fold_has_ir(d) for d in fold_dirs), loc_dir)
-    read = ["dataset.json", "plans.json"] + _files_read(fold_dirs, DEFAULT_CHECKPOINT, choice, loc_dir)
-    verify_files(Path(model_dir), [f"{LOCALIZER_DIR}/{name}" for name in read])
-    return load_model(loc_dir, folds, DEFAULT_CHECKPOINT, device, backend=choice.backend, precision=precision,
-                      batch_size=batch_size, threads=threads)
+    """The localiser of `model_dir` (its `localizer/` folder), checked against `model_dir`'s manifest
+    (the manifest lives there, not in `localizer/`). Its OpenVINO networks compile when a case first
+    needs them (inference.roi starts it), not at load: most cases do not."""
+    return load_model(Path(model_dir) / LOCALIZER_DIR, None, DEFAULT_CHECKPOINT, device, backend=backend,
+                      precision=precision, batch_size=batch_size, threads=threads, manifest_dir=model_dir,
+                      compile_at_load=False)

@@ -23,7 +23,10 @@ manifest). For each case the predictor
 It falls back to the whole image when the localiser finds nothing, finds less than
 `min_foreground_ml` of organ volume (implausible for an abdominal MRI with any of the 13 organs), or
 when the box covers more than `max_box_fraction` of the image (little to save; with the full
-cranio-caudal extent this is the in-plane fraction). When, after preprocessing, the box meets every
+cranio-caudal extent this is the in-plane fraction). The localiser is not run at all (the whole image
+is, as with --no-roi) where the geometry alone shows that no box it could give spares a tile of the
+whole image's grid (`box_could_spare_tiles`: every in-plane axis of the network grid under two
+patches); it would cost time and save none. When, after preprocessing, the box meets every
 tile of the whole image, the whole image runs (the same cost) and the box is kept all the same
 (inference.api: background outside it). nnU-Net's predictor has
 no such stage, so it is written here, on top of this package's own preprocessing and sliding window.
@@ -44,6 +47,7 @@ import numpy as np
 
 from inference.engines.base import Window
 from inference.rules.preprocessing import mask_bbox
+from inference.rules.spacing import new_shape_for_spacing
 from inference.rules.tiling import GRIDS
 
 if TYPE_CHECKING:
@@ -88,6 +92,7 @@ def foreground_box(image: np.ndarray, spacing, localizer: LoadedModel, source: s
     (None, 0.0) when it finds none. The box is the set of input voxels whose centres fall inside the
     foreground cells of the localiser's network grid."""
     engine, where = localizer.engine, f"{source} (localizer input)"
+    engine.prepare(localizer)           # its network compiles while its input is prepared
     prep = engine.preprocess(image, spacing, localizer, where, shared=shared)
     mask = engine.foreground(engine.predict_logits(prep, localizer, Window(), where))
     found = mask_bbox(mask)
@@ -148,6 +153,40 @@ def si_axis(direction=None, ndim: int = 3) -> int:
     along_z = np.abs(d.reshape(ndim, ndim)[ndim - 1])      # row: patient z component of each image axis
     along_z_array = along_z[::-1]                           # image axis j is array axis ndim - 1 - j
     return int(np.argmax(np.round(along_z_array, 6)))       # rounding: a 45 degree tie is a tie
+
+
+def box_could_spare_tiles(image: np.ndarray, spacing, model: LoadedModel, direction=None) -> bool:
+    """Whether any box decide_box could give might spare a tile of the whole image's grid (grid "whole"),
+    decided from the geometry alone, before the localiser runs. False: it cannot save time, so the
+    caller runs the whole image without it (inference.api).
+
+    Along an axis of the network grid of length L, the whole grid's tiles start at 0 and at L - P (P: the
+    patch; an image under a patch is padded to it), so a box w voxels wide misses one only where
+    L >= P + w. decide_box makes every box at least a patch wide in millimetres (widen_box), which the
+    resampling keeps at least P network voxels (to within rounding), and the cranio-caudal axis is never
+    narrowed: where each other axis has L < 2P - 1, no box spares a tile. Conservative (True) where a
+    crop to nonzero could narrow a box below a patch (zero planes at an end of an axis) and for MIND
+    models (their crop is the descriptors')."""
+    if model.mind_params is not None:
+        return True
+    shape = tuple(image.shape[1:])
+    cc = si_axis(direction, len(shape))
+    for t, axis in enumerate(model.transpose_forward):
+        if axis == cc:
+            continue
+        length = new_shape_for_spacing([shape[axis]], [spacing[axis]], [model.config.spacing[t]])[0]
+        if length >= 2 * model.config.patch_size[t] - 1 or not _nonzero_at_both_ends(image, axis):
+            return True
+    return False
+
+
+def _nonzero_at_both_ends(image: np.ndarray, axis: int) -> bool:
+    """Whether the first and the last plane along `axis` (of the (Z, Y, X) grid) hold a finite nonzero
+    voxel in some channel: then the crop to nonzero keeps the whole axis."""
+    def holds(index: int) -> bool:
+        plane = np.take(image, index, axis=axis + 1)
+        return bool(np.any((plane != 0) & np.isfinite(plane)))
+    return holds(0) and holds(image.shape[axis + 1] - 1)
 
 
 def decide_box(image, spacing, model, settings: RoiSettings = RoiSettings(), direction=None,

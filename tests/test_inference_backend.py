@@ -3,6 +3,7 @@ manifest, tampering), folders without IR, and tile batching that leaves the logi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from inference.engines.choice import (IR_BIN, IR_XML, NetworkPlan, choose_backen
                                       cpu_has_native_bf16, default_batch_size, native_bf16_evidence,
                                       openvino_installed, precision_reason)
 from inference.loading import load_model
+from inference.model.manifest import add_to_manifest, start_verifying
 from inference.engines.torch_engine.sliding_window import ACCUMULATION_DTYPE, predict_logits
 from testsupport.nnunet_reference import blob_volume
 
@@ -209,6 +211,50 @@ def test_tampered_ir_is_refused(model_with_ir, tmp_path):
 
 
 @needs_openvino
+@needs_openvino
+def test_each_engine_checks_the_files_it_reads(model_with_ir, tmp_path):
+    """The manifest check covers what a load reads: OpenVINO reads the IR, not the checkpoint (unless the
+    IR lacks the checkpoint's facts), so a changed checkpoint stops torch only."""
+    copy = shutil.copytree(model_with_ir, tmp_path / "copy")
+    with open(copy / "fold_all" / "checkpoint_final.pth", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x7f\x7f\x7f\x7f")
+    assert load_model(copy, backend="openvino", precision="fp32").plan.backend == "openvino"
+    with pytest.raises(InferenceError, match=r"fold_all/checkpoint_final.pth: sha256 differs"):
+        load_model(copy, backend="torch")
+    # IR written before it carried the facts: the checkpoint is read for them, and checked first
+    xml = copy / "fold_all" / IR_XML
+    text = xml.read_text()
+    assert "<nnunet>" in text
+    xml.write_text(re.sub(r"\s*<nnunet>.*?</nnunet>", "", text, flags=re.S))
+    add_to_manifest(copy, [f"fold_all/{IR_XML}"])
+    with pytest.raises(InferenceError, match=r"fold_all/checkpoint_final.pth: sha256 differs"):
+        load_model(copy, backend="openvino", precision="fp32")
+
+
+def test_network_loaded_to_compile_lazily_compiles_at_first_use(model_with_ir):
+    """compile_at_load=False (the localiser's): no compile until engine.prepare or the first call, then
+    the same logits as a network compiled at load."""
+    eager = load_model(model_with_ir, backend="openvino", precision="fp32")
+    lazy = load_model(model_with_ir, backend="openvino", precision="fp32", compile_at_load=False)
+    assert not lazy.networks[0]._started and eager.networks[0]._started
+    tiles = np.random.default_rng(0).normal(size=(1, 1, *lazy.config.patch_size)).astype(np.float32)
+    assert np.array_equal(lazy.networks[0](tiles), eager.networks[0](tiles))
+    again = load_model(model_with_ir, backend="openvino", precision="fp32", compile_at_load=False)
+    again.engine.prepare(again)
+    assert again.networks[0]._started
+
+
+def test_background_check_raises_in_the_caller(model_with_ir, tmp_path):
+    copy = shutil.copytree(model_with_ir, tmp_path / "copy")
+    assert start_verifying(copy, ["plans.json", f"fold_all/{IR_BIN}"])() is None
+    (copy / "plans.json").write_text((copy / "plans.json").read_text() + " ")
+    wait = start_verifying(copy, ["dataset.json", "plans.json"])
+    for _ in range(2):   # every call says it
+        with pytest.raises(InferenceError, match=r"plans.json: sha256 differs"):
+            wait()
+
+
 def test_folder_without_ir_runs_on_torch_and_ir_can_be_added(tmp_path):
     from inference.cli import main as cli_main
     from inference.weights import main as weights_main

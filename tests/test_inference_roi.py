@@ -478,6 +478,79 @@ def test_widen_box_grows_to_one_patch_and_stays_inside():
     assert widen_box([(0, 5)], [8], [1.0], 3.0, [20.0]) == [(0, 8)]
 
 
+def _geometry_model(patch, spacing, transpose=(0, 1, 2)):
+    """What the ROI geometry reads of a model: its patch and spacing (plans order) and axis order."""
+    from types import SimpleNamespace
+    return SimpleNamespace(config=SimpleNamespace(patch_size=patch, spacing=spacing), transpose_forward=transpose,
+                           mind_params=None)
+
+
+@pytest.mark.parametrize("patch,target,transpose", [((32, 80, 96), (6.0, 3.0, 3.0), (0, 1, 2)),   # weights/
+                                                    ((40, 192, 224), (2.5, 0.78, 0.78), (0, 1, 2)),  # the paper's
+                                                    ((16, 24, 20), (3.0, 2.0, 2.5), (2, 0, 1))])
+def test_no_box_spares_a_tile_where_the_rule_says_so(patch, target, transpose):
+    """box_could_spare_tiles against brute force: on fields around two patches wide, every box decide_box
+    could give (any localiser box, widened, cranio-caudal axis whole) meets every tile of the whole grid
+    wherever the rule says False; and the rule says True on some fields where a box does spare one."""
+    from inference.roi import box_could_spare_tiles, patch_extent_mm
+    from inference.rules.region import network_region
+    from inference.rules.spacing import new_shape_for_spacing
+    from inference.rules.tiling import tiles_meeting
+    model = _geometry_model(patch, target, transpose)
+    rng = np.random.default_rng(1)
+    spared_where_allowed = 0
+    for _ in range(60):
+        spacing = tuple(float(s) for s in rng.uniform(0.6, 1.6, 3) * np.array([target[transpose.index(a)] for a in range(3)]))
+        net_patch = [patch[transpose.index(a)] * target[transpose.index(a)] / spacing[a] for a in range(3)]
+        shape = tuple(int(n * rng.uniform(1.3, 2.7)) for n in net_patch)       # 1.3 to 2.7 patches
+        image = np.ones((1, *shape), np.float32)
+        for si, direction in ((0, AXIAL), (1, CORONAL), (2, SAGITTAL_SI_FIRST)):
+            network_shape = new_shape_for_spacing([shape[a] for a in transpose], [spacing[a] for a in transpose], target)
+            whole = tiles_meeting(network_shape, patch, 0.5)
+            fewest = whole
+            for _ in range(25):
+                core = []
+                for n in shape:
+                    lo = int(rng.integers(0, n))
+                    core.append((lo, int(rng.integers(lo + 1, n + 1))))
+                box = widen_box(core, shape, spacing, 20.0, patch_extent_mm(model))
+                box[si] = (0, shape[si])
+                region = network_region([slice(a, b) for a, b in box], transpose,
+                                        [(0, shape[a]) for a in transpose], network_shape)
+                fewest = min(fewest, tiles_meeting(network_shape, patch, 0.5, region.network))
+            could = box_could_spare_tiles(image, spacing, model, direction)
+            if not could:
+                assert fewest == whole, (shape, spacing, si)
+            spared_where_allowed += could and fewest < whole
+    assert spared_where_allowed > 0
+
+
+def test_localizer_is_not_run_where_no_box_could_spare_a_tile(tmp_path, monkeypatch):
+    """A field under two patches wide in-plane: the result is --no-roi's, without running the localiser.
+    Zero planes at an end of an in-plane axis (a crop to nonzero could narrow the box) run it again."""
+    from inference.roi import box_could_spare_tiles
+    model = model_with_localizer(tmp_path)
+    shape = (40, 50, 56)                           # 240 x 150 x 168 mm: in-plane under two 96 mm patches
+    image = image_with_block((slice(10, 30), slice(20, 30), slice(20, 36)), shape)
+    assert not box_could_spare_tiles(image, SPACING, model)
+    ran = []
+    monkeypatch.setattr("inference.roi.foreground_box", lambda *a: ran.append(1) or ([(10, 30), (20, 30), (20, 36)], 500.0))
+    timer = StageTimer()
+    labels = segment_array(image, SPACING, model, timer=timer)
+    assert not ran and "localize" not in timer.seconds
+    assert np.array_equal(labels, segment_array(image, SPACING, without_localizer(model)))
+    assert len(np.unique(labels)) > 1
+    # the box grid can always spare tiles: the localiser runs there
+    segment_array(image, SPACING, model, roi_settings=RoiSettings(grid="box", max_box_fraction=1.0))
+    assert ran == [1]
+    image[:, :, -3:, :] = 0                        # the crop to nonzero would cut the end of an in-plane axis
+    assert box_could_spare_tiles(image, SPACING, model)
+    image = image_with_block((slice(5, 15), slice(20, 30), slice(20, 36)), (20, 70, 56))   # y 210 mm: over two patches
+    assert box_could_spare_tiles(image, SPACING, model)
+    # with array axis 1 cranio-caudal (coronal), that long axis is never narrowed: nothing to spare
+    assert not box_could_spare_tiles(image, SPACING, model, CORONAL)
+
+
 def test_image_smaller_than_the_patch(tmp_path, monkeypatch):
     """A box (and image) smaller than the model's patch: the box grows to the whole image, the model
     pads as it does for any small image."""

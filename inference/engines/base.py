@@ -36,6 +36,10 @@ class Engine(Protocol):
     name: str
     exports_in_slabs: bool   # export works in slabs of planes (True) or in chunks of classes (False)
 
+    def prepare(self, model: LoadedModel) -> None:
+        """Start what the model's networks need before their first call, in the background (a model
+        loaded to compile lazily, such as a localiser); nothing where there is nothing to start."""
+
     def preprocess(self, image: np.ndarray, spacing: tuple[float, ...], model: LoadedModel, source: str,
                    budget: Any = None, shared: dict | None = None) -> Preprocessed:
         """Image (C, Z, Y, X) as read -> the network input in the plans' axis order. `shared`: a memo for

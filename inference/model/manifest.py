@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
+from typing import Callable
 
 from inference import InferenceError
 from inference.files.atomic import write_json
@@ -50,6 +52,31 @@ def verify_files(model_dir: Path, relative_paths: list[str]) -> None:
         if sha256_of(model_dir / rel) != listed[rel]:
             raise InferenceError(f"{model_dir / rel}: sha256 differs from {path}: the file was changed "
                                  f"after import; refusing to load it")
+
+
+def start_verifying(model_dir: Path, relative_paths: list[str]) -> Callable[[], None]:
+    """verify_files in a background thread; the function returned waits for it and raises what
+    verify_files raised (call it before the files' contents are used; it may be called again).
+
+    Why a thread: every FLARE case starts a fresh process, and hashing the weights (the file reads and
+    sha256 release the GIL) then overlaps reading the networks and starting their compile."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            verify_files(model_dir, relative_paths)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller by wait()
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, name=f"verify {model_dir.name}")
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if outcome[0] is not None:
+            raise outcome[0]
+    return wait
 
 
 def add_to_manifest(model_dir: Path, relative_paths: list[str]) -> None:

@@ -10,7 +10,8 @@ the mirror axes test-time augmentation may use), in its runtime info under "nnun
 loads a fold without torch. IR written before that still loads: the checkpoint is then read with torch.
 
 Start-up (every FLARE case is a fresh container): compiling starts in a background thread at load and the
-first call waits for it, so the main model compiles while the image is read and the localiser runs. Where
+first call waits for it, so the main model compiles while the image is read; a localiser's compile waits
+until a case needs it (inference.roi), since most cases do not. Where
 FLARE_OPENVINO_CACHE names a folder holding a compile cache for this very CPU and OpenVINO version
 (compile_cache_dir; the image prepares one at build time), compiling reads it instead; on any other CPU
 that folder does not exist and the model compiles as without a cache (nothing is written at run time).
@@ -110,8 +111,10 @@ class OpenVINONetwork:
     """
 
     def __init__(self, xml_path: Path, batch_size: int, precision: str = "fp32", threads: int | None = None,
-                 model=None):
-        """`model`: the ov.Model already read from `xml_path` (read_ir), to skip reading it again."""
+                 model=None, compile_now: bool = True):
+        """`model`: the ov.Model already read from `xml_path` (read_ir), to skip reading it again.
+        `compile_now` False: the compile starts at start_compiling() or the first call (a network a
+        case may not need, such as a localiser, then costs a fresh process nothing)."""
         import openvino as ov
         if precision not in OPENVINO_PRECISION:
             raise InferenceError(f"OpenVINO runs fp32 or bf16 on the CPU, not {precision}")
@@ -134,11 +137,23 @@ class OpenVINONetwork:
         self.batch_size = batch_size
         self.input_shape = tuple(int(d) for d in model.input(0).get_shape())
         self._ready: Future = Future()
+        self._to_compile = (ov.Core(), model, config)
+        self._start_lock = threading.Lock()
+        self._started = False
+        if compile_now:
+            self.start_compiling()
+
+    def start_compiling(self) -> None:
+        """Start compiling in a background thread (once; later calls do nothing)."""
+        with self._start_lock:
+            if self._started:
+                return
+            self._started = True
         # Not a daemon: the interpreter waits for it at exit. A daemon thread still inside OpenVINO's
         # compile when a short script ends (load a model, exit) crashed the process at teardown
         # ("terminate called without an active exception", or a segmentation fault).
-        threading.Thread(target=self._compile, args=(ov.Core(), model, config), daemon=False,
-                         name=f"compile {xml_path.parent.name}").start()
+        threading.Thread(target=self._compile, args=self._to_compile, daemon=False,
+                         name=f"compile {self.xml_path.parent.name}").start()
 
     def _compile(self, core, model, config: dict) -> None:
         try:
@@ -146,9 +161,11 @@ class OpenVINONetwork:
             self._ready.set_result((compiled, compiled.create_infer_request()))
         except Exception as e:  # noqa: BLE001 - handed to the first call, which raises it as InferenceError
             self._ready.set_exception(e)
+        self._to_compile = None    # the ov.Model is not needed past compiling
 
     def _compiled(self):
-        """(compiled model, infer request), waiting for the background compile."""
+        """(compiled model, infer request), waiting for the background compile (started here if not yet)."""
+        self.start_compiling()
         try:
             return self._ready.result()
         except (RuntimeError, ValueError) as e:

@@ -21,6 +21,12 @@ class NumpyEngine:
     name = "numpy"
     exports_in_slabs = True   # the memory model's export term (inference.memory.cost)
 
+    def prepare(self, model: LoadedModel) -> None:
+        for network in model.networks:      # OpenVINO networks loaded with compile_at_load=False
+            start = getattr(network, "start_compiling", None)   # any other callable network is ready
+            if start is not None:
+                start()
+
     def preprocess(self, image, spacing, model: LoadedModel, source: str, budget=None,
                    shared: dict | None = None) -> Preprocessed:
         return preprocess(np.asarray(image), spacing, model, source, shared)

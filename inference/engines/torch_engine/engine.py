@@ -108,6 +108,9 @@ class TorchEngine:
         from inference.memory.gpu_budget import GpuBudget
         return GpuBudget(budget_mib, self.device)
 
+    def prepare(self, model: LoadedModel) -> None:
+        pass                                # torch modules are ready when loaded
+
     def synchronize(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
