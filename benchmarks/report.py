@@ -296,11 +296,13 @@ def roi_block() -> str:
             continue
         n, total = len(sub), set_total(sub)
         boxes = sum(1 for r in sub if (r["decision"] or {}).get("box"))
+        ran = sum(1 for r in sub if (r["decision"] or {}).get("localizer_run", True))
         for mode, label in (("plain", "no ROI"), ("roi", "ROI (default)"), ("box", "ROI, `--roi-grid box`")):
             if f"{mode}_s" not in total:
                 continue
             agree = total.get(f"{mode}_agreement")
-            rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {boxes} of {n})" if mode == "plain" else "",
+            rows.append([f"{name} ({n} case{'s' if n > 1 else ''}; boxes: {boxes} of {n}; localiser run by the "
+                         f"default: {ran} of {n})" if mode == "plain" else "",
                          label, f"{total[f'{mode}_s']:.2f} s" + (f" (localize {total['localize_s']:.2f} s)"
                                                                  if mode == "roi" else ""),
                          "" if mode == "plain" else f"**{total[f'{mode}_s'] / total['plain_s']:.2f}**",
@@ -334,7 +336,9 @@ def roi_compare_block() -> str:
         if f"{mode}_dsc" not in case:
             continue
         localize = case[f"{mode}_timings"].get("localize")
-        rows.append([label, "-" if mode == "plain" else box_text, f"**{100 * case[f'{mode}_dsc']:.1f}**",
+        skipped = mode == "roi" and not (case["decision"] or {}).get("localizer_run", True)
+        rows.append([label, "-" if mode == "plain" else "- (localiser not run: no box spares a tile)" if skipped
+                     else box_text, f"**{100 * case[f'{mode}_dsc']:.1f}**",
                      *[f"{100 * case[f'{mode}_organ_dsc'][k]:.1f}" for k, _ in ROI_ORGANS],
                      f"{case[f'{mode}_s']:.2f} s" + (f" (localize {localize:.2f} s)" if localize is not None else "")])
     text = table(["", "box (Z, Y, X)", "mean DSC", *[name for _, name in ROI_ORGANS], "time"], rows)

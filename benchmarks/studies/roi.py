@@ -8,7 +8,8 @@ grid (`--roi-grid box`), on large-field phantoms, held-out sample-like phantoms,
    held-out phantoms (sample-like abdominal slabs) are written to --work once (skipped when present;
    `--prepare` writes them and stops, outside the measurement lock).
 2. Each case runs three times, in a fresh process each (so that peak memory is the case's own): with
-   --no-roi, with ROI (the whole image's tiles that meet the box) and with ROI on a box grid.
+   --no-roi, with ROI (the whole image's tiles that meet the box; the localiser is not run where no box
+   could spare one, inference.roi.box_could_spare_tiles) and with ROI on a box grid.
    Recorded: the stage timings of `inference.api.segment_case` (their sum is the case's wall time,
    start-up excluded), the process's own peak RSS (VmHWM), the number of full-model tiles (the sliding
    window's progress callback; the localiser's tiles are not counted), and what the localiser decided.
@@ -89,11 +90,15 @@ def worker(image: Path, out_dir: Path, model_dir: Path, mode: str, device: str, 
     peak_mb = own_memory_mb()[1]      # before the decision below reads the case again
     decision = None
     if roi and has_localizer:   # after the timed run: what the localiser decided (not timed)
-        from inference.roi import decide_box
+        from inference.roi import box_could_spare_tiles, decide_box
         volume = read_case(Case(case_id, [image]))
-        d = decide_box(volume.data, volume.spacing, model, direction=volume.reference.GetDirection())
+        direction = volume.reference.GetDirection()
+        d = decide_box(volume.data, volume.spacing, model, direction=direction)
         decision = {"reason": d.reason, "fraction": round(d.fraction, 4), "foreground_ml": round(d.foreground_ml, 1),
-                    "box": [[s.start, s.stop] for s in d.box] if d.box else None}
+                    "box": [[s.start, s.stop] for s in d.box] if d.box else None,
+                    # whether the run used it: the default grid skips it where no box spares a tile
+                    "localizer_run": mode == "box" or box_could_spare_tiles(volume.data, volume.spacing, model,
+                                                                            direction)}
     result_json.write_text(json.dumps({"case": case_id, "ok": result.ok, "error": result.error,
                                        "timings": result.timings, "seconds": wall, "tiles": tiles["n"],
                                        "peak_rss_gb": peak_mb / 1024, "decision": decision}, indent=2))
@@ -292,6 +297,8 @@ def markdown(rows: list[dict], header: str, timed: bool = True) -> str:
     for r in rows:
         d = r["decision"] or {}
         box = f"{100 * d['fraction']:.0f}" if d.get("box") else f"whole ({d.get('reason', '-')})"
+        if d and not d.get("localizer_run", True):
+            box += "; localiser not run"
         cells = _columns(r)
         lines.append(f"| {r['set']} | {r['case']} | {box} | " + " | ".join(cells[g] for g in groups) + " |")
     for name in sorted({r["set"] for r in rows}):
