@@ -111,9 +111,9 @@ class OpenVINONetwork:
     """
 
     def __init__(self, xml_path: Path, batch_size: int, precision: str = "fp32", threads: int | None = None,
-                 model=None, compile_now: bool = True):
+                 model=None, compile_at_load: bool = True):
         """`model`: the ov.Model already read from `xml_path` (read_ir), to skip reading it again.
-        `compile_now` False: the compile starts at start_compiling() or the first call (a network a
+        `compile_at_load` False: the compile starts at start_compiling() or the first call (a network a
         case may not need, such as a localiser, then costs a fresh process nothing)."""
         import openvino as ov
         if precision not in OPENVINO_PRECISION:
@@ -140,7 +140,7 @@ class OpenVINONetwork:
         self._to_compile = (ov.Core(), model, config)
         self._start_lock = threading.Lock()
         self._started = False
-        if compile_now:
+        if compile_at_load:
             self.start_compiling()
 
     def start_compiling(self) -> None:
