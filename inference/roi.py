@@ -170,6 +170,8 @@ def box_could_spare_tiles(image: np.ndarray, spacing, model: LoadedModel, direct
     if model.mind_params is not None:
         return True
     shape = tuple(image.shape[1:])
+    if min(shape) == 0:
+        return False     # nothing to tile: the whole-image path refuses it, naming the grid
     cc = si_axis(direction, len(shape))
     for t, axis in enumerate(model.transpose_forward):
         if axis == cc:

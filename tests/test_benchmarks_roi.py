@@ -53,3 +53,12 @@ def test_label_agreement_lowest_dice_over_labels_with_enough_voxels(tmp_path):
     agreement = label_agreement(tmp_path / "ref.nii.gz", tmp_path / "other.nii.gz")
     assert agreement["labels"] == 2 and agreement["worst_label"] == "RK"   # label 2 is the right kidney
     assert abs(agreement["worst_dice"] - 2 / 3) < 1e-12
+
+
+def test_a_case_whose_localiser_the_default_skipped_says_so():
+    ran, skipped = _row("a", 10.0, 0.80, 36), _row("b", 30.0, 0.90, 64)
+    skipped["decision"]["localizer_run"] = False
+    text = markdown([ran, skipped], "# title")
+    line_a = next(line for line in text.splitlines() if line.startswith("| large | a |"))
+    line_b = next(line for line in text.splitlines() if line.startswith("| large | b |"))
+    assert "localiser not run" in line_b and "localiser not run" not in line_a

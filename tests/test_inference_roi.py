@@ -551,6 +551,14 @@ def test_localizer_is_not_run_where_no_box_could_spare_a_tile(tmp_path, monkeypa
     assert not box_could_spare_tiles(image, SPACING, model, CORONAL)
 
 
+@pytest.mark.parametrize("shape", [(0, 10, 10), (10, 0, 10), (10, 10, 0)])
+def test_an_empty_image_is_refused_as_without_a_localiser(tmp_path, shape):
+    model = model_with_localizer(tmp_path)
+    image = np.zeros((1, *shape), np.float32)
+    with pytest.raises(InferenceError, match=r"^image: .*nothing to segment"):
+        segment_array(image, SPACING, model)
+
+
 def test_image_smaller_than_the_patch(tmp_path, monkeypatch):
     """A box (and image) smaller than the model's patch: the box grows to the whole image, the model
     pads as it does for any small image."""

@@ -77,3 +77,19 @@ def test_regenerate_runs_the_sources_in_order_and_says_which_failed():
     ran.clear()
     assert report.regenerate(["default_model"], run=lambda command: ran.append(command) or 0) == []
     assert ran == [report.SOURCE["default_model"].command]
+
+
+def test_roi_blocks_count_and_name_the_cases_whose_localiser_was_not_run(monkeypatch):
+    path, data = report.find("roi")
+    rows = data["rows"]
+    large = [r for r in rows if r["set"] == "large"]
+    compare = next(r for r in rows if r["set"] == "compare")
+    for r in large[:1] + [compare]:
+        r["decision"]["localizer_run"] = True
+    for r in large[1:]:
+        r["decision"]["localizer_run"] = False
+    monkeypatch.setattr(report, "find", lambda key, root=None: (path, data) if key == "roi" else None)
+    assert f"localiser run by the default: 1 of {len(large)}" in report.roi_block()
+    assert "localiser not run" not in report.roi_compare_block()
+    compare["decision"]["localizer_run"] = False
+    assert "localiser not run" in report.roi_compare_block()
