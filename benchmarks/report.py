@@ -365,6 +365,15 @@ def container_startup_block() -> str:
             ["of which: the case's stages run cold, minus warm", cold or "0"],
             ["labels: voxels differing from the warm process's (max over cases and rounds)",
              str(s["voxels_differing_max"])]]
+    if "chain" in s:    # files measured before the critical chain was part of the study have none
+        c = s["chain"]
+        rows += [["critical chain: a container that only gets the model ready for its first tile",
+                  f"{c['wall']:.2f} s"],
+                 ["of which: numpy import, OpenVINO import, predictor imports, model load, compile wait",
+                  ", ".join(f"{c[k]:.2f}" for k in ("numpy", "openvino", "predictor_imports", "model_load",
+                                                     "compile_wait"))],
+                 ["**floor of the gap** (the chain minus the warm read and preprocess, done beside the compile)",
+                  f"**{s['gap_floor']:.2f} s**"]]
     text = table(["median over rounds and sample cases", "seconds"], rows)
     return text + f"\nLoad average {s['load'][0]:.1f}-{s['load'][1]:.1f}; {provenance(d, path)}.\n"
 

@@ -93,3 +93,18 @@ def test_roi_blocks_count_and_name_the_cases_whose_localiser_was_not_run(monkeyp
     assert "localiser not run" not in report.roi_compare_block()
     compare["decision"]["localizer_run"] = False
     assert "localiser not run" in report.roi_compare_block()
+
+
+def test_container_startup_block_shows_the_critical_chain_only_where_measured(monkeypatch):
+    path, data = report.find("container_startup")
+    summary = dict(data["summary"])
+    for key in ("chain", "gap_floor"):
+        summary.pop(key, None)
+    monkeypatch.setattr(report, "find", lambda key, root=None: (path, {**data, "summary": summary}))
+    assert "critical chain" not in report.container_startup_block()     # an older file: no chain rows
+    summary["chain"] = {"wall": 0.3712, "numpy": 0.061, "openvino": 0.042, "predictor_imports": 0.021,
+                        "model_load": 0.025, "compile_wait": 0.094}
+    summary["gap_floor"] = 0.3456
+    text = report.container_startup_block()
+    assert "| critical chain: a container that only gets the model ready for its first tile | 0.37 s |" in text
+    assert "| 0.06, 0.04, 0.02, 0.03, 0.09 |" in text and "**0.35 s**" in text

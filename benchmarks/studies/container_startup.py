@@ -10,17 +10,25 @@ Per round and case, one after the other (interleaved, so that the machine's load
   2. a bare container (`true` in the same image, the same run flags without the mounts): what Docker
      itself costs;
   3. the same case in this process, warm (the host checkout's model loaded once, one untimed warm-up run
-     per case): `segment_case`'s wall.
+     per case): `segment_case`'s wall;
+  4. the critical chain alone (same flags, no mounts): a container that imports numpy,
+     OpenVINO and the predictor's loader, loads the image's model as predict.sh does (without the
+     localiser, which the default model's cases never run) and waits for its networks to compile, the
+     earliest point a first tile could run.
 The gap (1 - 3) is what running in a fresh container adds; it is split into Docker (2), the interpreter's
 start and exit (1 minus the CLI's total minus 2), imports, model load and the case's stages run cold
-(the container's stages minus the warm ones). Medians over the rounds; the load average is printed
-beside every figure. The container's labels are compared with the warm run's (voxels differing).
+(the container's stages minus the warm ones). These parts overlap (the compile runs beside the read), so
+the chain (4) gives the floor: the gap cannot fall below 4's wall minus what the warm process spends
+before its network (read, preprocess), since the container does those beside the compile. Medians over
+the rounds; the load average is printed beside every figure. The container's labels are compared with
+the warm run's (voxels differing).
 Writes benchmarks/results/container_startup/<machine>/container_startup.{md,json} (or -o FOLDER).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -54,15 +62,54 @@ def organisers_run(image: str, case_file: Path, work: Path) -> dict:
     return {"wall": wall, "timings": record, "output": next(outputs.glob("*.nii.gz"))}
 
 
+def _without_mounts(image: str, label: str) -> list[str]:
+    """The organisers' run flags for `image` without the inputs/outputs mounts (its command: cmd[-1])."""
+    cmd = docker_run_command(image, f"startup-{label}-{time.monotonic_ns()}", "/unused", "/unused")
+    mounts = {i for i, a in enumerate(cmd) if a == "-v"}
+    return [a for i, a in enumerate(cmd) if i not in mounts and i - 1 not in mounts]
+
+
 def bare_container(image: str) -> float:
     """Wall of `/bin/bash -c true` in the image with the organisers' run flags (no mounts)."""
-    cmd = docker_run_command(image, f"startup-bare-{time.monotonic_ns()}", "/unused", "/unused")
-    mounts = {i for i, a in enumerate(cmd) if a == "-v"}
-    cmd = [a for i, a in enumerate(cmd) if i not in mounts and i - 1 not in mounts]
+    cmd = _without_mounts(image, "bare")
     cmd[-1] = "true"                  # in place of `sh predict.sh`
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     return time.perf_counter() - start
+
+
+# Run in the image by critical_chain: the steps before a first tile can run, each timed; the same loader
+# call as predict.sh (backend and precision auto), without the localiser and without reading an image.
+CHAIN_PROBE = """
+import json, os, time
+t0 = time.perf_counter()
+import numpy
+t1 = time.perf_counter()
+import openvino
+t2 = time.perf_counter()
+from inference.loading import load_model
+t3 = time.perf_counter()
+model = load_model("weights", device="auto", roi=False)
+t4 = time.perf_counter()
+for network in model.networks:
+    getattr(network, "compiled", None)
+t5 = time.perf_counter()
+print(json.dumps({"numpy": t1 - t0, "openvino": t2 - t1, "predictor_imports": t3 - t2,
+                  "model_load": t4 - t3, "compile_wait": t5 - t4, "network": model.plan.describe()}))
+os._exit(0)
+"""
+
+
+def critical_chain(image: str) -> dict:
+    """Wall of a container that only gets the model ready for its first tile (CHAIN_PROBE), and its steps."""
+    cmd = _without_mounts(image, "chain")
+    cmd[-1] = f"python -c {shlex.quote(CHAIN_PROBE)}"
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"error: the critical-chain probe exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return {"wall": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def voxels_differing(a: Path, b: Path) -> int:
@@ -95,9 +142,10 @@ def measure(image: str, cases: list[Path], model_dir: Path, rounds: int, work: P
             load = load_average()[0]
             container = organisers_run(image, case_file, work / "container")
             bare = bare_container(image)
+            chain = critical_chain(image)
             warm_wall, warm_stages = in_process(case_file)
             case = case_file.name[: -len("_0000.nii.gz")]
-            row = {"round": r, "case": case, "docker_wall": container["wall"], "bare_container": bare,
+            row = {"round": r, "case": case, "docker_wall": container["wall"], "bare_container": bare, "chain": chain,
                    "cli_total": container["timings"]["total_seconds"], "startup": container["timings"]["startup"],
                    "container_stages": container["timings"]["cases"][0]["seconds"],
                    "in_process_wall": warm_wall, "in_process_stages": warm_stages,
@@ -106,7 +154,8 @@ def measure(image: str, cases: list[Path], model_dir: Path, rounds: int, work: P
                    "load": [load, load_average()[0]]}
             rows.append(row)
             print(f"  round {r} {case}: docker {row['docker_wall']:.2f} s, in-process {warm_wall:.2f} s, "
-                  f"gap {row['docker_wall'] - warm_wall:.2f} s, bare {bare:.2f} s, load {row['load']}",
+                  f"gap {row['docker_wall'] - warm_wall:.2f} s, bare {bare:.2f} s, chain {chain['wall']:.2f} s, "
+                  f"load {row['load']}",
                   file=sys.stderr, flush=True)
     return rows
 
@@ -125,8 +174,23 @@ def breakdown(rows: list[dict]) -> dict:
             "model_load": med(r["startup"]["model_load"] for r in rows),
             "stages_cold_minus_warm": {s: med(r["container_stages"].get(s, 0.0) - r["in_process_stages"].get(s, 0.0)
                                               for r in rows) for s in stages},
+            **_chain_summary(rows, med),
             "voxels_differing_max": max(r["voxels_differing"] for r in rows),
             "load": [min(x for r in rows for x in r["load"]), max(x for r in rows for x in r["load"])]}
+
+
+CHAIN_STEPS = ("numpy", "openvino", "predictor_imports", "model_load", "compile_wait")
+PRE_NETWORK_STAGES = ("read", "localize", "preprocess")   # what the container does beside the compile
+
+
+def _chain_summary(rows: list[dict], med) -> dict:
+    """The critical chain's medians and the gap's floor (rows measured before the chain have neither)."""
+    if not all("chain" in r for r in rows):
+        return {}
+    return {"chain": {"wall": med(r["chain"]["wall"] for r in rows),
+                      **{k: med(r["chain"][k] for r in rows) for k in CHAIN_STEPS}},
+            "gap_floor": med(r["chain"]["wall"] - sum(r["in_process_stages"].get(s, 0.0) for s in PRE_NETWORK_STAGES)
+                             for r in rows)}
 
 
 def markdown(rows: list[dict], header: str) -> str:
@@ -144,6 +208,17 @@ def markdown(rows: list[dict], header: str) -> str:
                      f"{b['model_load']:.2f} | {cold} | {b['voxels_differing_max']} | "
                      f"{b['load'][0]:.1f}-{b['load'][1]:.1f} |")
     lines += ["", f"Network: {rows[0]['network']} (the container's first output line says why)."]
+    if "chain" in parts["**all cases**"]:
+        lines += ["", "The critical chain: a container that only gets the model ready for its first tile "
+                  "(`docker container run` to exit; the steps inside it), and the floor of the gap it sets "
+                  "(its wall minus the warm process's read and preprocess, which the container does beside "
+                  "the compile). Medians (seconds):", "",
+                  "| case | chain wall | numpy import | OpenVINO import | predictor imports | model load "
+                  "| compile wait | floor of the gap | gap |", "|---|---|---|---|---|---|---|---|---|"]
+        for case, b in parts.items():
+            c = b["chain"]
+            lines.append(f"| {case} | {c['wall']:.2f} | " + " | ".join(f"{c[k]:.2f}" for k in CHAIN_STEPS)
+                         + f" | {b['gap_floor']:.2f} | **{b['gap']:.2f}** |")
     return "\n".join(lines) + "\n"
 
 
