@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import REPO, RESULTS, write_text
+from benchmarks.studies.container_startup import CHAIN_STEPS
 from benchmarks.studies.roi import set_total
 
 LOCK = "flock /tmp/flare-measure.lock "
@@ -370,8 +371,7 @@ def container_startup_block() -> str:
         rows += [["critical chain: a container that only gets the model ready for its first tile",
                   f"{c['wall']:.2f} s"],
                  ["of which: numpy import, OpenVINO import, predictor imports, model load, compile wait",
-                  ", ".join(f"{c[k]:.2f}" for k in ("numpy", "openvino", "predictor_imports", "model_load",
-                                                     "compile_wait"))],
+                  ", ".join(f"{c[k]:.2f}" for k in CHAIN_STEPS)],
                  ["**floor of the gap** (the chain minus the warm read and preprocess, done beside the compile)",
                   f"**{s['gap_floor']:.2f} s**"]]
     text = table(["median over rounds and sample cases", "seconds"], rows)

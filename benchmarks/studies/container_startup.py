@@ -18,8 +18,10 @@ Per round and case, one after the other (interleaved, so that the machine's load
 The gap (1 - 3) is what running in a fresh container adds; it is split into Docker (2), the interpreter's
 start and exit (1 minus the CLI's total minus 2), imports, model load and the case's stages run cold
 (the container's stages minus the warm ones). These parts overlap (the compile runs beside the read), so
-the chain (4) gives the floor: the gap cannot fall below 4's wall minus what the warm process spends
-before its network (read, preprocess), since the container does those beside the compile. Medians over
+the chain (4) gives the floor: no first tile runs before it ends, and the container can do only the
+read and preprocess beside it, so the gap's median is not expected below the median of 4's wall minus
+the warm process's read and preprocess (single rounds scatter around it with the machine's noise, since
+the warm network time varies from round to round). Medians over
 the rounds; the load average is printed beside every figure. The container's labels are compared with
 the warm run's (voxels differing).
 Writes benchmarks/results/container_startup/<machine>/container_startup.{md,json} (or -o FOLDER).
